@@ -1,0 +1,179 @@
+"""Command line: a thin layer over the library.
+
+Bad input prints one line, ``volvqa: error: <file>: <problem>``, on stderr
+and exits with status 2 (``--debug`` shows the traceback instead).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import click
+import numpy as np
+
+from volvqa.errors import VolvqaInputError
+
+
+class _Group(click.Group):
+    """Turns errors into one line on stderr and a status code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except VolvqaInputError as e:
+            if (ctx.obj or {}).get("debug"):
+                traceback.print_exc()
+            click.echo(f"volvqa: error: {e}", err=True)
+            ctx.exit(2)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("volvqa: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:  # noqa: BLE001 - last line of defence for users
+            if (ctx.obj or {}).get("debug"):
+                traceback.print_exc()
+            msg = " ".join(str(e).split()) or type(e).__name__
+            click.echo(f"volvqa: internal error: {type(e).__name__}: {msg} (rerun with --debug)", err=True)
+            ctx.exit(1)
+
+
+def _sub_group(name: str, help: str):
+    return click.group(name=name, cls=click.Group, help=help)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.version_option(package_name="volvqa")
+@click.pass_context
+def main(ctx, debug):
+    """volvqa: 3D CT VQA benchmarks whose answers come from segmentation masks."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+load_opts = [
+    click.option("--series-uid", default=None, help="DICOM SeriesInstanceUID when a folder holds several."),
+    click.option("--allow-non-ct", is_flag=True, help="Load images whose intensities are not plausible CT HU."),
+    click.option("--max-voxels", type=int, default=None,
+                 help="Refuse images with more voxels (default 2^31, or VOLVQA_MAX_VOXELS)."),
+]
+
+
+def _with_load_opts(f):
+    for o in reversed(load_opts):
+        f = o(f)
+    return f
+
+
+@main.command()
+@click.argument("volume", type=click.Path(path_type=Path))
+@_with_load_opts
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(volume, series_uid, allow_non_ct, max_voxels, as_json):
+    """Shape, spacing (mm), orientation on disk, HU range and series of a CT."""
+    from volvqa.io import load_volume
+    v = load_volume(volume, series_uid=series_uid, allow_non_ct=allow_non_ct, max_voxels=max_voxels)
+    d = {
+        "path": str(volume),
+        "format": v.meta.get("format"),
+        "shape_canonical_RAS": list(v.shape),
+        "shape_on_disk": v.meta.get("shape_on_disk"),
+        "orientation_on_disk": v.meta.get("orientation_on_disk"),
+        "spacing_mm": [round(s, 6) for s in v.spacing_mm],
+        "hu_min": int(v.array.min()),
+        "hu_max": int(v.array.max()),
+        "series_uid": v.source.series_uid,
+        "affine_ras_mm": np.round(v.affine, 6).tolist(),
+    }
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    for k, val in d.items():
+        click.echo(f"{k}: {val}")
+
+
+@main.command()
+@click.argument("input", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@_with_load_opts
+def ingest(input, output, series_uid, allow_non_ct, max_voxels):
+    """Convert a CT (NIfTI, DICOM folder or zip) to canonical RAS int16 HU NIfTI."""
+    from volvqa.io import load_volume, save_volume
+    from volvqa.io.nifti import write_nifti  # noqa: F401 - validates suffix in save_volume
+    if not (output.name.endswith(".nii") or output.name.endswith(".nii.gz")):
+        raise VolvqaInputError(output, "output must end in .nii or .nii.gz")
+    if not output.parent.exists():
+        raise VolvqaInputError(output, "output folder does not exist")
+    v = load_volume(input, series_uid=series_uid, allow_non_ct=allow_non_ct, max_voxels=max_voxels)
+    save_volume(v, output)
+    click.echo(f"wrote {output} shape {list(v.shape)} spacing {[round(s, 4) for s in v.spacing_mm]} mm RAS")
+
+
+@main.command()
+@click.argument("manifest", required=False, type=click.Path(path_type=Path))
+@click.option("--out", "store", required=True, type=click.Path(path_type=Path), help="Zarr store folder.")
+@click.option("--volume", type=click.Path(path_type=Path), help="One CT instead of a manifest.")
+@click.option("--masks", type=click.Path(path_type=Path), help="Label map or mask folder for --volume.")
+@click.option("--labels", "label_spec", default="auto", help="Label spec for --masks.")
+@click.option("--case-id", default=None, help="Case id for --volume (default: file name).")
+@click.option("--overwrite", is_flag=True, help="Rewrite cases already in the store.")
+@_with_load_opts
+def cache(manifest, store, volume, masks, label_spec, case_id, overwrite, series_uid, allow_non_ct,
+          max_voxels):
+    """Write canonical volumes and label maps into a zarr v3 store (zstd chunks)."""
+    from volvqa.io import load_labelmap, load_volume
+    from volvqa.io.cache import has_case, write_case
+    if (manifest is None) == (volume is None):
+        raise click.UsageError("give a MANIFEST or --volume (not both)")
+    if volume is not None:
+        cid = case_id or volume.name.split(".nii")[0].split(".zip")[0]
+        v = load_volume(volume, series_uid=series_uid, allow_non_ct=allow_non_ct, max_voxels=max_voxels)
+        lm = load_labelmap(masks, label_spec, reference=v) if masks else None
+        write_case(store, cid, v, lm, overwrite=overwrite)
+        click.echo(f"cached {cid} in {store}")
+        return
+    from volvqa.datasets import load_cases
+    from tqdm import tqdm
+    failed = []
+    cases = load_cases(manifest)
+    for c in tqdm(cases, desc="cache", unit="case", file=sys.stderr, disable=None):
+        if has_case(store, c.case_id) and not overwrite:
+            continue
+        try:
+            v = load_volume(c.ct, allow_non_ct=allow_non_ct, max_voxels=max_voxels)
+            lm = load_labelmap(c.masks, c.label_spec, reference=v) if c.masks else None
+            write_case(store, c.case_id, v, lm, overwrite=overwrite)
+        except VolvqaInputError as e:
+            failed.append((c.case_id, str(e)))
+            click.echo(f"volvqa: case {c.case_id} failed: {e}", err=True)
+    click.echo(f"cached {len(cases) - len(failed)} of {len(cases)} cases in {store}")
+    if failed:
+        sys.exit(1)
+
+
+@main.group()
+def datasets():
+    """Dataset manifests."""
+
+
+@datasets.command("check")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--no-read", is_flag=True, help="Do not read label maps (faster; skips unmapped-id check).")
+def datasets_check(manifest, no_read):
+    """Report cases, splits, missing files and unmapped labels of a manifest."""
+    from volvqa.datasets.check import check_manifest
+    from volvqa.datasets.manifest import load_manifest
+    m = load_manifest(manifest)
+    rep = check_manifest(m, read_labels=not no_read)
+    click.echo(f"dataset: {m.name} ({m.layout}) root {m.root}")
+    click.echo(rep.render())
+    if not rep.ok:
+        raise VolvqaInputError(manifest, f"{len(rep.missing)} missing files, {len(rep.unmapped)} cases "
+                               f"with unmapped labels, {len(rep.unreadable)} unreadable files")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,124 @@
+"""Layout adapters: a dataset's folder tree -> list of Cases.
+
+Each adapter only finds files; label names are mapped by the manifest's
+``labels`` table (``volvqa.labels`` vocabulary).
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from volvqa import labels as L
+from volvqa.datasets.manifest import Case, Manifest, safe_join
+from volvqa.errors import VolvqaInputError
+
+KITS23_LABELS = {1: "kidney", 2: "kidney_tumor", 3: "kidney_cyst"}
+
+
+def _subdirs(m: Manifest, pattern: str) -> list[Path]:
+    return sorted(p for p in m.root.glob(pattern) if p.is_dir())
+
+
+def _rel(m: Manifest, p: Path) -> str:
+    return p.relative_to(m.root).as_posix()
+
+
+def abdomenatlas(m: Manifest) -> list[Case]:
+    """``BDMAP_*/ct.nii.gz`` + ``BDMAP_*/segmentations/<name>.nii.gz``."""
+    out = []
+    for d in _subdirs(m, "BDMAP_*"):
+        ct = safe_join(m, _rel(m, d / "ct.nii.gz"), what="CT")
+        seg = d / "segmentations"
+        masks = safe_join(m, _rel(m, seg), what="mask folder") if seg.exists() else None
+        out.append(Case(d.name, ct, masks, m.labels))
+    return out
+
+
+def totalsegmentator(m: Manifest) -> list[Case]:
+    """The TotalSegmentator dataset: ``s*/ct.nii.gz`` + ``s*/segmentations/*.nii.gz``."""
+    out = []
+    for d in _subdirs(m, "s[0-9]*"):
+        ct = safe_join(m, _rel(m, d / "ct.nii.gz"), what="CT")
+        seg = d / "segmentations"
+        masks = safe_join(m, _rel(m, seg), what="mask folder") if seg.exists() else None
+        out.append(Case(d.name, ct, masks, m.labels))
+    return out
+
+
+def kits(m: Manifest) -> list[Case]:
+    """KiTS19/21/23: ``case_*/imaging.nii.gz`` + ``case_*/segmentation.nii.gz``."""
+    spec = m.labels if isinstance(m.labels, dict) else KITS23_LABELS
+    out = []
+    for d in _subdirs(m, "case_*"):
+        ct = safe_join(m, _rel(m, d / "imaging.nii.gz"), what="CT")
+        seg = d / "segmentation.nii.gz"
+        masks = safe_join(m, _rel(m, seg), what="label map") if seg.exists() else None
+        out.append(Case(d.name, ct, masks, spec))
+    return out
+
+
+def msd(m: Manifest) -> list[Case]:
+    """Medical Segmentation Decathlon: ``dataset.json``, ``imagesTr/``, ``labelsTr/``.
+
+    The manifest's ``labels`` may be keyed by the dataset's label ids or by
+    the names in ``dataset.json`` (e.g. ``{liver: liver, cancer: liver_lesion}``).
+    """
+    dj = safe_join(m, "dataset.json", what="dataset.json")
+    try:
+        meta = json.loads(dj.read_text())
+    except (OSError, ValueError) as e:
+        raise VolvqaInputError(dj, f"unreadable dataset.json ({e})") from None
+    ds_labels = {int(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+    if isinstance(m.labels, dict):
+        spec = {}
+        for i, name in ds_labels.items():
+            if i == 0:
+                continue
+            c = m.labels.get(i, m.labels.get(name))
+            if c is not None:
+                spec[i] = c
+    else:
+        spec = {i: L.canonical_name(n) for i, n in ds_labels.items() if i != 0}
+    out = []
+    for entry in meta.get("training") or []:
+        if not isinstance(entry, dict) or "image" not in entry:
+            raise VolvqaInputError(dj, f"training entry without 'image': {entry!r}")
+        ct = safe_join(m, entry["image"], what="image")
+        masks = safe_join(m, entry["label"], what="label") if entry.get("label") else None
+        cid = ct.name.split(".nii")[0]
+        out.append(Case(cid, ct, masks, spec))
+    return out
+
+
+def csv_layout(m: Manifest) -> list[Case]:
+    """A CSV (``csv:`` in the manifest, default ``cases.csv`` under the root)
+    with columns ``case_id, ct, masks[, labels]``; paths relative to the root;
+    ``labels`` a built-in spec name or a YAML/JSON file under the root."""
+    table = safe_join(m, str(m.options.get("csv", "cases.csv")), what="CSV")
+    try:
+        rows = list(csv.DictReader(table.read_text().splitlines()))
+    except OSError as e:
+        raise VolvqaInputError(table, f"unreadable CSV ({e})") from None
+    out = []
+    for n, row in enumerate(rows, start=2):
+        if not row.get("case_id") or not row.get("ct"):
+            raise VolvqaInputError(table, f"line {n}: needs case_id and ct")
+        ct = safe_join(m, row["ct"], what=f"line {n} ct")
+        masks = safe_join(m, row["masks"], what=f"line {n} masks") if row.get("masks") else None
+        spec = m.labels
+        if row.get("labels"):
+            s = row["labels"].strip()
+            spec = s if s in L.BUILTIN_SPECS or s in ("auto", "canonical") else \
+                L.resolve_label_spec(safe_join(m, s, what=f"line {n} labels"))
+        out.append(Case(row["case_id"].strip(), ct, masks, spec))
+    return out
+
+
+LAYOUTS = {
+    "abdomenatlas": abdomenatlas,
+    "totalsegmentator": totalsegmentator,
+    "kits": kits,
+    "msd": msd,
+    "csv": csv_layout,
+}

@@ -1,0 +1,148 @@
+"""Dataset manifests: one YAML per dataset naming its layout, root, label
+mapping onto the canonical vocabulary, split ratios and seed.
+
+Example (``data_manifests/kits23.yaml``)::
+
+    name: kits23
+    layout: kits                # abdomenatlas | msd | kits | totalsegmentator | csv
+    root: ../data/kits23        # relative to this file
+    root_env: KITS23_ROOT       # optional: this environment variable wins when set
+    labels: {1: kidney, 2: kidney_tumor, 3: kidney_cyst}
+    splits: {train: 0.7, val: 0.1, test: 0.2}
+    seed: 0
+    license: CC BY-NC-SA 4.0
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from volvqa import labels as L
+from volvqa.errors import VolvqaInputError
+
+DEFAULT_SPLITS = {"train": 0.7, "val": 0.1, "test": 0.2}
+
+
+@dataclass
+class Case:
+    """One scan of a dataset: where its CT and masks are, and how to name its labels."""
+
+    case_id: str
+    ct: Path
+    masks: Path | None
+    label_spec: Any = "auto"
+    split: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    path: Path
+    name: str
+    layout: str
+    root: Path
+    labels: Any
+    splits: dict[str, float]
+    seed: int
+    license: str = ""
+    options: dict = field(default_factory=dict)
+
+
+def load_manifest(path: str | os.PathLike) -> Manifest:
+    path = Path(path)
+    if not path.is_file():
+        raise VolvqaInputError(path, "manifest not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise VolvqaInputError(path, f"manifest is not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise VolvqaInputError(path, "manifest must be a YAML mapping")
+    for key in ("layout", "root"):
+        if key not in data:
+            raise VolvqaInputError(path, f"manifest lacks '{key}'")
+    from volvqa.datasets.layouts import LAYOUTS
+    layout = str(data["layout"])
+    if layout not in LAYOUTS:
+        raise VolvqaInputError(path, f"unknown layout {layout!r}; known: {', '.join(sorted(LAYOUTS))}")
+    root_env = data.get("root_env")
+    if root_env and os.environ.get(str(root_env)):
+        root = Path(os.environ[str(root_env)])
+    else:
+        root = Path(os.path.expandvars(str(data["root"])))
+        if not root.is_absolute():
+            root = path.parent / root
+    splits = data.get("splits") or DEFAULT_SPLITS
+    try:
+        splits = {str(k): float(v) for k, v in splits.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise VolvqaInputError(path, "splits must map split names to ratios") from None
+    if any(v < 0 for v in splits.values()) or abs(sum(splits.values()) - 1) > 1e-6:
+        raise VolvqaInputError(path, f"split ratios must be non-negative and sum to 1, got {splits}")
+    labels = data.get("labels", "auto")
+    if isinstance(labels, dict):
+        labels = L.resolve_label_spec(labels, where=path)
+    elif labels not in ("auto", "canonical") and labels not in L.BUILTIN_SPECS:
+        labels = L.resolve_label_spec(path.parent / str(labels), where=path)
+    known = {"name", "layout", "root", "root_env", "labels", "splits", "seed", "license"}
+    return Manifest(path=path, name=str(data.get("name") or path.stem), layout=layout,
+                    root=root.resolve(), labels=labels, splits=splits, seed=int(data.get("seed", 0)),
+                    license=str(data.get("license", "")),
+                    options={k: v for k, v in data.items() if k not in known})
+
+
+def safe_join(manifest: Manifest, rel: str | os.PathLike, *, what: str = "path") -> Path:
+    """``root / rel``, refusing paths that leave the dataset root.
+
+    Absolute paths and ``..`` are refused outright; a symlink that resolves
+    outside the root is refused too.
+    """
+    rel_s = os.fspath(rel).replace("\\", "/")
+    if rel_s.startswith("./"):
+        rel_s = rel_s[2:]
+    pp = PurePosixPath(rel_s)
+    if pp.is_absolute() or rel_s.startswith("/") or (len(rel_s) > 1 and rel_s[1] == ":"):
+        raise VolvqaInputError(manifest.path, f"{what} {rel_s!r} is absolute; paths must be relative "
+                               "to the dataset root")
+    if ".." in pp.parts:
+        raise VolvqaInputError(manifest.path, f"{what} {rel_s!r} leaves the dataset root ('..')")
+    full = manifest.root / Path(*pp.parts) if pp.parts else manifest.root
+    resolved = full.resolve()
+    if resolved != manifest.root and manifest.root not in resolved.parents:
+        raise VolvqaInputError(manifest.path, f"{what} {rel_s!r} resolves outside the dataset root "
+                               f"(symlink to {resolved})")
+    return full
+
+
+def assign_split(case_id: str, seed: int, ratios: dict[str, float]) -> str:
+    """Deterministic split from the case id and seed alone (stable as cases are added)."""
+    h = hashlib.sha256(f"{seed}:{case_id}".encode()).digest()
+    u = int.from_bytes(h[:8], "big") / 2**64
+    acc = 0.0
+    names = list(ratios)
+    for name in names:
+        acc += ratios[name]
+        if u < acc:
+            return name
+    return names[-1]
+
+
+def load_cases(manifest: Manifest | str | os.PathLike) -> list[Case]:
+    """All cases of a manifest, with their split, in case-id order."""
+    from volvqa.datasets.layouts import LAYOUTS
+    m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+    if not m.root.is_dir():
+        raise VolvqaInputError(m.path, f"dataset root {m.root} is not a folder")
+    cases = LAYOUTS[m.layout](m)
+    seen = set()
+    for c in cases:
+        if c.case_id in seen:
+            raise VolvqaInputError(m.path, f"case id {c.case_id!r} appears twice")
+        seen.add(c.case_id)
+        c.split = assign_split(c.case_id, m.seed, m.splits)
+    return sorted(cases, key=lambda c: c.case_id)

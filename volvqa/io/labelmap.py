@@ -1,0 +1,282 @@
+"""``load_labelmap``: one label map or a folder of per-structure masks -> LabelMap
+on a Volume's grid, with canonical ids and names.
+
+Masks on another grid or in another voxel order are mapped through world
+coordinates (nearest neighbour), never by array index. When the two grids
+differ only by axis permutations, flips and whole-voxel shifts (the usual
+case: same scan, other storage order or a crop), the mapping is an exact
+index remap; otherwise ``scipy.ndimage.affine_transform`` with order 0.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from volvqa import labels as L
+from volvqa.errors import VolvqaInputError
+from volvqa.io import nifti
+from volvqa.io.validate import check_label_values, max_voxels_from_env
+from volvqa.records import LabelMap, Volume
+
+MASK_SUFFIXES = (".nii.gz", ".nii")
+
+
+def _stem(p: Path) -> str:
+    n = p.name
+    for suf in MASK_SUFFIXES:
+        if n.endswith(suf):
+            return n[: -len(suf)]
+    return p.stem
+
+
+def world_to_index(src_affine: np.ndarray, ref_affine: np.ndarray) -> np.ndarray:
+    """4x4 matrix taking reference voxel indices to source voxel indices."""
+    return np.linalg.inv(src_affine) @ ref_affine
+
+
+def _as_permutation(m: np.ndarray, tol: float = 1e-3):
+    """(perm, signs, offsets) if ``m`` is a signed permutation with integer shifts."""
+    lin = m[:3, :3]
+    r = np.rint(lin)
+    if not np.allclose(lin, r, atol=tol) or not np.all(np.abs(r).sum(axis=0) == 1) \
+            or not np.all(np.abs(r).sum(axis=1) == 1):
+        return None
+    off = m[:3, 3]
+    if not np.allclose(off, np.rint(off), atol=tol):
+        return None
+    perm = [int(np.nonzero(r[:, j])[0][0]) for j in range(3)]  # source axis for each ref axis
+    signs = [int(r[perm[j], j]) for j in range(3)]
+    offsets = [int(np.rint(off[perm[j]])) for j in range(3)]
+    return perm, signs, offsets
+
+
+def resample_nearest(src: np.ndarray, src_affine: np.ndarray, ref_shape: Sequence[int],
+                     ref_affine: np.ndarray) -> np.ndarray:
+    """Labels of ``src`` at the world position of each voxel of the reference grid.
+
+    Voxels of the reference grid outside ``src`` get 0.
+    """
+    m = world_to_index(src_affine, ref_affine)
+    ref_shape = tuple(int(s) for s in ref_shape)
+    exact = _as_permutation(m)
+    if exact is not None:
+        perm, signs, offsets = exact
+        src_t = np.transpose(src, perm)
+        out = np.zeros(ref_shape, dtype=src.dtype)
+        idx, ok = [], []
+        for j in range(3):
+            i = signs[j] * np.arange(ref_shape[j]) + offsets[j]
+            valid = (i >= 0) & (i < src_t.shape[j])
+            idx.append(i[valid])
+            ok.append(np.nonzero(valid)[0])
+        if all(len(v) for v in ok):
+            sl_out = tuple(slice(v[0], v[-1] + 1) for v in ok)
+            sl_src = []
+            for j in range(3):
+                a, b = idx[j][0], idx[j][-1]
+                sl_src.append(slice(a, b + 1) if signs[j] > 0 else slice(a, (b - 1) if b > 0 else None, -1))
+            out[sl_out] = src_t[tuple(sl_src)]
+        return out
+    return ndimage.affine_transform(src, m[:3, :3], offset=m[:3, 3], output_shape=ref_shape,
+                                    order=0, mode="constant", cval=0, prefilter=False)
+
+
+def _grids_overlap(src_shape, src_affine, ref_shape, ref_affine) -> bool:
+    """Whether the world boxes of the two grids intersect."""
+    def box(shape, aff):
+        c = np.array([[i, j, k, 1] for i in (-.5, shape[0] - .5) for j in (-.5, shape[1] - .5)
+                      for k in (-.5, shape[2] - .5)]).T
+        w = (aff @ c)[:3]
+        return w.min(axis=1), w.max(axis=1)
+    a0, a1 = box(src_shape, src_affine)
+    b0, b1 = box(ref_shape, ref_affine)
+    return bool(np.all(a0 <= b1) and np.all(b0 <= a1))
+
+
+def _read_labels(path: Path, max_voxels: int) -> tuple[np.ndarray, np.ndarray]:
+    data, affine, _hdr = nifti.read_nifti(path, max_voxels=max_voxels)
+    return check_label_values(path, data), affine
+
+
+def _on_reference(path: Path, arr: np.ndarray, affine: np.ndarray, reference: Volume) -> np.ndarray:
+    if not _grids_overlap(arr.shape, affine, reference.shape, reference.affine):
+        raise VolvqaInputError(path, "mask does not overlap the volume in world space "
+                               "(check that it belongs to this scan and its affine)")
+    out = resample_nearest(arr, affine, reference.shape, reference.affine)
+    if arr.any() and not out.any():
+        raise VolvqaInputError(path, "no labelled voxel of the mask falls inside the volume "
+                               "in world space (check that it belongs to this scan)")
+    return out
+
+
+def _split_kidneys(kidney: np.ndarray, reference: Volume) -> tuple[np.ndarray, np.ndarray]:
+    """Split a mask of both kidneys into (left, right) by the side of each component.
+
+    Components whose centroid lies at smaller world x than the midline go
+    to the left kidney (RAS: x grows toward the patient's right). The
+    midline is the x midpoint of the two largest components, or the centre
+    of the field of view when there is a single kidney.
+    """
+    lab, n = ndimage.label(kidney, structure=np.ones((3, 3, 3)))
+    if n == 0:
+        return kidney & False, kidney & False
+    sizes = ndimage.sum_labels(kidney, lab, index=np.arange(1, n + 1))
+    cents = np.array(ndimage.center_of_mass(kidney, lab, index=np.arange(1, n + 1)))
+    wx = (reference.affine[:3, :3] @ cents.T + reference.affine[:3, 3:4])[0]
+    if n >= 2:
+        top = np.argsort(sizes)[::-1][:2]
+        mid = wx[top].mean()
+    else:
+        centre = (np.array(reference.shape) - 1) / 2
+        mid = (reference.affine[:3, :3] @ centre + reference.affine[:3, 3])[0]
+    left_ids = np.nonzero(wx < mid)[0] + 1
+    left = np.isin(lab, left_ids)
+    return left, kidney & ~left
+
+
+def load_labelmap(source: str | os.PathLike | Sequence[str | os.PathLike], label_spec="auto", *,
+                  reference: Volume, ignore_unmapped: bool = False,
+                  max_voxels: int | None = None) -> LabelMap:
+    """Load masks onto ``reference``'s grid with canonical ids (``volvqa.labels``).
+
+    source: a label-map NIfTI, a folder of binary per-structure NIfTI masks
+        (file stem = structure name), or a list of such sources merged in
+        order (one spec for all, or a list with one spec per source).
+    label_spec: dataset id / file stem -> canonical name (see
+        ``volvqa.labels.resolve_label_spec``). For a single label map,
+        ``auto`` means the ids are already canonical ids.
+    Overlaps: lesions are painted over organs (a lesion voxel is a lesion);
+    between two organs the first painted keeps the voxel, and the counts of
+    such voxels are kept in ``meta['overlap_voxels']``. Sub-segments go to
+    the ``parts`` layer; an organ given only by its sub-segments (e.g. the
+    TotalSegmentator ``liver_segments`` task alone) is their union.
+    A label named ``kidney`` (both kidneys, as in KiTS) is split by side.
+    """
+    max_voxels = max_voxels_from_env() if max_voxels is None else int(max_voxels)
+    sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    specs = label_spec if isinstance(label_spec, (list, tuple)) else [label_spec] * len(sources)
+    if len(specs) != len(sources):
+        raise VolvqaInputError(None, f"{len(sources)} mask sources but {len(specs)} label specs")
+    structures: list[tuple[str, np.ndarray, str]] = []  # (canonical name, bool mask, from)
+    for src, spec in zip(sources, specs):
+        src = Path(src)
+        structures += _structures_from(src, L.resolve_label_spec(spec, where=src), reference,
+                                       ignore_unmapped, max_voxels)
+    return _paint(structures, reference)
+
+
+def _structures_from(src: Path, spec, reference: Volume, ignore_unmapped: bool, max_voxels: int):
+    if not src.exists():
+        raise VolvqaInputError(src, "mask file or folder not found")
+    out = []
+    if src.is_dir():
+        files = sorted(p for p in src.iterdir() if p.name.endswith(MASK_SUFFIXES) and not p.name.startswith("."))
+        if not files:
+            raise VolvqaInputError(src, "mask folder holds no .nii/.nii.gz files")
+        unmapped = []
+        for f in files:
+            stem = _stem(f)
+            if isinstance(spec, dict):
+                name = spec.get(stem)
+            else:
+                name = L.canonical_name(stem)
+            if name is None:
+                unmapped.append(stem)
+                continue
+            if name == L.IGNORE:
+                continue
+            arr, aff = _read_labels(f, max_voxels)
+            if arr.max() > 1 and len(np.unique(arr)) > 2:
+                raise VolvqaInputError(f, f"per-structure mask holds {len(np.unique(arr))} distinct "
+                                       "values; expected a binary mask (0 and 1)")
+            m = _on_reference(f, (arr > 0).astype(np.uint8), aff, reference).astype(bool)
+            out.append((name, m, str(f)))
+        if unmapped and not ignore_unmapped:
+            raise VolvqaInputError(src, f"mask files not in the label spec: {', '.join(unmapped[:15])}"
+                                   f"{' ...' if len(unmapped) > 15 else ''} (map them, or set them to "
+                                   "'ignore', or pass ignore_unmapped)")
+        return out
+    arr, aff = _read_labels(src, max_voxels)
+    ids = np.unique(arr)
+    ids = ids[ids != 0]
+    if spec == "auto":
+        spec = "canonical"
+    if spec == "canonical":
+        mapping = {int(i): L.CANONICAL_NAMES.get(int(i)) for i in ids}
+    else:
+        mapping = {int(i): spec.get(int(i)) for i in ids}
+    unmapped = [str(i) for i, n in mapping.items() if n is None]
+    if unmapped and not ignore_unmapped:
+        raise VolvqaInputError(src, f"label ids not in the label spec: {', '.join(unmapped[:20])}")
+    # One index remap on the source grid, then one resampling.
+    if int(ids.max(initial=0)) > 65535:
+        raise VolvqaInputError(src, f"label id {int(ids.max())} is larger than 65535")
+    names = sorted({n for n in mapping.values() if n and n != L.IGNORE})
+    local = {n: k + 1 for k, n in enumerate(names)}
+    lut = np.zeros(int(ids.max(initial=0)) + 1, dtype=np.uint16)
+    for i, n in mapping.items():
+        if n and n != L.IGNORE:
+            lut[i] = local[n]
+    on_ref = _on_reference(src, lut[arr], aff, reference)
+    for n in names:
+        out.append((n, on_ref == local[n], str(src)))
+    return out
+
+
+def _paint(structures, reference: Volume) -> LabelMap:
+    shape = reference.shape
+    array = np.zeros(shape, dtype=np.uint8)
+    parts = None
+    overlaps: dict[str, int] = {}
+    expanded = []
+    for name, m, src in structures:
+        if name == L.BILATERAL_KIDNEY:
+            left, right = _split_kidneys(m, reference)
+            expanded += [("kidney_left", left, src), ("kidney_right", right, src)]
+        else:
+            expanded.append((name, m, src))
+    owner: dict[int, str] = {}
+    # Organs first, then lesions on top.
+    ordered = [s for s in expanded if not L.is_part(s[0]) and not L.is_lesion(s[0])] + \
+              [s for s in expanded if L.is_lesion(s[0])]
+    for name, m, _src in ordered:
+        cid = L.CANONICAL_IDS[name]
+        if L.is_lesion(name):
+            array[m] = cid
+        else:
+            clash = m & (array != 0)
+            if clash.any():
+                for other in np.unique(array[clash]):
+                    key = f"{owner.get(int(other), other)}|{name}"
+                    overlaps[key] = overlaps.get(key, 0) + int((array[clash] == other).sum())
+            array[m & (array == 0)] = cid
+        owner[cid] = name
+    part_list = [s for s in expanded if L.is_part(s[0])]
+    if part_list:
+        parts = np.zeros(shape, dtype=np.uint8)
+        for name, m, _src in part_list:
+            parts[m & (parts == 0)] = L.PART_IDS[name]
+        for parent in sorted({L.PART_PARENT[n] for n, _, _ in part_list}):
+            pid = L.CANONICAL_IDS[parent]
+            if not (array == pid).any():
+                ids = [L.PART_IDS[n] for n in L.PART_IDS if L.PART_PARENT[n] == parent]
+                fill = np.isin(parts, ids) & (array == 0)
+                array[fill] = pid
+    present = np.unique(array)
+    labels = {int(i): L.CANONICAL_NAMES[int(i)] for i in present if i != 0}
+    part_labels = {}
+    if parts is not None:
+        pnames = {v: k for k, v in L.PART_IDS.items()}
+        part_labels = {int(i): pnames[int(i)] for i in np.unique(parts) if i != 0}
+    return LabelMap(array=array, labels=labels, affine=reference.affine.copy(), parts=parts,
+                    part_labels=part_labels, meta={"overlap_voxels": overlaps,
+                                                   "sources": sorted({s for _, _, s in structures})})
+
+
+def save_labelmap(labelmap: LabelMap, path: str | os.PathLike) -> None:
+    """Write the primary layer as a NIfTI label map (canonical ids), atomically."""
+    nifti.write_nifti(path, labelmap.array, labelmap.affine)

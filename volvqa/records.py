@@ -1,0 +1,76 @@
+"""Typed records passed between stages (see DESIGN.md).
+
+Voxel order is canonical RAS+: array index 0, 1, 2 grow toward the
+patient's right, anterior and superior. Affines map voxel indices to world
+millimetres in RAS (nibabel convention, not DICOM's LPS).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a volume came from."""
+
+    path: str
+    series_uid: str | None = None
+
+
+@dataclass
+class Volume:
+    """A CT volume in HU.
+
+    array: int16 HU, canonical RAS+ voxel order, shape (x, y, z).
+    affine: 4x4 voxel -> world (mm, RAS).
+    spacing_mm: voxel size along the array axes (mm), from the affine.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    source: Source
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        sx, sy, sz = self.spacing_mm
+        return sx * sy * sz / 1000.0
+
+
+@dataclass
+class LabelMap:
+    """Integer labels on the grid of a Volume.
+
+    array: uint8/uint16, same shape and voxel order as the Volume; 0 is
+        background. Organs and lesions are mutually exclusive here: a lesion
+        voxel carries the lesion's label, not its organ's.
+    labels: id -> canonical name (see ``volvqa.labels``).
+    parts: optional second layer with sub-segments (``liver_segment_1..8``,
+        ``pancreas_head|body|tail``) that overlap organs and lesions; same
+        grid, its own ids in ``part_labels``.
+    """
+
+    array: np.ndarray
+    labels: dict[int, str]
+    affine: np.ndarray
+    parts: np.ndarray | None = None
+    part_labels: dict[int, str] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def id_of(self, name: str) -> int | None:
+        for i, n in self.labels.items():
+            if n == name:
+                return i
+        return None
+
+    @property
+    def names(self) -> list[str]:
+        return [self.labels[i] for i in sorted(self.labels)]
