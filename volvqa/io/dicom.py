@@ -71,8 +71,11 @@ def _iter_files(path: Path):
 
 def _zip_size_guard(path: Path, max_voxels: int) -> None:
     """Reject zips that would inflate to far more than max_voxels int16 voxels."""
-    with zipfile.ZipFile(path) as zf:
-        total = sum(i.file_size for i in zf.infolist())
+    try:
+        with zipfile.ZipFile(path) as zf:
+            total = sum(i.file_size for i in zf.infolist())
+    except (zipfile.BadZipFile, OSError) as e:
+        raise VolvqaInputError(path, f"not a readable zip archive ({e})") from None
     limit = max_voxels * 2 * 2 + (64 << 20)
     if total > limit:
         raise VolvqaInputError(path, f"zip inflates to {total} bytes, more than the "

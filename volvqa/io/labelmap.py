@@ -82,7 +82,7 @@ def resample_nearest(src: np.ndarray, src_affine: np.ndarray, ref_shape: Sequenc
             out[sl_out] = src_t[tuple(sl_src)]
         return out
     return ndimage.affine_transform(src, m[:3, :3], offset=m[:3, 3], output_shape=ref_shape,
-                                    order=0, mode="constant", cval=0, prefilter=False)
+                                    order=0, mode="grid-constant", cval=0, prefilter=False)
 
 
 def _grids_overlap(src_shape, src_affine, ref_shape, ref_affine) -> bool:
