@@ -181,3 +181,21 @@ def test_splits_deterministic_and_by_ratio():
     for name, r in ratios.items():
         assert abs(a.count(name) / len(ids) - r) < 0.03
     assert a != [assign_split(i, 8, ratios) for i in ids]
+
+
+def test_shipped_real_ct_manifest(real_ct, monkeypatch):
+    from pathlib import Path
+    monkeypatch.setenv("VOLVQA_REAL_CT", str(real_ct))
+    m = Path(__file__).resolve().parents[1] / "data_manifests" / "real-ct-example.yaml"
+    got = _load_all(m)
+    assert [c.case_id for c, _, _ in got] == ["example_ct_dicom", "example_ct_sm"]
+    for c, v, lm in got:
+        assert lm.array.shape == v.shape and "liver" in lm.labels.values()
+
+
+@pytest.mark.parametrize("name", ["abdomenatlas", "msd-task03-liver", "kits23", "totalsegmentator",
+                                  "real-ct-example"])
+def test_shipped_manifests_parse(name):
+    from pathlib import Path
+    m = load_manifest(Path(__file__).resolve().parents[1] / "data_manifests" / f"{name}.yaml")
+    assert abs(sum(m.splits.values()) - 1) < 1e-9 and m.layout

@@ -92,10 +92,14 @@ def msd(m: Manifest) -> list[Case]:
 
 
 def csv_layout(m: Manifest) -> list[Case]:
-    """A CSV (``csv:`` in the manifest, default ``cases.csv`` under the root)
-    with columns ``case_id, ct, masks[, labels]``; paths relative to the root;
-    ``labels`` a built-in spec name or a YAML/JSON file under the root."""
-    table = safe_join(m, str(m.options.get("csv", "cases.csv")), what="CSV")
+    """A CSV with columns ``case_id, ct, masks[, labels]``: ``csv:`` in the
+    manifest names it relative to the manifest file (default: ``cases.csv``
+    under the root). Paths in it are relative to the root; ``labels`` is a
+    built-in spec name or a YAML/JSON file under the root."""
+    if m.options.get("csv"):
+        table = m.path.parent / str(m.options["csv"])
+    else:
+        table = safe_join(m, "cases.csv", what="CSV")
     try:
         rows = list(csv.DictReader(table.read_text().splitlines()))
     except OSError as e:
