@@ -154,6 +154,39 @@ def cache(manifest, store, volume, masks, label_spec, case_id, overwrite, series
         sys.exit(1)
 
 
+@main.command()
+@click.argument("volume", type=click.Path(path_type=Path))
+@click.option("--masks", required=True, type=click.Path(path_type=Path), help="Label map or mask folder.")
+@click.option("--labels", "label_spec", default="auto", help="Label spec (mapping file, built-in name, auto).")
+@click.option("--json", "json_out", required=True, type=click.Path(path_type=Path), help="Findings JSON.")
+@click.option("--report", "report_out", type=click.Path(path_type=Path), help="Text report.")
+@click.option("--case-id", default=None, help="Case id (default: the volume's file name).")
+@click.option("--min-lesion-mm3", type=float, default=None,
+              help="Drop lesion components below this volume (default 50 mm^3).")
+@_with_load_opts
+def findings(volume, masks, label_spec, json_out, report_out, case_id, min_lesion_mm3, series_uid,
+             allow_non_ct, max_voxels):
+    """Measure organs and lesions (mm, ml, HU; RAS) and write findings JSON and a report."""
+    from volvqa.findings import DEFAULT_MIN_LESION_MM3, extract
+    from volvqa.findings.report import render_text, structured_report
+    from volvqa.io import load_labelmap, load_volume
+    from volvqa.io.atomic import write_text_atomic
+    for out in (json_out, report_out):
+        if out is not None and not out.parent.exists():
+            raise VolvqaInputError(out, "output folder does not exist")
+    v = load_volume(volume, series_uid=series_uid, allow_non_ct=allow_non_ct, max_voxels=max_voxels)
+    lm = load_labelmap(masks, label_spec, reference=v)
+    cid = case_id or volume.name.split(".nii")[0]
+    f = extract(v, lm, case_id=cid,
+                min_lesion_mm3=DEFAULT_MIN_LESION_MM3 if min_lesion_mm3 is None else min_lesion_mm3)
+    d = f.to_dict()
+    d["report"] = structured_report(f)
+    write_text_atomic(json_out, json.dumps(d, indent=1, sort_keys=True) + "\n")
+    if report_out is not None:
+        write_text_atomic(report_out, render_text(f))
+    click.echo(f"{cid}: {len(f.organs)} structures, {len(f.lesions)} lesions -> {json_out}")
+
+
 @main.group()
 def datasets():
     """Dataset manifests."""

@@ -1,0 +1,96 @@
+"""Findings records: JSON-serialisable, one per case.
+
+Voxel boxes are inclusive index ranges ``[x0, y0, z0, x1, y1, z1]`` on the
+canonical RAS+ grid; mm boxes are ``[xmin, ymin, zmin, xmax, ymax, zmax]``
+in world RAS mm and span the voxels' outer faces. Centroids are world RAS mm.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class OrganFindings:
+    name: str
+    voxels: int                      # whole organ: its own label plus its lesions
+    volume_ml: float
+    parenchyma_voxels: int           # the organ's label alone (lesions excluded)
+    hu_mean: float                   # parenchyma, no erosion (see findings/extract.py)
+    hu_std: float
+    hu_median: float
+    bbox_voxel: list[int]
+    bbox_mm: list[float]
+    extent_mm: list[float]
+    centroid_mm: list[float]
+    touches_border: bool
+    length_mm: float | None = None   # longest 3D diameter, for paired organs (kidneys)
+    lesion_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class LesionFindings:
+    lesion_id: int                   # 1-based, in the order of extraction
+    label: str                       # canonical lesion class, e.g. liver_lesion, kidney_cyst
+    kind: str                        # tumor | cyst | lesion
+    organ: str                       # owning organ (kidney side resolved), e.g. kidney_left
+    voxels: int
+    volume_ml: float
+    hu_mean: float
+    hu_std: float
+    long_axis_mm: float              # longest axial (in-plane) diameter
+    short_axis_mm: float             # longest diameter perpendicular to it, same slice
+    axial_slice: int                 # z index of that slice
+    max_diameter_3d_mm: float
+    bbox_voxel: list[int]
+    bbox_mm: list[float]
+    centroid_mm: list[float]
+    centroid_voxel: list[float]
+    location: dict[str, Any]         # segments / part / side / pole
+    attenuation: str                 # hypo | iso | hyper (vs the organ's parenchyma)
+    hu_difference: float             # lesion mean - parenchyma mean (HU)
+    touches: list[str]               # organs in contact after a 1-voxel (26-neighbour) dilation
+
+
+@dataclass
+class Findings:
+    case_id: str
+    shape: list[int]
+    spacing_mm: list[float]
+    affine_ras_mm: list[list[float]]
+    organs: dict[str, OrganFindings]
+    lesions: list[LesionFindings]
+    contacts: list[list[str]]                 # organ pairs sharing a face
+    dropped_lesion_components: dict[str, int]
+    params: dict[str, Any]
+    source: str = ""
+
+    def lesions_of(self, organ_prefix: str) -> list[LesionFindings]:
+        return [les for les in self.lesions if les.organ.startswith(organ_prefix)]
+
+    def to_dict(self) -> dict:
+        return _rounded(asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Findings":
+        d = dict(d)
+        d["organs"] = {k: OrganFindings(**v) for k, v in d["organs"].items()}
+        d["lesions"] = [LesionFindings(**v) for v in d["lesions"]]
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _rounded(x, nd: int = 4):
+    """Round floats so JSON is short and stable; NaN becomes None."""
+    if isinstance(x, float):
+        return None if math.isnan(x) else round(x, nd)
+    if isinstance(x, dict):
+        return {k: _rounded(v, nd) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_rounded(v, nd) for v in x]
+    return x
