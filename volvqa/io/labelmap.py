@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from volvqa import labels as L
+from volvqa.arrays import label_counts
 from volvqa.errors import VolvqaInputError
 from volvqa.io import nifti
 from volvqa.io.validate import check_label_values, max_voxels_from_env
@@ -65,6 +66,8 @@ def resample_nearest(src: np.ndarray, src_affine: np.ndarray, ref_shape: Sequenc
     exact = _as_permutation(m)
     if exact is not None:
         perm, signs, offsets = exact
+        if perm == [0, 1, 2] and signs == [1, 1, 1] and offsets == [0, 0, 0] and src.shape == ref_shape:
+            return src  # the same grid: nothing to move
         src_t = np.transpose(src, perm)
         out = np.zeros(ref_shape, dtype=src.dtype)
         idx, ok = [], []
@@ -107,13 +110,13 @@ def _on_reference(path: Path, arr: np.ndarray, affine: np.ndarray, reference: Vo
         raise VolvqaInputError(path, "mask does not overlap the volume in world space "
                                "(check that it belongs to this scan and its affine)")
     out = resample_nearest(arr, affine, reference.shape, reference.affine)
-    if arr.any() and not out.any():
+    if out is not arr and arr.any() and not out.any():
         raise VolvqaInputError(path, "no labelled voxel of the mask falls inside the volume "
                                "in world space (check that it belongs to this scan)")
     return out
 
 
-def _split_kidneys(kidney: np.ndarray, reference: Volume) -> tuple[np.ndarray, np.ndarray]:
+def _split_kidneys(kidney: np.ndarray, reference: Volume, offset=(0, 0, 0)) -> tuple[np.ndarray, np.ndarray]:
     """Split a mask of both kidneys into (left, right) by the side of each component.
 
     Components whose centroid lies at smaller world x than the midline go
@@ -125,7 +128,7 @@ def _split_kidneys(kidney: np.ndarray, reference: Volume) -> tuple[np.ndarray, n
     if n == 0:
         return kidney & False, kidney & False
     sizes = ndimage.sum_labels(kidney, lab, index=np.arange(1, n + 1))
-    cents = np.array(ndimage.center_of_mass(kidney, lab, index=np.arange(1, n + 1)))
+    cents = np.array(ndimage.center_of_mass(kidney, lab, index=np.arange(1, n + 1))) + np.asarray(offset, float)
     wx = (reference.affine[:3, :3] @ cents.T + reference.affine[:3, 3:4])[0]
     if n >= 2:
         top = np.argsort(sizes)[::-1][:2]
@@ -161,120 +164,170 @@ def load_labelmap(source: str | os.PathLike | Sequence[str | os.PathLike], label
     specs = label_spec if isinstance(label_spec, (list, tuple)) else [label_spec] * len(sources)
     if len(specs) != len(sources):
         raise VolvqaInputError(None, f"{len(sources)} mask sources but {len(specs)} label specs")
-    structures: list[tuple[str, np.ndarray, str]] = []  # (canonical name, bool mask, from)
+    acc = _Layers(reference)
     for src, spec in zip(sources, specs):
         src = Path(src)
-        structures += _structures_from(src, L.resolve_label_spec(spec, where=src), reference,
-                                       ignore_unmapped, max_voxels)
-    return _paint(structures, reference)
+        spec = L.resolve_label_spec(spec, where=src)
+        if not src.exists():
+            raise VolvqaInputError(src, "mask file or folder not found")
+        if src.is_dir():
+            _add_mask_folder(acc, src, spec, reference, ignore_unmapped, max_voxels)
+        else:
+            _add_label_file(acc, src, spec, reference, ignore_unmapped, max_voxels)
+    return acc.finish(reference)
 
 
-def _structures_from(src: Path, spec, reference: Volume, ignore_unmapped: bool, max_voxels: int):
-    if not src.exists():
-        raise VolvqaInputError(src, "mask file or folder not found")
-    out = []
-    if src.is_dir():
-        files = sorted(p for p in src.iterdir() if p.name.endswith(MASK_SUFFIXES) and not p.name.startswith("."))
-        if not files:
-            raise VolvqaInputError(src, "mask folder holds no .nii/.nii.gz files")
-        unmapped = []
-        for f in files:
-            stem = _stem(f)
-            if isinstance(spec, dict):
-                name = spec.get(stem)
-            else:
-                name = L.canonical_name(stem)
-            if name is None:
-                unmapped.append(stem)
-                continue
-            if name == L.IGNORE:
-                continue
-            arr, aff = _read_labels(f, max_voxels)
-            if arr.max() > 1 and len(np.unique(arr)) > 2:
-                raise VolvqaInputError(f, f"per-structure mask holds {len(np.unique(arr))} distinct "
-                                       "values; expected a binary mask (0 and 1)")
-            m = _on_reference(f, (arr > 0).astype(np.uint8), aff, reference).astype(bool)
-            out.append((name, m, str(f)))
-        if unmapped and not ignore_unmapped:
-            raise VolvqaInputError(src, f"mask files not in the label spec: {', '.join(unmapped[:15])}"
-                                   f"{' ...' if len(unmapped) > 15 else ''} (map them, or set them to "
-                                   "'ignore', or pass ignore_unmapped)")
-        return out
+_KIDNEY_TMP = 255  # a temporary id for "both kidneys" until split by side
+
+
+class _Layers:
+    """Accumulates the primary (organs + lesions) and parts layers on the reference grid."""
+
+    def __init__(self, reference: Volume):
+        self.primary = np.zeros(reference.shape, np.uint8)
+        self.parts: np.ndarray | None = None
+        self.overlaps: dict[str, int] = {}
+        self.sources: list[str] = []
+        self.empty = True
+        self.counts: np.ndarray | None = None  # label counts of ``primary`` while still valid
+
+    def add_primary(self, ids: np.ndarray, src: str, counts: np.ndarray | None = None) -> None:
+        """Merge an array of canonical ids: lesions overwrite, organs fill background."""
+        self.sources.append(src)
+        if self.empty:
+            self.primary = ids if (ids.dtype == np.uint8 and ids.flags.writeable) else ids.astype(np.uint8)
+            self.empty = False
+            self.counts = counts
+            return
+        self.counts = None
+        is_lesion = _LESION_LUT[ids]
+        self.primary[is_lesion] = ids[is_lesion]
+        organ = (ids > 0) & ~is_lesion
+        clash = organ & (self.primary > 0) & (self.primary != ids)
+        if clash.any():
+            pairs, counts = np.unique(self.primary[clash].astype(np.int32) * 256 + ids[clash], return_counts=True)
+            for code, n in zip(pairs.tolist(), counts.tolist()):
+                a, b = divmod(code, 256)
+                if not _LESION_LUT[a]:
+                    key = f"{_name(a)}|{_name(b)}"
+                    self.overlaps[key] = self.overlaps.get(key, 0) + int(n)
+        fill = organ & (self.primary == 0)
+        self.primary[fill] = ids[fill]
+
+    def add_parts(self, ids: np.ndarray) -> None:
+        if self.parts is None:
+            self.parts = np.zeros_like(self.primary)
+        fill = (ids > 0) & (self.parts == 0)
+        self.parts[fill] = ids[fill]
+
+    def finish(self, reference: Volume) -> LabelMap:
+        counts = self.counts if self.counts is not None else label_counts(self.primary)
+        if counts[_KIDNEY_TMP]:
+            both = ndimage.find_objects((self.primary == _KIDNEY_TMP).astype(np.uint8))[0]
+            sub = self.primary[both]
+            left, right = _split_kidneys(sub == _KIDNEY_TMP, reference, [s.start for s in both])
+            sub[left] = L.CANONICAL_IDS["kidney_left"]
+            sub[right] = L.CANONICAL_IDS["kidney_right"]
+        if self.parts is not None:
+            for parent in sorted({L.PART_PARENT[n] for n, i in L.PART_IDS.items() if (self.parts == i).any()}):
+                pid = L.CANONICAL_IDS[parent]
+                if not (self.primary == pid).any():
+                    ids = [i for n, i in L.PART_IDS.items() if L.PART_PARENT[n] == parent]
+                    self.primary[np.isin(self.parts, ids) & (self.primary == 0)] = pid
+            counts = label_counts(self.primary)
+        if counts[_KIDNEY_TMP]:
+            counts = label_counts(self.primary)
+        present = np.nonzero(counts)[0]
+        labels = {int(i): L.CANONICAL_NAMES[int(i)] for i in present if i != 0}
+        part_labels = {}
+        if self.parts is not None:
+            pnames = {v: k for k, v in L.PART_IDS.items()}
+            part_labels = {int(i): pnames[int(i)] for i in np.unique(self.parts) if i != 0}
+        return LabelMap(array=self.primary, labels=labels, affine=reference.affine.copy(), parts=self.parts,
+                        part_labels=part_labels, meta={"overlap_voxels": self.overlaps,
+                                                       "sources": sorted(set(self.sources))})
+
+
+_LESION_LUT = np.zeros(256, bool)
+for _n, _i in L.CANONICAL_IDS.items():
+    _LESION_LUT[_i] = L.is_lesion(_n)
+
+
+def _name(i: int) -> str:
+    return "kidney" if i == _KIDNEY_TMP else L.CANONICAL_NAMES.get(i, str(i))
+
+
+def _canonical_id(name: str) -> tuple[str, int]:
+    """('primary' | 'parts', id) for a canonical name."""
+    if L.is_part(name):
+        return "parts", L.PART_IDS[name]
+    if name == L.BILATERAL_KIDNEY:
+        return "primary", _KIDNEY_TMP
+    return "primary", L.CANONICAL_IDS[name]
+
+
+def _add_label_file(acc: _Layers, src: Path, spec, reference: Volume, ignore_unmapped: bool,
+                    max_voxels: int) -> None:
     arr, aff = _read_labels(src, max_voxels)
-    ids = np.unique(arr)
+    top = int(arr.max(initial=0))
+    if top > 65535:
+        raise VolvqaInputError(src, f"label id {top} is larger than 65535")
+    src_counts = label_counts(arr, minlength=max(top + 1, 256))
+    ids = np.nonzero(src_counts)[0]
     ids = ids[ids != 0]
-    if spec == "auto":
-        spec = "canonical"
-    if spec == "canonical":
+    if spec in ("auto", "canonical"):
         mapping = {int(i): L.CANONICAL_NAMES.get(int(i)) for i in ids}
     else:
         mapping = {int(i): spec.get(int(i)) for i in ids}
     unmapped = [str(i) for i, n in mapping.items() if n is None]
     if unmapped and not ignore_unmapped:
         raise VolvqaInputError(src, f"label ids not in the label spec: {', '.join(unmapped[:20])}")
-    # One index remap on the source grid, then one resampling.
-    if int(ids.max(initial=0)) > 65535:
-        raise VolvqaInputError(src, f"label id {int(ids.max())} is larger than 65535")
-    names = sorted({n for n in mapping.values() if n and n != L.IGNORE})
-    local = {n: k + 1 for k, n in enumerate(names)}
-    lut = np.zeros(int(ids.max(initial=0)) + 1, dtype=np.uint16)
+    lut = {"primary": np.zeros(top + 1, np.uint8), "parts": np.zeros(top + 1, np.uint8)}
     for i, n in mapping.items():
         if n and n != L.IGNORE:
-            lut[i] = local[n]
-    on_ref = _on_reference(src, lut[arr], aff, reference)
-    for n in names:
-        out.append((n, on_ref == local[n], str(src)))
-    return out
+            layer, cid = _canonical_id(n)
+            lut[layer][i] = cid
+    # One index remap on the source grid (none when ids are already
+    # canonical), then one resampling per layer used.
+    lp = lut["primary"]
+    same = np.array_equal(lp[ids], ids) and not lut["parts"].any() and arr.dtype == np.uint8
+    prim = _on_reference(src, arr if same else lp[arr], aff, reference)
+    # Counts carry over only when nothing moved or was relabelled.
+    acc.add_primary(prim, str(src), counts=src_counts if (same and prim is arr) else None)
+    if lut["parts"].any():
+        acc.add_parts(resample_nearest(lut["parts"][arr], aff, reference.shape, reference.affine))
 
 
-def _paint(structures, reference: Volume) -> LabelMap:
-    shape = reference.shape
-    array = np.zeros(shape, dtype=np.uint8)
-    parts = None
-    overlaps: dict[str, int] = {}
-    expanded = []
-    for name, m, src in structures:
-        if name == L.BILATERAL_KIDNEY:
-            left, right = _split_kidneys(m, reference)
-            expanded += [("kidney_left", left, src), ("kidney_right", right, src)]
+def _add_mask_folder(acc: _Layers, src: Path, spec, reference: Volume, ignore_unmapped: bool,
+                     max_voxels: int) -> None:
+    files = sorted(p for p in src.iterdir() if p.name.endswith(MASK_SUFFIXES) and not p.name.startswith("."))
+    if not files:
+        raise VolvqaInputError(src, "mask folder holds no .nii/.nii.gz files")
+    unmapped, todo = [], []
+    for f in files:
+        stem = _stem(f)
+        name = spec.get(stem) if isinstance(spec, dict) else L.canonical_name(stem)
+        if name is None:
+            unmapped.append(stem)
+        elif name != L.IGNORE:
+            todo.append((name, f))
+    if unmapped and not ignore_unmapped:
+        raise VolvqaInputError(src, f"mask files not in the label spec: {', '.join(unmapped[:15])}"
+                               f"{' ...' if len(unmapped) > 15 else ''} (map them, or set them to "
+                               "'ignore', or pass ignore_unmapped)")
+    # Organs first, lesions last (they overwrite), parts in their own layer.
+    todo.sort(key=lambda t: (L.is_lesion(t[0]), t[0]))
+    for name, f in todo:
+        arr, aff = _read_labels(f, max_voxels)
+        if arr.max() > 1 and len(np.unique(arr)) > 2:
+            raise VolvqaInputError(f, f"per-structure mask holds {len(np.unique(arr))} distinct "
+                                   "values; expected a binary mask (0 and 1)")
+        layer, cid = _canonical_id(name)
+        on_ref = _on_reference(f, np.where(arr > 0, cid, 0).astype(np.uint8), aff, reference)
+        if layer == "parts":
+            acc.add_parts(on_ref)
         else:
-            expanded.append((name, m, src))
-    owner: dict[int, str] = {}
-    # Organs first, then lesions on top.
-    ordered = [s for s in expanded if not L.is_part(s[0]) and not L.is_lesion(s[0])] + \
-              [s for s in expanded if L.is_lesion(s[0])]
-    for name, m, _src in ordered:
-        cid = L.CANONICAL_IDS[name]
-        if L.is_lesion(name):
-            array[m] = cid
-        else:
-            clash = m & (array != 0)
-            if clash.any():
-                for other in np.unique(array[clash]):
-                    key = f"{owner.get(int(other), other)}|{name}"
-                    overlaps[key] = overlaps.get(key, 0) + int((array[clash] == other).sum())
-            array[m & (array == 0)] = cid
-        owner[cid] = name
-    part_list = [s for s in expanded if L.is_part(s[0])]
-    if part_list:
-        parts = np.zeros(shape, dtype=np.uint8)
-        for name, m, _src in part_list:
-            parts[m & (parts == 0)] = L.PART_IDS[name]
-        for parent in sorted({L.PART_PARENT[n] for n, _, _ in part_list}):
-            pid = L.CANONICAL_IDS[parent]
-            if not (array == pid).any():
-                ids = [L.PART_IDS[n] for n in L.PART_IDS if L.PART_PARENT[n] == parent]
-                fill = np.isin(parts, ids) & (array == 0)
-                array[fill] = pid
-    present = np.unique(array)
-    labels = {int(i): L.CANONICAL_NAMES[int(i)] for i in present if i != 0}
-    part_labels = {}
-    if parts is not None:
-        pnames = {v: k for k, v in L.PART_IDS.items()}
-        part_labels = {int(i): pnames[int(i)] for i in np.unique(parts) if i != 0}
-    return LabelMap(array=array, labels=labels, affine=reference.affine.copy(), parts=parts,
-                    part_labels=part_labels, meta={"overlap_voxels": overlaps,
-                                                   "sources": sorted({s for _, _, s in structures})})
+            acc.add_primary(on_ref, str(f))
 
 
 def save_labelmap(labelmap: LabelMap, path: str | os.PathLike) -> None:

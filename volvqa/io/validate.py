@@ -83,7 +83,7 @@ def check_plausible_ct(path, hu: np.ndarray, allow_non_ct: bool) -> None:
 
 
 def check_label_values(path, array: np.ndarray) -> np.ndarray:
-    """Label maps hold non-negative integers; return them as int64."""
+    """Label maps hold non-negative integers; return them as an unsigned integer array."""
     if array.dtype.kind not in "iuf":
         raise VolvqaInputError(path, f"unsupported voxel type {array.dtype} for a label map")
     check_finite(path, array)
@@ -93,6 +93,10 @@ def check_label_values(path, array: np.ndarray) -> np.ndarray:
             raise VolvqaInputError(path, "label map holds non-integer values: is it an image, "
                                    "or a probability map?")
         array = r
-    if array.min() < 0:
+    if array.dtype.kind in "iuf" and array.dtype.kind != "u" and array.min() < 0:
         raise VolvqaInputError(path, f"label map holds negative values (min {array.min():g})")
-    return array.astype(np.int64, copy=False)
+    if array.dtype.kind == "u":
+        return array
+    top = array.max(initial=0)
+    out_t = np.uint8 if top < 256 else (np.uint16 if top < 65536 else np.uint32)
+    return array.astype(out_t)
