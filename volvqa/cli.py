@@ -188,6 +188,95 @@ def findings(volume, masks, label_spec, json_out, report_out, case_id, min_lesio
 
 
 @main.group()
+def synth():
+    """Synthetic CT with known truth: phantoms and lesion insertion."""
+
+
+@synth.command("phantoms")
+@click.option("--n", "n", type=int, required=True, help="Number of phantoms.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (synthetic layout).")
+@click.option("--lesions/--no-lesions", default=True, show_default=True, help="Insert a random mix of lesions.")
+def synth_phantoms(n, seed, out, lesions):
+    """Abdominal CT phantoms (CT, label map, parts, truth.json per case)."""
+    from tqdm import tqdm
+    from volvqa.synth.dataset import generate_phantom_dataset
+    if n < 1:
+        raise click.BadParameter("--n must be at least 1")
+    with tqdm(total=n, desc="phantoms", unit="case", file=sys.stderr, disable=None) as bar:
+        generate_phantom_dataset(out, n, seed, lesions=lesions, progress=bar.update)
+    click.echo(f"{n} phantoms in {out}")
+
+
+@synth.command("lesions")
+@click.option("--volume", required=True, type=click.Path(path_type=Path))
+@click.option("--masks", required=True, type=click.Path(path_type=Path))
+@click.option("--labels", "label_spec", default="auto", help="Label spec of --masks.")
+@click.option("--spec", "spec_path", required=True, type=click.Path(path_type=Path),
+              help="YAML: seed and a list of lesion requests.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--n", "n", type=int, default=1, show_default=True,
+              help="Number of variants (case folders <stem>_lesions_000 ...) with seeds seed, seed+1, ...")
+@_with_load_opts
+def synth_lesions(volume, masks, label_spec, spec_path, out, n, series_uid, allow_non_ct, max_voxels):
+    """Insert lesions into a CT with organ masks; writes case folders with truth.json."""
+    import yaml
+    from volvqa.io import load_labelmap, load_volume
+    from volvqa.synth.dataset import case_done, insert_with_retries, write_case
+    from volvqa.synth.lesions import LesionRequest
+    try:
+        spec = yaml.safe_load(spec_path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise VolvqaInputError(spec_path, f"unreadable lesion spec ({str(e).splitlines()[0]})") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("lesions"), list):
+        raise VolvqaInputError(spec_path, "lesion spec needs a 'lesions' list")
+    try:
+        reqs = [LesionRequest.from_dict(d) for d in spec["lesions"]]
+    except (TypeError, VolvqaInputError) as e:
+        raise VolvqaInputError(spec_path, str(e)) from None
+    v = load_volume(volume, series_uid=series_uid, allow_non_ct=allow_non_ct, max_voxels=max_voxels)
+    lm = load_labelmap(masks, label_spec, reference=v)
+    stem = volume.name.split(".nii")[0].split(".zip")[0]
+    seed = int(spec.get("seed", 0))
+    for k in range(n):
+        folder = out / f"{stem}_lesions_{k:03d}"
+        if case_done(folder):
+            continue
+        v2, lm2, truths, skipped = insert_with_retries(v, lm, reqs, seed + k)
+        write_case(folder, v2, lm2, {"case_id": folder.name, "source": str(volume), "seed": seed + k,
+                                     "lesions": truths, "skipped_lesions": skipped})
+        click.echo(f"{folder}: {len(truths)} lesions inserted, {len(skipped)} skipped")
+
+
+@main.command()
+@click.argument("volume", type=click.Path(path_type=Path))
+@click.option("--masks", type=click.Path(path_type=Path), help="Label map or mask folder to outline.")
+@click.option("--labels", "label_spec", default="auto", help="Label spec of --masks.")
+@click.option("--structure", default=None, help="Slices through this structure's centroid (e.g. liver, liver_tumor).")
+@click.option("--bbox", "bboxes", multiple=True, help="Voxel box x0,y0,z0,x1,y1,z1 (inclusive); repeatable.")
+@click.option("--window", default="400,50", show_default=True, help="Width,level in HU.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="PNG file.")
+@_with_load_opts
+def render(volume, masks, label_spec, structure, bboxes, window, out, series_uid, allow_non_ct, max_voxels):
+    """Axial, coronal and sagittal slices with mask contours and boxes (radiological view)."""
+    from volvqa.io import load_labelmap, load_volume
+    from volvqa.render import render_png, write_png
+    if not out.parent.exists():
+        raise VolvqaInputError(out, "output folder does not exist")
+    try:
+        boxes = [[int(x) for x in b.split(",")] for b in bboxes]
+        w, lvl = (float(x) for x in window.split(","))
+    except ValueError:
+        raise click.BadParameter("--bbox takes 6 integers, --window two numbers") from None
+    if any(len(b) != 6 for b in boxes):
+        raise click.BadParameter("--bbox takes 6 integers: x0,y0,z0,x1,y1,z1")
+    v = load_volume(volume, series_uid=series_uid, allow_non_ct=allow_non_ct, max_voxels=max_voxels)
+    lm = load_labelmap(masks, label_spec, reference=v) if masks else None
+    write_png(out, render_png(v, lm, structure=structure, boxes=boxes, window=(w, lvl), title=volume.name))
+    click.echo(f"wrote {out}")
+
+
+@main.group()
 def datasets():
     """Dataset manifests."""
 

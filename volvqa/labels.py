@@ -231,6 +231,7 @@ def canonical_name(name: str) -> str | None:
 BUILTIN_SPECS: dict[str, dict] = {
     "totalsegmentator": {i: canonical_name(n) for i, n in TOTALSEG_TOTAL.items()},
     "totalsegmentator_liver_segments": {i: f"liver_segment_{i}" for i in range(1, 9)},
+    "volvqa_parts": {i: n for n, i in PART_IDS.items()},
 }
 
 

@@ -11,6 +11,7 @@ from volvqa.errors import VolvqaInputError
 from volvqa.io import nifti
 from volvqa.io.labelmap import MASK_SUFFIXES, _stem
 from volvqa.io.validate import max_voxels_from_env
+from volvqa.arrays import label_counts
 
 
 @dataclass
@@ -46,29 +47,38 @@ def check_manifest(manifest: Manifest, *, read_labels: bool = True) -> CheckRepo
             rep.missing.append(str(c.ct))
         if c.masks is None:
             continue
-        if not c.masks.exists():
-            rep.missing.append(str(c.masks))
-            continue
-        spec = L.resolve_label_spec(c.label_spec)
+        sources = c.masks if isinstance(c.masks, list) else [c.masks]
+        specs = c.label_spec if isinstance(c.label_spec, list) else [c.label_spec] * len(sources)
         bad: list[str] = []
-        if c.masks.is_dir():
-            for f in sorted(c.masks.iterdir()):
-                if f.name.endswith(MASK_SUFFIXES):
-                    stem = _stem(f)
-                    name = spec.get(stem) if isinstance(spec, dict) else L.canonical_name(stem)
-                    if name is None:
-                        bad.append(stem)
-        elif read_labels:
-            try:
-                data, _aff, _hdr = nifti.read_nifti(c.masks, max_voxels=max_voxels_from_env())
-            except VolvqaInputError as e:
-                rep.unreadable.append(str(e))
-                continue
-            ids = [int(i) for i in np.unique(data) if i != 0]
-            for i in ids:
-                name = L.CANONICAL_NAMES.get(i) if not isinstance(spec, dict) else spec.get(i)
-                if name is None:
-                    bad.append(str(i))
+        for src, spec in zip(sources, specs):
+            _check_source(rep, src, L.resolve_label_spec(spec), read_labels, bad)
         if bad:
             rep.unmapped[c.case_id] = bad
     return rep
+
+
+def _check_source(rep: CheckReport, masks, spec, read_labels: bool, bad: list[str]) -> None:
+    if not masks.exists():
+        rep.missing.append(str(masks))
+        return
+    if masks.is_dir():
+        for f in sorted(masks.iterdir()):
+            if f.name.endswith(MASK_SUFFIXES):
+                stem = _stem(f)
+                name = spec.get(stem) if isinstance(spec, dict) else L.canonical_name(stem)
+                if name is None:
+                    bad.append(stem)
+        return
+    if not read_labels:
+        return
+    try:
+        data, _aff, _hdr = nifti.read_nifti(masks, max_voxels=max_voxels_from_env())
+    except VolvqaInputError as e:
+        rep.unreadable.append(str(e))
+        return
+    for i in np.nonzero(label_counts(data, minlength=int(data.max(initial=0)) + 1))[0]:
+        if i == 0:
+            continue
+        name = L.CANONICAL_NAMES.get(int(i)) if not isinstance(spec, dict) else spec.get(int(i))
+        if name is None:
+            bad.append(str(i))

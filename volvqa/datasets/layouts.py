@@ -119,7 +119,26 @@ def csv_layout(m: Manifest) -> list[Case]:
     return out
 
 
+def synthetic(m: Manifest) -> list[Case]:
+    """A folder made by ``volvqa synth``: ``<case>/ct.nii.gz``, ``seg.nii.gz``
+    (canonical ids), optional ``parts.nii.gz`` and ``truth.json``."""
+    out = []
+    for d in sorted(p for p in m.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (d / "ct.nii.gz").exists():
+            continue
+        ct = safe_join(m, _rel(m, d / "ct.nii.gz"), what="CT")
+        masks = [safe_join(m, _rel(m, d / "seg.nii.gz"), what="label map")]
+        spec: list = ["canonical"]
+        if (d / "parts.nii.gz").exists():
+            masks.append(safe_join(m, _rel(m, d / "parts.nii.gz"), what="parts"))
+            spec.append("volvqa_parts")
+        truth = d / "truth.json"
+        out.append(Case(d.name, ct, masks, spec, extra={"truth": truth} if truth.exists() else {}))
+    return out
+
+
 LAYOUTS = {
+    "synthetic": synthetic,
     "abdomenatlas": abdomenatlas,
     "totalsegmentator": totalsegmentator,
     "kits": kits,

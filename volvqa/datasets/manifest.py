@@ -34,8 +34,8 @@ class Case:
 
     case_id: str
     ct: Path
-    masks: Path | None
-    label_spec: Any = "auto"
+    masks: Path | list[Path] | None   # one source, or several merged in order
+    label_spec: Any = "auto"          # one spec, or one per mask source
     split: str = ""
     extra: dict = field(default_factory=dict)
 
