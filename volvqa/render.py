@@ -88,7 +88,8 @@ def render_png(volume: Volume, labelmap: LabelMap | None = None, *, structure: s
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.text(0.01, 0.5, "R", color="yellow", transform=ax.transAxes, fontsize=8, va="center")
+        ax.text(0.01, 0.5, "A" if view == "sagittal" else "R", color="yellow", transform=ax.transAxes,
+                fontsize=8, va="center")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
