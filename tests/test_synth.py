@@ -106,7 +106,7 @@ def test_lesion_that_cannot_fit_is_a_clear_error():
         insert_lesions(v, lm, [LesionRequest(organ="pancreas", diameter_mm=60)], seed=0)
 
 
-def _phantom_rows(n_cases=10):
+def _phantom_rows(n_cases=12):
     rows = []
     for i in range(n_cases):
         _, v, lm, truth = phantom_case(i, seed=123)

@@ -25,6 +25,18 @@ RULES: dict[str, Rule] = {r.key: r for r in [
          "Liver-to-spleen attenuation ratio < 1.0 on unenhanced CT indicates hepatic steatosis.",
          "Kodama Y et al. Comparison of CT methods for determining the fat content of the liver. "
          "AJR 2007;188:1307-1312; Iwasaki M et al. Radiology 2004;230:845-850"),
+    Rule("steatosis_grade",
+         "Hepatic steatosis grade on unenhanced CT: none when liver >= 50 HU and L/S >= 1.0; mild when "
+         "liver 40-50 HU or L/S < 1.0; moderate-to-severe when liver < 40 HU.",
+         "Kodama Y et al. AJR 2007;188:1307-1312 (liver HU and L/S bands vs histologic fat fraction); "
+         "Boyce CJ et al. AJR 2010;194:623-628"),
+    Rule("lesion_outlier",
+         "A dominant lesion: the largest is at least 3 times the volume of the second largest, with >= 3 lesions.",
+         "DeepTumorVQA visual-reasoning definition (Chen et al. 2025)"),
+    Rule("liver_lesion_clustering",
+         "Liver lesions are highly clustered when > 50% lie in one Couinaud segment, somewhat clustered "
+         "when the top two segments hold >= 75%, else widely distributed.",
+         "DeepTumorVQA visual-reasoning definition (Chen et al. 2025)"),
     Rule("fatty_liver_hu",
          "Liver attenuation < 40 HU on unenhanced CT indicates moderate-to-severe steatosis (>= 30% fat); "
          "40-50 HU mild.",
@@ -62,6 +74,26 @@ PANCREAS_T_STAGE_MM = ((20.0, "T1"), (40.0, "T2"), (float("inf"), "T3"))
 RENAL_CYST_HU_RANGE = (-10.0, 20.0)
 PANCREATIC_CYST_RESECTION_MM = 30.0
 PANCREATIC_CYST_RESECTION_ML = 3.0
+
+
+def steatosis_grade(liver_hu: float, ls_ratio: float | None) -> str:
+    if liver_hu < FATTY_LIVER_HU:
+        return "moderate-to-severe"
+    if liver_hu < MILD_STEATOSIS_HU or (ls_ratio is not None and ls_ratio < FATTY_LIVER_LS_RATIO):
+        return "mild"
+    return "none"
+
+
+def pancreas_t_stage(greatest_mm: float) -> str:
+    for upper, stage in PANCREAS_T_STAGE_MM:
+        if greatest_mm <= upper:
+            return stage
+    return "T3"  # pragma: no cover
+
+
+def renal_lesion_type(hu_mean: float) -> str:
+    lo, hi = RENAL_CYST_HU_RANGE
+    return "cyst" if lo <= hu_mean <= hi else "solid"
 
 
 def splenomegaly_grade(volume_ml: float) -> str:

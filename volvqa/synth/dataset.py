@@ -32,10 +32,11 @@ PARTS_SPEC = {i: n for n, i in L.PART_IDS.items()}
 MIN_DIAMETER_MM = 7.0
 
 #: Phantom variants cycle through this table by case index (a spread of clinical rules).
-_VARIANTS = [("normal", False, False), ("normal", False, False), ("mild", False, False),
-             ("normal", True, False), ("moderate", False, False), ("normal", False, True),
-             ("normal", False, False), ("severe", False, False), ("normal", True, False),
-             ("mild", False, True)]
+#: (spleen grade, fatty liver, enlarged kidneys, fatty pancreas)
+_VARIANTS = [("normal", False, False, False), ("normal", False, False, True), ("mild", False, False, False),
+             ("normal", True, False, False), ("moderate", False, False, True), ("normal", False, True, False),
+             ("normal", False, False, False), ("severe", False, False, False), ("normal", True, False, True),
+             ("mild", False, True, False)]
 
 
 def case_done(folder: Path) -> bool:
@@ -137,9 +138,10 @@ def insert_with_retries(volume: Volume, labelmap: LabelMap, requests: list[Lesio
 
 def phantom_case(index: int, seed: int, *, lesions: bool = True, shape=None, spacing=None) -> tuple:
     """(case_id, Volume, LabelMap, truth) for phantom ``index`` of a dataset seeded ``seed``."""
-    grade, fatty, big_kidneys = _VARIANTS[index % len(_VARIANTS)]
+    grade, fatty, big_kidneys, fatty_pancreas = _VARIANTS[index % len(_VARIANTS)]
     case_seed = int(np.random.default_rng([seed, index]).integers(0, 2**31 - 1))
-    cfg = PhantomConfig(seed=case_seed, spleen_grade=grade, fatty_liver=fatty, enlarged_kidneys=big_kidneys)
+    cfg = PhantomConfig(seed=case_seed, spleen_grade=grade, fatty_liver=fatty, enlarged_kidneys=big_kidneys,
+                        fatty_pancreas=fatty_pancreas)
     if shape is not None:
         cfg.shape = tuple(shape)
     if spacing is not None:

@@ -67,6 +67,7 @@ class PhantomConfig:
     spleen_grade: str = "normal"           # normal | mild | moderate | severe
     fatty_liver: bool = False              # liver HU 18-38 (L/S < 1)
     enlarged_kidneys: bool = False
+    fatty_pancreas: bool = False           # pancreas HU 5-28 (P/S < 0.7)
     parts: bool = True                     # Couinaud segments and pancreas parts
     noise_std_hu: float = NOISE_STD_HU
 
@@ -214,8 +215,9 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
     body = np.array([aorta[0] - 35, aorta[1] + 18, pz + 5])
     tail = np.array([s_c[0] + semi_s[0] * 0.9, s_c[1] + semi_s[1] * 0.6, pz + 12])
     centre = [head, (head + neck) / 2, neck, (neck + body) / 2, body, (body + tail) / 2, tail]
-    radii = [u(14, 18), u(12, 14), u(10, 12), u(9, 11), u(8, 10), u(7, 9), u(6, 8)]
-    panc_hu = HU["pancreas"] + u(-3, 3)
+    scale = u(0.8, 1.2)
+    radii = [r * scale for r in (u(14, 18), u(12, 14), u(10, 12), u(9, 11), u(8, 10), u(7, 9), u(6, 8))]
+    panc_hu = u(5, 28) if cfg.fatty_pancreas else HU["pancreas"] + u(-3, 3)
     panc_t = np.full(cfg.shape, np.nan, np.float32)
     seg_len = np.r_[0, np.cumsum(np.linalg.norm(np.diff(centre, axis=0), axis=1))]
     seg_len /= seg_len[-1]
@@ -227,7 +229,7 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
     truth["organs"]["pancreas"] = {"centre_line_mm": [list(map(float, p)) for p in centre]}
 
     # Kidneys: retroperitoneal, either side of the spine; the right one lower.
-    klen = u(138, 150) if cfg.enlarged_kidneys else u(100, 120)
+    klen = u(138, 150) if cfg.enlarged_kidneys else u(92, 124)
     for side, sgn, dz in (("left", -1, 8.0), ("right", 1, -10.0)):
         length = klen * u(0.97, 1.03)
         semi = (u(26, 32), u(22, 27), length / 2)
@@ -238,11 +240,11 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
 
     # Gallbladder (before the liver, which then wraps around it).
     gb_c = (u(30, 45), y_c + ib * 0.35, z_top - u(95, 115))
-    box, f = ellipsoid(grid, gb_c, _volume_semi_axes(u(25, 50), (1.0, 0.9, 1.9)), rotation_z_deg=u(-30, 30))
+    box, f = ellipsoid(grid, gb_c, _volume_semi_axes(u(12, 70), (1.0, 0.9, 1.9)), rotation_z_deg=u(-30, 30))
     P.paint(box, f <= 1, "gallbladder", HU["bile"])
 
     # Liver: right upper quadrant, with darker vessels inside.
-    liver_ml = u(1200, 1900)
+    liver_ml = u(950, 2300)
     liver_hu = u(18, 38) if cfg.fatty_liver else HU["liver"] + u(-4, 4)
     # Right lobe (about 70%) against the right wall, a flatter left lobe reaching
     # across the midline anteriorly: together a wedge rather than a ball.
@@ -325,7 +327,7 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
     truth["labels"] = {L.CANONICAL_NAMES[i]: {"voxels": int(counts[i]), "volume_ml": counts[i] * voxel_ml}
                        for i in np.nonzero(counts)[0] if i}
     truth["variants"] = {"spleen_grade": cfg.spleen_grade, "fatty_liver": cfg.fatty_liver,
-                         "enlarged_kidneys": cfg.enlarged_kidneys}
+                         "enlarged_kidneys": cfg.enlarged_kidneys, "fatty_pancreas": cfg.fatty_pancreas}
     truth["hu_means"].update({"spleen": None, "noise_std_hu": cfg.noise_std_hu})
     truth["hu_means"]["spleen"] = float(P.hu[P.lab == L.CANONICAL_IDS["spleen"]].mean())
     return Phantom(ct=ct, labels=P.lab, parts=parts, affine=grid.affine, truth=truth)
