@@ -187,6 +187,41 @@ def findings(volume, masks, label_spec, json_out, report_out, case_id, min_lesio
     click.echo(f"{cid}: {len(f.organs)} structures, {len(f.lesions)} lesions -> {json_out}")
 
 
+@main.command("build-qa")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (out/<dataset>).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Parallel cases (local engine).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--ray-address", default=None, help="Ray cluster address ('auto' inside a cluster job).")
+@click.option("--shard", default=None, help="i/N: process only every N-th case from i (Slurm arrays).")
+@click.option("--no-finalize", is_flag=True, help="Per-case stage only (for shards); merge later.")
+@click.option("--merge-only", is_flag=True, help="Global stage only, over finished per-case outputs.")
+@click.option("--options", "n_options", type=click.Choice(["4", "5"]), default="4", show_default=True)
+@click.option("--include-flagged", is_flag=True, help="Keep subtypes the shortcut audit flags.")
+def build_qa_cmd(manifest, out, workers, engine, ray_address, shard, no_finalize, merge_only, n_options,
+                 include_flagged):
+    """Build the benchmark of a dataset manifest: findings, questions, options, audit, export."""
+    from volvqa.qa.build import BuildConfig, build_qa, cases_for, finalize
+    from volvqa.datasets.manifest import load_manifest
+    sh = None
+    if shard:
+        try:
+            i, n = (int(x) for x in shard.split("/"))
+            assert 0 <= i < n
+        except (ValueError, AssertionError):
+            raise click.BadParameter("--shard takes i/N with 0 <= i < N") from None
+        sh = (i, n)
+    cfg = BuildConfig(manifest=manifest, out=out, workers=workers, engine=engine, shard=sh,
+                      n_options=int(n_options), include_flagged=include_flagged, finalize=not no_finalize,
+                      ray_address=ray_address)
+    if merge_only:
+        m = load_manifest(manifest)
+        res = finalize(m, cases_for(m), out, cfg)
+    else:
+        res = build_qa(cfg)
+    click.echo(json.dumps(res, sort_keys=True))
+
+
 @main.group()
 def synth():
     """Synthetic CT with known truth: phantoms and lesion insertion."""

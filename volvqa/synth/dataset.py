@@ -140,8 +140,15 @@ def phantom_case(index: int, seed: int, *, lesions: bool = True, shape=None, spa
     """(case_id, Volume, LabelMap, truth) for phantom ``index`` of a dataset seeded ``seed``."""
     grade, fatty, big_kidneys, fatty_pancreas = _VARIANTS[index % len(_VARIANTS)]
     case_seed = int(np.random.default_rng([seed, index]).integers(0, 2**31 - 1))
+    # Removed organs, independent of the variant table: cholecystectomy 30%,
+    # nephrectomy 8% per side, splenectomy 6% (not with a splenomegaly variant).
+    r = np.random.default_rng([seed, index, 2]).random(4)
+    absent = tuple(n for n, p, x in zip(("gallbladder", "kidney_left", "kidney_right", "spleen"),
+                                        (0.30, 0.08, 0.08, 0.06 if grade == "normal" else 0.0), r) if x < p)
+    if "kidney_left" in absent and "kidney_right" in absent:
+        absent = tuple(n for n in absent if n != "kidney_right")
     cfg = PhantomConfig(seed=case_seed, spleen_grade=grade, fatty_liver=fatty, enlarged_kidneys=big_kidneys,
-                        fatty_pancreas=fatty_pancreas)
+                        fatty_pancreas=fatty_pancreas, absent=absent)
     if shape is not None:
         cfg.shape = tuple(shape)
     if spacing is not None:

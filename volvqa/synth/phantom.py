@@ -68,6 +68,7 @@ class PhantomConfig:
     fatty_liver: bool = False              # liver HU 18-38 (L/S < 1)
     enlarged_kidneys: bool = False
     fatty_pancreas: bool = False           # pancreas HU 5-28 (P/S < 0.7)
+    absent: tuple[str, ...] = ()           # removed organs: gallbladder, kidney_left, kidney_right, spleen
     parts: bool = True                     # Couinaud segments and pancreas parts
     noise_std_hu: float = NOISE_STD_HU
 
@@ -198,6 +199,9 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
         semi_s = _volume_semi_axes(target, ratios)
         s_c = (-(ia - semi_s[0] * 1.1), spine_y + semi_s[1] * 0.55 + 5, z_top - semi_s[2] - 18)
         box, f = ellipsoid(grid, s_c, semi_s, rotation_z_deg=rot, deform=0.05, rng=np.random.default_rng(cfg.seed + 17))
+        if "spleen" in cfg.absent:  # splenectomy
+            painted = np.zeros(f.shape, bool)
+            break
         painted = P.paint(box, f <= 1, "spleen", HU["spleen"])
         got = painted.sum() * voxel_ml
         if lo <= got <= hi:
@@ -235,13 +239,15 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
         semi = (u(26, 32), u(22, 27), length / 2)
         c = (sgn * u(62, 72), spine_y + u(-5, 8), kid_z + dz + u(-8, 8))
         box, f = ellipsoid(grid, c, semi, rotation_z_deg=sgn * u(15, 30), deform=0.06, rng=rng)
-        P.paint(box, f <= 1, f"kidney_{side}", HU["kidney"] + u(-3, 3))
+        if f"kidney_{side}" not in cfg.absent:  # nephrectomy: the draws above still happen (same seed stream)
+            P.paint(box, f <= 1, f"kidney_{side}", HU["kidney"] + u(-3, 3))
         truth["organs"][f"kidney_{side}"] = {"center_mm": list(c), "target_length_mm": length}
 
     # Gallbladder (before the liver, which then wraps around it).
     gb_c = (u(30, 45), y_c + ib * 0.35, z_top - u(95, 115))
     box, f = ellipsoid(grid, gb_c, _volume_semi_axes(u(12, 70), (1.0, 0.9, 1.9)), rotation_z_deg=u(-30, 30))
-    P.paint(box, f <= 1, "gallbladder", HU["bile"])
+    if "gallbladder" not in cfg.absent:  # cholecystectomy
+        P.paint(box, f <= 1, "gallbladder", HU["bile"])
 
     # Liver: right upper quadrant, with darker vessels inside.
     liver_ml = u(950, 2300)
@@ -327,9 +333,11 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
     truth["labels"] = {L.CANONICAL_NAMES[i]: {"voxels": int(counts[i]), "volume_ml": counts[i] * voxel_ml}
                        for i in np.nonzero(counts)[0] if i}
     truth["variants"] = {"spleen_grade": cfg.spleen_grade, "fatty_liver": cfg.fatty_liver,
-                         "enlarged_kidneys": cfg.enlarged_kidneys, "fatty_pancreas": cfg.fatty_pancreas}
+                         "enlarged_kidneys": cfg.enlarged_kidneys, "fatty_pancreas": cfg.fatty_pancreas,
+                         "absent": list(cfg.absent)}
     truth["hu_means"].update({"spleen": None, "noise_std_hu": cfg.noise_std_hu})
-    truth["hu_means"]["spleen"] = float(P.hu[P.lab == L.CANONICAL_IDS["spleen"]].mean())
+    spleen_m = P.lab == L.CANONICAL_IDS["spleen"]
+    truth["hu_means"]["spleen"] = float(P.hu[spleen_m].mean()) if spleen_m.any() else None
     return Phantom(ct=ct, labels=P.lab, parts=parts, affine=grid.affine, truth=truth)
 
 

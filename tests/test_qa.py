@@ -1,0 +1,280 @@
+"""Question generation and build-qa: answers vs phantom truth, options, balance,
+determinism, resume after a kill, Ray vs local, real CT with inserted lesions."""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from volvqa.qa.options import numeric_options, item_rng
+from volvqa.qa.templates import CATEGORIES, TEMPLATES
+
+N_CASES = 8
+
+
+def _manifest(tmp: Path, root: Path, n=N_CASES, extra="") -> Path:
+    p = tmp / "mini.yaml"
+    p.write_text(f"name: mini\nlayout: synthetic\nroot: {root}\ngenerate: {{n: {n}, seed: 0}}\n"
+                 f"splits: {{train: 0.5, val: 0.2, test: 0.3}}\nseed: 0\nlicense: \"CC0\"\n{extra}")
+    return p
+
+
+def _build(manifest: Path, out: Path, *args) -> dict:
+    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "build-qa", str(manifest), "--out", str(out), *args],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _hashes(out: Path) -> dict:
+    files = ["qa.jsonl", "qa.parquet", "cases.parquet", "dataset_card.md", "audit.json"]
+    files += sorted(str(p.relative_to(out)) for p in (out / "images").glob("*.png"))
+    files += sorted(str(p.relative_to(out)) for p in (out / "cases").glob("*/*"))
+    return {f: hashlib.sha256((out / f).read_bytes()).hexdigest() for f in files}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("qa")
+    m = _manifest(tmp, tmp / "data")
+    res = _build(m, tmp / "out", "--workers", "2")
+    return tmp, m, tmp / "out", res
+
+
+def test_build_outputs_and_loaders(built):
+    tmp, m, out, res = built
+    assert res["cases"] == N_CASES and res["failed_now"] == 0
+    items = [json.loads(line) for line in (out / "qa.jsonl").read_text().splitlines()]
+    assert len(items) == res["questions"] > 150
+    assert {it["category"] for it in items} == set(CATEGORIES)
+    df = pd.read_parquet(out / "qa.parquet")
+    assert len(df) == len(items) and list(df.qid) == [it["qid"] for it in items]
+    import datasets
+    ds = datasets.load_dataset("parquet", data_files=str(out / "qa.parquet"), split="train",
+                               cache_dir=str(tmp / "hf"))
+    assert ds.num_rows == len(items) and "options" in ds.column_names
+    cases = pd.read_parquet(out / "cases.parquet")
+    assert len(cases) == N_CASES and cases.error.isna().all()
+    # A case never sits in two splits.
+    assert all(len(set(g)) == 1 for _, g in df.groupby("case_id").split)
+    for it in items:
+        assert it["bbox_voxel"] or it["template_id"] == "rec.organ_presence", it["qid"]
+        assert it["evidence"], it["qid"]
+        if it["category"] == "Medical Reasoning" and TEMPLATES[it["template_id"]].rule:
+            assert it["evidence"]["rule"] in __import__("volvqa.knowledge", fromlist=["x"]).RULES
+        if it["image"]:
+            assert (out / it["image"]).is_file()
+    for c in cases.case_id:
+        assert (out / "cases" / c / "findings.json").is_file() and (out / "cases" / c / "report.txt").is_file()
+    card = (out / "dataset_card.md").read_text()
+    assert "Shortcut audit" in card and "CC0" in card
+
+
+def test_answers_equal_phantom_truth(built):
+    tmp, m, out, res = built
+    items = [json.loads(line) for line in (out / "qa.jsonl").read_text().splitlines()]
+    truths = {p.name: json.loads((p / "truth.json").read_text()) for p in (tmp / "data").iterdir() if p.is_dir()}
+    checked = Counter()
+
+    def fam(organ):
+        return "kidney" if organ.startswith("kidney") else organ
+
+    def lesion_in_box(t, box):
+        hits = [x for x in t["lesions"] if all(box[i] - 0.5 <= x["centroid_voxel"][i] <= box[i + 3] + 0.5 for i in range(3))]
+        assert len(hits) == 1
+        return hits[0]
+
+    for it in items:
+        t = truths[it["case_id"]]
+        p = it["qid"].split(":", 2)[2] if it["qid"].count(":") == 2 else ""
+        params = dict(kv.split("=", 1) for kv in p.split(",")) if p else {}
+        tid, ans = it["template_id"], it["answer"]
+        les = t["lesions"]
+        voxel_ml = float(np.prod(t["config"]["spacing_mm"])) / 1000
+        if tid == "rec.lesion_exists":
+            assert ans == ("yes" if any(fam(x["organ"]) == params["organ"] for x in les) else "no")
+        elif tid == "vr.lesion_count":
+            assert ans == sum(fam(x["organ"]) == params["organ"] for x in les)
+        elif tid == "rec.kidney_kind_exists":
+            assert ans == ("yes" if any(fam(x["organ"]) == "kidney" and x["kind"] == params["kind"] for x in les) else "no")
+        elif tid == "rec.organ_presence":
+            assert ans == ("no" if params["organ"] in t["variants"]["absent"] else "yes")
+        elif tid == "meas.organ_volume":
+            assert ans == pytest.approx(t["labels"][params["organ"]]["volume_ml"], abs=0.051)
+        elif tid in ("rec.splenomegaly", "med.splenomegaly_grade"):
+            v = t["labels"]["spleen"]["volume_ml"]
+            grade = t["variants"]["spleen_grade"]
+            assert ans == (grade if tid.startswith("med") else ("no" if grade == "normal" else "yes"))
+            assert (v > 314.5) == (grade != "normal")
+        elif tid == "med.fatty_liver":
+            assert ans == ("yes" if t["variants"]["fatty_liver"] else "no")
+        elif tid == "med.pancreatic_steatosis":
+            assert ans == ("yes" if t["variants"]["fatty_pancreas"] else "no")
+        elif tid == "vr.organ_enlargement":
+            assert ans == ("yes" if t["variants"]["enlarged_kidneys"] else "no")
+        elif tid == "meas.lesion_volume":
+            assert ans == pytest.approx(lesion_in_box(t, it["bbox_voxel"][0])["voxels"] * voxel_ml, abs=0.006)
+        elif tid == "vr.kidney_lesion_side":
+            assert "kidney_" + ans == lesion_in_box(t, it["bbox_voxel"][0])["organ"]
+        elif tid == "med.each_lesion_type":
+            assert ans == lesion_in_box(t, it["bbox_voxel"][0])["kind"]
+        elif tid == "meas.largest_lesion_volume":
+            assert ans == pytest.approx(max(x["voxels"] for x in les if fam(x["organ"]) == params["organ"]) * voxel_ml,
+                                        abs=0.006)
+        else:
+            continue
+        checked[tid] += 1
+    assert sum(checked.values()) > 60 and len(checked) >= 10, checked
+
+
+def test_options_are_fair(built):
+    tmp, m, out, res = built
+    items = [json.loads(line) for line in (out / "qa.jsonl").read_text().splitlines()]
+    mc = [it for it in items if it["options"]]
+    letters = Counter(it["correct_option"] for it in mc if len(it["options"]) == 4)
+    total = sum(letters.values())
+    # Loose on 8 cases (the audit's exclusion adds sampling noise); the
+    # builders themselves are checked for uniformity in test_letters_uniform.
+    assert all(0.10 < letters[k] / total < 0.40 for k in "ABCD"), letters
+    for it in mc:
+        texts = list(it["options"].values())
+        assert len(set(texts)) == len(texts)
+        right = it["options"][it["correct_option"]]
+        if it["answer_type"] == "numeric":
+            assert float(right.split()[0]) == pytest.approx(float(it["answer"]), abs=1e-9)
+        else:
+            assert right.lower() == str(it["answer"]).lower()
+        if it["answer_type"] == "numeric":
+            vals = [float(x.split()[0]) for x in texts]
+            units = {x.split()[1] if len(x.split()) > 1 else "" for x in texts}
+            decimals = {len(x.split()[0].split(".")[1]) if "." in x.split()[0] else 0 for x in texts}
+            assert len(units) == 1 and len(decimals) == 1, texts
+            for i in range(len(vals)):
+                for j in range(i + 1, len(vals)):
+                    a, b = vals[i], vals[j]
+                    assert abs(a - b) >= 0.25 * max(min(abs(a), abs(b)), 1e-9) - 1e-9, texts
+
+
+def test_letters_uniform():
+    from volvqa.qa.options import binary_options, categorical_options
+    cat = Counter(categorical_options("b", ["a", "b", "c", "d", "e"], 4, item_rng(0, str(k)))[1] for k in range(800))
+    num = Counter(numeric_options(10.0, [5.0, 20.0, 40.0], 4, item_rng(2, str(k)), decimals=1, unit="ml")[1]
+                  for k in range(800))
+    yn = Counter(binary_options("yes", item_rng(3, str(k)))[1] for k in range(800))
+    assert all(160 < cat[i] < 240 and 160 < num[i] < 240 for i in range(4)), (cat, num)
+    assert 340 < yn[0] < 460
+
+
+def test_numeric_options_properties():
+    rng = np.random.default_rng(0)
+    pool = list(np.exp(rng.normal(3, 0.6, 200)))
+    ranks = Counter()
+    for k in range(1000):
+        t = float(pool[k % 200])
+        texts, c = numeric_options(t, pool, 5, item_rng(1, str(k)), decimals=1, unit="ml")
+        assert len(texts) == 5 and len(set(texts)) == 5 and texts[c] == f"{round(t, 1):.1f} ml"
+        ranks[c] += 1
+    assert all(150 < ranks[i] < 250 for i in range(5)), ranks  # 200 expected, sd 12.6
+
+
+def test_balance_and_audit_exclusion(built):
+    tmp, m, out, res = built
+    items = [json.loads(line) for line in (out / "qa.jsonl").read_text().splitlines()]
+    audit = json.loads((out / "audit.json").read_text())
+    kept = {it["subtype"] for it in items}
+    for sub, row in audit.items():
+        if row["flagged"]:
+            assert sub not in kept
+    by = Counter((it["template_id"], it["split"], it["answer"]) for it in items if it["answer_type"] == "binary"
+                 and TEMPLATES[it["template_id"]].key_params is not None and not TEMPLATES[it["template_id"]].key_params)
+    for (tid, split, ans), n in by.items():
+        other = by.get((tid, split, "no" if ans == "yes" else "yes"), 0)
+        assert n == other, (tid, split)
+
+
+def test_deterministic_and_ray_identical(built, tmp_path):
+    tmp, m, out, res = built
+    again = tmp_path / "again"
+    _build(m, again, "--workers", "1")
+    assert _hashes(again) == _hashes(out)
+    ray_out = tmp_path / "ray"
+    _build(m, ray_out, "--engine", "ray")
+    assert _hashes(ray_out) == _hashes(out)
+
+
+def test_resume_after_kill_gives_identical_output(built, tmp_path):
+    tmp, m, out, res = built
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "volvqa.cli", "build-qa", str(m), "--out", str(killed),
+                             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if len(list((killed / "work").glob("*/items.json"))) >= 2 if (killed / "work").exists() else False:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list((killed / "work").glob("*/items.json")))
+    assert 2 <= done < N_CASES and not (killed / "qa.jsonl").exists()
+    _build(m, killed, "--workers", "2")
+    assert _hashes(killed) == _hashes(out)
+
+
+def test_shards_then_merge(built, tmp_path):
+    tmp, m, out, res = built
+    sh = tmp_path / "sharded"
+    for i in range(3):
+        _build(m, sh, "--shard", f"{i}/3", "--no-finalize")
+    _build(m, sh, "--merge-only")
+    assert _hashes(sh) == _hashes(out)
+
+
+def test_failing_case_is_recorded_and_others_go_on(tmp_path, real_ct):
+    root = tmp_path / "d"
+    (root / "bad").mkdir(parents=True)
+    (root / "bad" / "ct.nii.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    (root / "good").mkdir()
+    for name in ("example_ct_sm.nii.gz",):
+        (root / "good" / "ct.nii.gz").write_bytes((real_ct / name).read_bytes())
+    (root / "good" / "seg.nii.gz").write_bytes((real_ct / "example_seg.nii.gz").read_bytes())
+    (root / "bad" / "seg.nii.gz").write_bytes((real_ct / "example_seg.nii.gz").read_bytes())
+    m = tmp_path / "m.yaml"
+    m.write_text(f"layout: synthetic\nroot: {root}\nsplits: {{train: 0.5, test: 0.5}}\n")
+    res = _build(m, tmp_path / "out")
+    assert res["failed_now"] == 1 and res["questions"] > 0
+    errs = [json.loads(x) for x in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert errs[0]["case_id"] == "bad" and "gzip" in errs[0]["error"]
+
+
+def test_real_ct_with_inserted_lesions_end_to_end(tmp_path, real_ct):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("seed: 5\nlesions:\n"
+                    "  - {organ: liver, kind: tumor, diameter_mm: 22, hu_delta: -40, count: 2}\n"
+                    "  - {organ: liver, kind: cyst, diameter_mm: 14, hu: 4}\n"
+                    "  - {organ: kidney, kind: cyst, diameter_mm: 12, hu: 5}\n"
+                    "  - {organ: pancreas, kind: tumor, diameter_mm: 8, hu_delta: -25}\n")
+    data = tmp_path / "data"
+    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "synth", "lesions", "--volume",
+                        str(real_ct / "example_ct_sm.nii.gz"), "--masks", str(real_ct / "example_seg.nii.gz"),
+                        "--labels", "totalsegmentator", "--spec", str(spec), "--out", str(data), "--n", "4"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = tmp_path / "real.yaml"
+    m.write_text(f"name: real-lesions\nlayout: synthetic\nroot: {data}\nsplits: {{train: 0.5, test: 0.5}}\n")
+    res = _build(m, tmp_path / "out", "--include-flagged")
+    assert res["failed_now"] == 0 and res["questions"] > 40
+    items = [json.loads(x) for x in (tmp_path / "out" / "qa.jsonl").read_text().splitlines()]
+    truth = json.loads((data / "example_ct_sm_lesions_000" / "truth.json").read_text())
+    counts = {it["answer"] for it in items if it["template_id"] == "vr.lesion_count"
+              and it["case_id"] == "example_ct_sm_lesions_000" and "organ=liver" in it["qid"]}
+    assert counts <= {sum(x["organ"] == "liver" for x in truth["lesions"])}
+    assert {it["category"] for it in items} >= {"Recognition", "Visual Reasoning", "Localization"}

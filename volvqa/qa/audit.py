@@ -1,0 +1,96 @@
+"""Shortcut audit: how well does a question-only guess do, per subtype?
+
+The guess sees only the question and options, with priors from the train
+split: for binary and categorical items the answer most frequent in train
+for the same question (template and parameters), when it is among the
+options; for numeric items the option closest to the train median (in log
+space for positive quantities); else the letter most often correct in
+train. Accuracy is measured on the val and test items of a subtype (on all
+its items when it has fewer than ``MIN_EVAL`` of them, a train item then
+guessed from the other train cases) against chance (1 / number of options). A
+subtype more than ``FLAG_POINTS`` above chance is flagged.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+
+import numpy as np
+
+FLAG_POINTS = 10.0
+MIN_EVAL = 20
+
+
+def _value(text: str) -> float | None:
+    try:
+        return float(text.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+class QuestionOnlyPrior:
+    """Per question kind (template + key parameters): the train majority answer or
+    median. A train item is guessed with its own case left out (no self-leak)."""
+
+    def __init__(self, train_items: list[dict]):
+        self.by_key: dict[str, list[tuple[str, object]]] = defaultdict(list)
+        self.types: dict[str, str] = {}
+        letters = Counter()
+        for it in train_items:
+            self.by_key[it["key"]].append((it["case_id"], it["answer"]))
+            self.types[it["key"]] = it["answer_type"]
+            if it.get("correct_option"):
+                letters[it["correct_option"]] += 1
+        self.letter = sorted(letters.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] if letters else "A"
+
+    def _answers(self, key: str, exclude_case: str | None) -> list:
+        return [a for c, a in self.by_key.get(key, []) if c != exclude_case]
+
+    def guess(self, item: dict, exclude_case: str | None = None) -> str | None:
+        """The letter a question-only model picks (None for box items)."""
+        opts = item.get("options") or {}
+        if not opts:
+            return None
+        answers = self._answers(item["key"], exclude_case)
+        if item["answer_type"] in ("binary", "categorical") and answers:
+            c = Counter(str(a) for a in answers)
+            want = sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+            for letter, text in opts.items():
+                if text.lower() == want.lower():
+                    return letter
+        if item["answer_type"] == "numeric" and answers:
+            m = float(np.median([float(a) for a in answers]))
+            vals = {k: _value(v) for k, v in opts.items()}
+            vals = {k: v for k, v in vals.items() if v is not None}
+            if vals:
+                pos = m > 0 and all(v > 0 for v in vals.values())
+                dist = {k: abs(math.log(v) - math.log(m)) if pos else abs(v - m) for k, v in vals.items()}
+                return sorted(dist.items(), key=lambda kv: (kv[1], kv[0]))[0][0]
+        return self.letter if self.letter in opts else sorted(opts)[0]
+
+
+def audit(items: list[dict]) -> dict[str, dict]:
+    """Per subtype: answer distribution, question-only accuracy, chance, flag."""
+    prior = QuestionOnlyPrior([it for it in items if it["split"] == "train"])
+    out: dict[str, dict] = {}
+    by_sub: dict[str, list[dict]] = defaultdict(list)
+    for it in items:
+        by_sub[it["subtype"]].append(it)
+    for sub, its in sorted(by_sub.items()):
+        mc = [it for it in its if it.get("options")]
+        held_out = [it for it in mc if it["split"] != "train"]
+        if len(held_out) >= MIN_EVAL:
+            mc = held_out
+        dist = Counter(str(it["answer"]) for it in its if it["answer_type"] != "bbox")
+        row = {"category": its[0]["category"], "answer_type": its[0]["answer_type"], "items": len(its),
+               "answer_distribution": dict(sorted(dist.most_common(6))) if its[0]["answer_type"] in
+               ("binary", "categorical") else {}, "flagged": False}
+        if mc:
+            hits = [prior.guess(it, exclude_case=it["case_id"] if it["split"] == "train" else None)
+                    == it["correct_option"] for it in mc]
+            chance = float(np.mean([1.0 / len(it["options"]) for it in mc]))
+            acc = float(np.mean(hits))
+            row.update(question_only_accuracy=acc, chance=chance,
+                       flagged=bool((acc - chance) * 100 > FLAG_POINTS))
+        out[sub] = row
+    return out

@@ -1,0 +1,267 @@
+"""``build-qa``: dataset manifest -> benchmark.
+
+Per-case stage (parallel, cached): make the case if the manifest generates it
+(phantoms), load CT and masks, extract findings, generate raw items, render
+key slices. Each case's outputs land in ``<out>/work/<case>/`` with atomic
+writes, ``items.json`` last, so a rerun after a crash resumes where it
+stopped. A failing case is recorded in ``errors.jsonl`` and the others go on.
+
+Global stage (fast, deterministic): splits, options from the dataset's
+answers, answer balance, shortcut audit, exclusion of flagged subtypes,
+export. Its output depends only on the per-case outputs and the seed, so a
+resumed build is byte-identical to an uninterrupted one, whatever the
+engine or the number of workers.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from volvqa import labels as L
+from volvqa.datasets.manifest import Case, Manifest, assign_split, load_cases, load_manifest
+from volvqa.errors import VolvqaInputError
+from volvqa.io.atomic import write_text_atomic
+
+DEFAULT_ANNOTATED = ("liver", "kidney", "pancreas")
+
+
+@dataclass
+class BuildConfig:
+    manifest: Path
+    out: Path
+    workers: int = 1
+    engine: str = "local"            # local | ray
+    shard: tuple[int, int] | None = None
+    n_options: int = 4
+    include_flagged: bool = False
+    finalize: bool = True
+    ray_address: str | None = None
+    progress: bool = True
+
+
+def annotated_lesion_organs(m: Manifest) -> list[str]:
+    """Organ families whose lesions the dataset annotates (a 'no lesion' is then a real no)."""
+    if "lesion_annotations" in m.options:
+        return sorted(m.options["lesion_annotations"])
+    if m.layout == "synthetic":
+        return ["kidney", "liver", "pancreas", "spleen"]
+    names = set(m.labels.values()) if isinstance(m.labels, dict) else set()
+    fams = sorted({L.LESION_ORGAN[n] for n in names if n in L.LESION_ORGAN})
+    return fams or list(DEFAULT_ANNOTATED)
+
+
+def cases_for(m: Manifest) -> list[Case]:
+    """Cases of a manifest; for a generating manifest, the cases it will generate."""
+    gen = m.options.get("generate")
+    if not gen:
+        return load_cases(m)
+    out = []
+    for i in range(int(gen["n"])):
+        cid = f"phantom_{i:04d}"
+        d = m.root / cid
+        out.append(Case(cid, d / "ct.nii.gz", [d / "seg.nii.gz", d / "parts.nii.gz"], ["canonical", "volvqa_parts"],
+                        split=assign_split(cid, m.seed, m.splits),
+                        extra={"generate": {"index": i, "seed": int(gen.get("seed", 0)),
+                                            "lesions": bool(gen.get("lesions", True))}}))
+    return out
+
+
+def _task(c: Case, out: Path, seed: int, annotated: list[str]) -> dict:
+    masks = c.masks if isinstance(c.masks, list) else ([c.masks] if c.masks else [])
+    return {"case_id": c.case_id, "ct": str(c.ct), "masks": [str(p) for p in masks],
+            "label_spec": c.label_spec if isinstance(c.label_spec, list) else c.label_spec,
+            "split": c.split, "out": str(out), "seed": seed, "annotated": annotated,
+            "generate": c.extra.get("generate")}
+
+
+def work_dir(out: Path, case_id: str) -> Path:
+    return out / "work" / case_id
+
+
+def case_done(out: Path, case_id: str) -> bool:
+    return (work_dir(out, case_id) / "items.json").is_file()
+
+
+def process_case(task: dict) -> dict:
+    """The per-case stage. Returns {"case_id", "ok", "error"}; never raises."""
+    cid = task["case_id"]
+    try:
+        _process_case(task)
+        return {"case_id": cid, "ok": True, "error": None}
+    except VolvqaInputError as e:
+        return {"case_id": cid, "ok": False, "error": str(e)}
+    except Exception as e:  # noqa: BLE001 - a failing case must not stop the others
+        return {"case_id": cid, "ok": False, "error": f"{type(e).__name__}: {' '.join(str(e).split())}"}
+
+
+def _process_case(task: dict) -> None:
+    from volvqa.findings import extract
+    from volvqa.findings.report import render_text, structured_report
+    from volvqa.io import load_labelmap, load_volume
+    from volvqa.io.atomic import write_bytes_atomic
+    from volvqa.qa.context import CaseContext
+    from volvqa.qa.export import key_slice_png
+    from volvqa.qa.generate import case_items
+
+    out = Path(task["out"])
+    cid = task["case_id"]
+    if case_done(out, cid):
+        return
+    gen = task.get("generate")
+    if gen:
+        from volvqa.synth.dataset import case_done as synth_done, phantom_case, write_case
+        folder = Path(task["ct"]).parent
+        if not synth_done(folder):
+            _, v, lm, truth = phantom_case(gen["index"], gen["seed"], lesions=gen["lesions"])
+            write_case(folder, v, lm, truth)
+    v = load_volume(task["ct"])
+    spec = task["label_spec"]
+    masks = task["masks"]
+    if not masks:
+        raise VolvqaInputError(task["ct"], "case has no masks (a segmenter is needed for this manifest)")
+    if isinstance(spec, list):
+        keep = [(m, s) for m, s in zip(masks, spec) if Path(m).exists() or not m.endswith("parts.nii.gz")]
+        masks, spec = [m for m, _ in keep], [s for _, s in keep]
+    lm = load_labelmap(masks if len(masks) > 1 else masks[0], spec if len(masks) > 1 or not isinstance(spec, list)
+                       else spec[0], reference=v)
+    f = extract(v, lm, case_id=cid)
+    ctx = CaseContext(cid, f, set(task["annotated"]), has_parts=lm.parts is not None)
+    items = case_items(ctx, task["seed"])
+    wd = work_dir(out, cid)
+    wd.mkdir(parents=True, exist_ok=True)
+    img_dir = out / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    for z in sorted({it["key_slice"] for it in items if it["key_slice"] is not None}):
+        z = min(max(int(z), 0), v.shape[2] - 1)
+        name = f"{cid}_z{z:03d}.png"
+        if not (img_dir / name).exists():
+            write_bytes_atomic(img_dir / name, key_slice_png(v.array, z))
+    for it in items:
+        if it["key_slice"] is not None:
+            it["key_slice"] = min(max(int(it["key_slice"]), 0), v.shape[2] - 1)
+            it["image"] = f"images/{cid}_z{it['key_slice']:03d}.png"
+        else:
+            it["image"] = None
+    d = f.to_dict()
+    d["report"] = structured_report(f)
+    write_text_atomic(wd / "findings.json", json.dumps(d, indent=1, sort_keys=True) + "\n")
+    write_text_atomic(wd / "report.txt", render_text(f))
+    meta = {"case_id": cid, "ct": task["ct"], "shape": list(v.shape), "spacing_mm": list(v.spacing_mm),
+            "n_lesions": len(f.lesions)}
+    write_text_atomic(wd / "case.json", json.dumps(meta, sort_keys=True) + "\n")
+    write_text_atomic(wd / "items.json", json.dumps(items, sort_keys=True) + "\n")
+
+
+def run_cases(tasks: list[dict], cfg: BuildConfig) -> list[dict]:
+    if cfg.engine == "ray":
+        from pipelines.ray_engine import run_ray
+        return run_ray(process_case, tasks, address=cfg.ray_address, progress=cfg.progress)
+    from pipelines.local import run_local
+    return run_local(process_case, tasks, workers=cfg.workers, progress=cfg.progress)
+
+
+def build_qa(cfg: BuildConfig) -> dict:
+    m = load_manifest(cfg.manifest)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cases = cases_for(m)
+    annotated = annotated_lesion_organs(m)
+    tasks = [_task(c, out, m.seed, annotated) for c in cases]
+    if cfg.shard is not None:
+        i, n = cfg.shard
+        tasks = [t for k, t in enumerate(tasks) if k % n == i]
+    todo = [t for t in tasks if not case_done(out, t["case_id"])]
+    results = run_cases(todo, cfg) if todo else []
+    new_errors = {r["case_id"]: r["error"] for r in results if not r["ok"]}
+    _merge_errors(out, new_errors, {t["case_id"] for t in todo})
+    summary = {"cases": len(cases), "processed": len(todo), "failed_now": len(new_errors)}
+    if cfg.finalize:
+        pending = [c.case_id for c in cases if not case_done(out, c.case_id) and c.case_id not in _errors(out)]
+        if pending:
+            raise VolvqaInputError(out, f"{len(pending)} cases not processed yet (other shards?): "
+                                   f"{', '.join(pending[:5])}")
+        summary.update(finalize(m, cases, out, cfg))
+    return summary
+
+
+def _errors(out: Path) -> dict[str, str]:
+    p = out / "errors.jsonl"
+    if not p.exists():
+        return {}
+    return {r["case_id"]: r["error"] for r in map(json.loads, p.read_text().splitlines()) if r}
+
+
+def _merge_errors(out: Path, new: dict[str, str], attempted: set[str]) -> None:
+    errs = {k: v for k, v in _errors(out).items() if k not in attempted}
+    errs.update(new)
+    text = "".join(json.dumps({"case_id": k, "error": errs[k]}, sort_keys=True) + "\n" for k in sorted(errs))
+    if text or (out / "errors.jsonl").exists():
+        write_text_atomic(out / "errors.jsonl", text)
+    for k in sorted(new):
+        print(f"volvqa: case {k} failed: {new[k]}", file=sys.stderr)
+
+
+def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dict:
+    from volvqa.qa.audit import audit
+    from volvqa.qa.balance import balance
+    from volvqa.qa.export import dataset_card, write_cases_parquet, write_jsonl, write_parquet
+    from volvqa.qa.options import build_options
+
+    split_of = {c.case_id: c.split for c in cases}
+    errors = _errors(out)
+    raw: list[dict] = []
+    case_rows = []
+    for c in cases:
+        wd = work_dir(out, c.case_id)
+        row = {"case_id": c.case_id, "split": c.split, "ct": str(c.ct), "error": errors.get(c.case_id)}
+        if case_done(out, c.case_id):
+            its = json.loads((wd / "items.json").read_text())
+            for it in its:
+                it["split"] = c.split
+            raw += its
+            meta = json.loads((wd / "case.json").read_text())
+            row.update(n_lesions=meta["n_lesions"], shape=meta["shape"], spacing_mm=meta["spacing_mm"])
+            dest = out / "cases" / c.case_id
+            dest.mkdir(parents=True, exist_ok=True)
+            for name in ("findings.json", "report.txt"):
+                src = (wd / name).read_bytes()
+                if not (dest / name).exists() or (dest / name).read_bytes() != src:
+                    from volvqa.io.atomic import write_bytes_atomic
+                    write_bytes_atomic(dest / name, src)
+        case_rows.append(row)
+    pools: dict[str, list[float]] = {}
+    for it in raw:
+        if it["answer_type"] == "numeric":
+            pools.setdefault(it["key"], []).append(float(it["answer"]))
+    items = [build_options(it, pools, cfg.n_options, m.seed) for it in raw]
+    items = balance(items, m.seed)
+    rows = audit(items)
+    flagged = sorted(s for s, r in rows.items() if r["flagged"])
+    final = items if cfg.include_flagged else [it for it in items if it["subtype"] not in flagged]
+    final.sort(key=lambda it: it["qid"])
+    n_items = {}
+    for it in final:
+        n_items[it["case_id"]] = n_items.get(it["case_id"], 0) + 1
+    for r in case_rows:
+        r["n_items"] = n_items.get(r["case_id"], 0)
+    write_jsonl(out / "qa.jsonl", final)
+    write_parquet(out / "qa.parquet", final)
+    write_cases_parquet(out / "cases.parquet", case_rows)
+    write_text_atomic(out / "audit.json", json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    card = dataset_card(m.name, {"path": str(m.path.name), "layout": m.layout, "seed": m.seed, "license": m.license},
+                        final, rows, flagged, cfg.include_flagged, len(cases), [c for c in case_rows if c["error"]])
+    write_text_atomic(out / "dataset_card.md", card)
+    used = {it["image"] for it in final if it.get("image")}
+    for p in sorted((out / "images").glob("*.png")) if (out / "images").exists() else []:
+        if f"images/{p.name}" not in used:
+            p.unlink()
+    subtypes = sorted({it["subtype"] for it in final})
+    return {"questions": len(final), "subtypes": len(subtypes),
+            "categories": sorted({it["category"] for it in final}), "flagged": flagged}
+
+
+def clean(out: Path) -> None:
+    shutil.rmtree(out / "work", ignore_errors=True)

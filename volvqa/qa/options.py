@@ -1,0 +1,163 @@
+"""Multiple-choice options.
+
+- 4 options by default (or 5); the correct letter is uniform by seed.
+- Numeric distractors are drawn from the answers of the same question over
+  the whole dataset (perturbed), so they look like real answers, then
+  filtered to be at least 25% (relative) from the truth and from each other;
+  synthetic ones (x(1+g)^k) fill any gap. All options share one format
+  (rounding and unit), so none stands out.
+- Categorical distractors come from the subtype's label set; binary items
+  get Yes/No. Never two equal options.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+LETTERS = "ABCDE"
+MIN_REL_GAP = 0.25
+
+
+def item_rng(seed: int, qid: str) -> np.random.Generator:
+    h = hashlib.sha256(f"{seed}|{qid}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(h[:8], "big"))
+
+
+def fmt(value: float, decimals: int, unit: str, integer: bool = False) -> str:
+    v = int(round(value)) if integer else round(float(value), decimals)
+    text = str(v) if integer else f"{v:.{decimals}f}"
+    return f"{text} {unit}".strip()
+
+
+def _floor(decimals: int, integer: bool, signed: bool, truth: float) -> float:
+    if integer:
+        return 1.0
+    if signed:
+        return max(5.0, 10 ** -decimals * 4)
+    return 10 ** -decimals * 4
+
+
+def _far(a: float, b: float, floor: float) -> bool:
+    return abs(a - b) >= MIN_REL_GAP * max(min(abs(a), abs(b)), floor) and abs(a - b) >= floor * 0.999
+
+
+def numeric_options(truth: float, pool: list[float], n: int, rng: np.random.Generator, *, decimals: int,
+                    unit: str, integer: bool = False, signed: bool = False) -> tuple[list[str], int]:
+    """Truth plus n-1 distractors, shuffled; returns (texts, index of the truth).
+
+    Against a question-only guess that picks the option nearest the usual
+    answer (the median of this question over the dataset), the number of
+    distractors nearer that median than the truth is drawn uniformly from
+    0..n-1 whenever the 25% gaps allow it. Distractors come from the
+    dataset's other answers to the same question (jittered), then from
+    synthetic values on both sides.
+    """
+    floor = _floor(decimals, integer, signed, truth)
+
+    def rounded(v):
+        return float(int(round(v))) if integer else round(float(v), decimals)
+
+    t = rounded(truth)
+    p = np.asarray([x for x in pool if np.isfinite(x)], float)
+    positive = not signed and t > 0 and (p.size == 0 or np.all(p > 0))
+    m = float(np.median(np.r_[p, t])) if p.size else t
+
+    def dist(v: float) -> float:
+        if positive and v > 0 and m > 0:
+            return abs(np.log(v) - np.log(m))
+        return abs(v - m)
+
+    cands: list[float] = []
+    if p.size:
+        for x in rng.choice(p, size=min(len(p), 40), replace=False):
+            cands.append(x * float(np.exp(rng.normal(0, 0.08))) if not integer else x + int(rng.integers(-1, 2)))
+    dt = dist(t)
+    scale = max(abs(t), abs(m), floor)
+    for _ in range(16):
+        u, sgn, g = rng.uniform(0.05, 0.95), rng.choice([-1.0, 1.0]), rng.uniform(0.25, 1.2)
+        if positive and m > 0:
+            cands.append(float(np.exp(np.log(m) + sgn * u * dt)))           # nearer the median than the truth
+            cands.append(float(np.exp(np.log(m) + sgn * (dt + g))))         # farther
+        else:
+            cands.append(m + sgn * u * dt)
+            cands.append(m + sgn * (dt + g * scale))
+    ordered = [rounded(v) for v in cands]
+    if integer or not signed:
+        ordered = [v for v in ordered if v >= 0]
+    central = [v for v in ordered if dist(v) < dt]
+    outer = [v for v in ordered if dist(v) > dt]
+    c = int(rng.integers(0, n))  # distractors nearer the median than the truth
+    chosen: list[float] = []
+    seen = {fmt(t, decimals, unit, integer)}
+
+    def try_add(v: float) -> bool:
+        text = fmt(v, decimals, unit, integer)
+        if text not in seen and v != t and _far(v, t, floor) and all(_far(v, x, floor) for x in chosen):
+            chosen.append(v)
+            seen.add(text)
+            return True
+        return False
+
+    for v in central:
+        if sum(dist(x) < dt for x in chosen) >= c:
+            break
+        try_add(v)
+    for v in outer:
+        if len(chosen) >= n - 1:
+            break
+        try_add(v)
+    for v in central + outer:
+        if len(chosen) >= n - 1:
+            break
+        try_add(v)
+    k = 1
+    while len(chosen) < n - 1:  # degenerate pools: keep stepping outward
+        if signed:
+            v = rounded(t + (k + 1) * scale * (1 if k % 2 else -1))
+        elif integer or t <= 0:
+            v = rounded(t + (k + 1) * scale)
+        else:
+            v = rounded(t * 1.6 ** (k + 1))
+        try_add(v)
+        k += 1
+        if k > 200:
+            raise ValueError(f"cannot build {n} distinct options around {t}")
+    values = chosen + [t]
+    perm = rng.permutation(n)
+    texts = [fmt(values[i], decimals, unit, integer) for i in perm]
+    correct = int(np.nonzero(perm == n - 1)[0][0])
+    assert len(set(texts)) == n
+    return texts, correct
+
+
+def categorical_options(truth: str, label_set: list[str], n: int, rng: np.random.Generator) -> tuple[list[str], int]:
+    others = [x for x in dict.fromkeys(label_set) if x != truth]
+    k = min(n - 1, len(others))
+    picked = [others[i] for i in sorted(rng.choice(len(others), size=k, replace=False))] if k else []
+    values = picked + [truth]
+    perm = rng.permutation(len(values))
+    texts = [values[i] for i in perm]
+    return texts, int(np.nonzero(perm == len(values) - 1)[0][0])
+
+
+def binary_options(truth: str, rng: np.random.Generator) -> tuple[list[str], int]:
+    texts = ["Yes", "No"] if rng.random() < 0.5 else ["No", "Yes"]
+    return texts, texts.index("Yes" if truth == "yes" else "No")
+
+
+def build_options(item: dict, pools: dict[str, list[float]], n: int, seed: int) -> dict:
+    """Fill ``options`` (letter -> text) and ``correct_option`` of a raw item."""
+    rng = item_rng(seed, item["qid"])
+    at = item["answer_type"]
+    if at == "bbox":
+        return {**item, "options": {}, "correct_option": None}
+    if at == "binary":
+        texts, c = binary_options(item["answer"], rng)
+    elif at == "categorical":
+        texts, c = categorical_options(item["answer"], item["label_set"] or [item["answer"]], n, rng)
+    else:
+        pool = [v for v in pools.get(item["key"], []) if v != item["answer"]]
+        texts, c = numeric_options(item["answer"], pool, n, rng, decimals=item["decimals"], unit=item["unit"],
+                                   integer=item["integer"], signed=item["signed"])
+    return {**item, "options": {LETTERS[i]: t for i, t in enumerate(texts)}, "correct_option": LETTERS[c]}

@@ -1,0 +1,803 @@
+"""The one registry of question templates.
+
+A template declares its id, category (Recognition, Measurement, Visual
+Reasoning, Medical Reasoning, Localization), subtype, answer type, the
+findings it needs (a case lacking them, or with an incomplete organ, yields
+no item), two to four paraphrases, unit and rounding, the clinical rule it
+applies (``volvqa.knowledge``) and an answer function. The answer function
+returns one ``Instance`` per question it can ask of a case: parameters (the
+organ asked about), the answer, the evidence values it used, and the voxel
+boxes of the structures the answer rests on. Options are built later
+(``volvqa.qa.options``), from the whole dataset's answers.
+
+A new question type is one function here plus its test.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from volvqa import knowledge as K
+from volvqa.qa.context import CaseContext, organ_text
+
+CATEGORIES = ("Recognition", "Measurement", "Visual Reasoning", "Medical Reasoning", "Localization")
+ANSWER_TYPES = ("binary", "numeric", "categorical", "bbox")
+
+
+@dataclass
+class Instance:
+    params: dict[str, Any]
+    answer: Any
+    evidence: dict[str, Any]
+    boxes: list[list[int]]
+    key_slice: int | None
+    label_set: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class Template:
+    id: str
+    category: str
+    subtype: str                 # may use {organ} etc. from the instance's params
+    answer_type: str
+    paraphrases: tuple[str, ...]
+    fn: Callable[[CaseContext], Iterable[Instance]]
+    needs: str
+    unit: str = ""
+    decimals: int = 0
+    rule: str | None = None      # key in volvqa.knowledge.RULES (medical reasoning)
+    integer: bool = False
+    signed: bool = False         # numeric answers that may be negative
+    label_set: tuple[str, ...] = field(default_factory=tuple)
+    #: Parameters that identify the question kind for priors, pools and balance
+    #: (None: all); per-lesion identifiers such as the slice are left out.
+    key_params: tuple[str, ...] | None = None
+
+    def subtype_of(self, params: dict) -> str:
+        return self.subtype.format(**{k: organ_text(v) if isinstance(v, str) else v for k, v in params.items()})
+
+
+TEMPLATES: dict[str, Template] = {}
+
+
+def register(**kw):
+    def deco(fn):
+        t = Template(fn=fn, **kw)
+        assert t.category in CATEGORIES and t.answer_type in ANSWER_TYPES, t.id
+        assert 2 <= len(t.paraphrases) <= 4, t.id
+        if t.id in TEMPLATES:
+            raise ValueError(f"duplicate template id {t.id}")
+        TEMPLATES[t.id] = t
+        return fn
+    return deco
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def _z(ctx: CaseContext, centroid_mm) -> int:
+    aff = np.asarray(ctx.findings.affine_ras_mm)
+    idx = np.linalg.solve(aff[:3, :3], np.asarray(centroid_mm) - aff[:3, 3])
+    return int(round(float(idx[2])))
+
+
+def _stable(*parts: str) -> int:
+    """A hash that does not change between runs (Python's hash() does)."""
+    import hashlib
+    return int.from_bytes(hashlib.sha256("|".join(parts).encode()).digest()[:8], "big")
+
+
+def _yn(b: bool) -> str:
+    return "yes" if b else "no"
+
+
+LESION_FAMILIES = ("liver", "kidney", "pancreas", "colon")
+VOLUME_ORGANS = ("liver", "spleen", "kidney_left", "kidney_right", "pancreas", "gallbladder")
+HU_ORGANS = ("liver", "spleen", "kidney_left", "kidney_right", "pancreas")
+#: Structures never in an abdominal CT field of view, for negative presence questions.
+ABSENT_CANDIDATES = ("brain", "thyroid_gland", "heart", "urinary_bladder", "prostate", "esophagus")
+PRESENT_CANDIDATES = ("liver", "spleen", "kidney_left", "kidney_right", "pancreas", "gallbladder", "stomach",
+                      "aorta")
+CONTACT_ORGANS = ("liver", "spleen", "kidney_left", "kidney_right", "pancreas", "gallbladder", "stomach",
+                  "aorta", "inferior_vena_cava", "colon", "small_bowel")
+
+
+def _family_organs(ctx: CaseContext, family: str) -> list:
+    if family == "kidney":
+        return [o for o in (ctx.organ("kidney_left"), ctx.organ("kidney_right")) if o is not None]
+    o = ctx.organ(family)
+    return [o] if o is not None else []
+
+
+def _family_box(ctx: CaseContext, family: str) -> list[list[int]]:
+    return [o.bbox_voxel for o in _family_organs(ctx, family)]
+
+
+def _loc_text(les) -> str | None:
+    loc = les.location
+    if les.organ == "liver" and loc.get("segments"):
+        shares = loc.get("segment_shares", {})
+        seg = max(loc["segments"], key=lambda s: (shares.get(str(s), 0), -s))
+        return f"segment {seg}"
+    if les.organ == "pancreas" and loc.get("part"):
+        return loc["part"]
+    if les.organ.startswith("kidney") and loc.get("pole"):
+        return f"{loc['pole']} pole"
+    return None
+
+
+LOCATION_LABELS = {
+    "liver": [f"segment {i}" for i in range(1, 9)],
+    "pancreas": ["head", "body", "tail"],
+    "kidney": ["upper pole", "interpolar", "lower pole"],
+}
+
+
+# --- Recognition ---------------------------------------------------------------------------------
+
+@register(id="rec.lesion_exists", category="Recognition", subtype="{organ} lesion existence",
+          answer_type="binary", needs="organ present; the dataset annotates its lesions",
+          paraphrases=("Is there a lesion in the {organ}?", "Does the {organ} contain any lesion?",
+                       "Are any lesions visible in the {organ}?"))
+def lesion_exists(ctx):
+    for fam in LESION_FAMILIES:
+        organs = _family_organs(ctx, fam)
+        if not organs or not ctx.annotated(fam):
+            continue
+        les = ctx.lesions(fam)
+        boxes = [les[0].bbox_voxel] if les else _family_box(ctx, fam)
+        z = les[0].axial_slice if les else _z(ctx, organs[0].centroid_mm)
+        yield Instance({"organ": fam}, _yn(bool(les)), {"lesion_count": len(les)}, boxes, z)
+
+
+@register(id="rec.kidney_kind_exists", category="Recognition", subtype="kidney {kind} existence",
+          answer_type="binary", needs="a kidney; kidney tumors and cysts annotated separately",
+          paraphrases=("Is there a kidney {kind} in this scan?", "Does either kidney have a {kind}?",
+                       "Can you see a renal {kind}?"))
+def kidney_kind_exists(ctx):
+    if not _family_organs(ctx, "kidney") or not ctx.annotated("kidney"):
+        return
+    for kind in ("tumor", "cyst"):
+        les = [x for x in ctx.lesions("kidney") if x.kind == kind]
+        boxes = [les[0].bbox_voxel] if les else _family_box(ctx, "kidney")
+        z = les[0].axial_slice if les else _z(ctx, _family_organs(ctx, "kidney")[0].centroid_mm)
+        yield Instance({"kind": kind}, _yn(bool(les)), {f"kidney_{kind}_count": len(les)}, boxes, z)
+
+
+@register(id="rec.organ_presence", category="Recognition", subtype="{organ} presence", answer_type="binary",
+          needs="an abdominal scan (organs that may have been removed: gallbladder, kidneys, spleen)",
+          paraphrases=("Is the {organ} present in this scan?", "Does this CT show a {organ}?",
+                       "Can a {organ} be seen in this image?"))
+def organ_presence(ctx):
+    if ctx.organ("liver") is None:  # not an abdominal field of view
+        return
+    for n in ("gallbladder", "kidney_left", "kidney_right", "spleen"):
+        o = ctx.organ(n)
+        if o is not None:
+            yield Instance({"organ": n}, "yes", {"voxels": o.voxels}, [o.bbox_voxel], _z(ctx, o.centroid_mm))
+        else:
+            liver = ctx.organ("liver")
+            yield Instance({"organ": n}, "no", {"voxels": 0}, [], _z(ctx, liver.centroid_mm))
+
+
+@register(id="rec.splenomegaly", category="Recognition", subtype="splenomegaly detection", answer_type="binary",
+          needs="complete spleen", rule="splenomegaly",
+          paraphrases=("Does the patient have splenomegaly?", "Is the spleen enlarged?",
+                       "Is there splenomegaly in this scan?"))
+def splenomegaly(ctx):
+    s = ctx.complete("spleen")
+    if s:
+        yield Instance({}, _yn(s.volume_ml > K.SPLENOMEGALY_ML),
+                       {"spleen_volume_ml": s.volume_ml, "threshold_ml": K.SPLENOMEGALY_ML, "rule": "splenomegaly"},
+                       [s.bbox_voxel], _z(ctx, s.centroid_mm))
+
+
+# --- Measurement ---------------------------------------------------------------------------------
+
+@register(id="meas.organ_volume", category="Measurement", subtype="{organ} volume", answer_type="numeric",
+          unit="ml", decimals=1, needs="complete organ",
+          paraphrases=("What is the volume of the {organ} in ml?", "How large is the {organ} (volume, ml)?",
+                       "Estimate the {organ} volume in milliliters."))
+def organ_volume(ctx):
+    for n in VOLUME_ORGANS:
+        o = ctx.complete(n)
+        if o:
+            yield Instance({"organ": n}, round(o.volume_ml, 1), {"volume_ml": o.volume_ml, "voxels": o.voxels},
+                           [o.bbox_voxel], _z(ctx, o.centroid_mm))
+
+
+@register(id="meas.organ_hu", category="Measurement", subtype="{organ} mean HU", answer_type="numeric",
+          unit="HU", decimals=1, signed=True, needs="organ present",
+          paraphrases=("What is the mean attenuation of the {organ} in HU?",
+                       "What is the average Hounsfield unit value of the {organ} parenchyma?",
+                       "Give the {organ}'s mean density in HU."))
+def organ_hu(ctx):
+    for n in HU_ORGANS:
+        o = ctx.organ(n)
+        if o:
+            yield Instance({"organ": n}, round(o.hu_mean, 1), {"hu_mean": o.hu_mean, "hu_std": o.hu_std},
+                           [o.bbox_voxel], _z(ctx, o.centroid_mm))
+
+
+@register(id="meas.hu_ratio", category="Measurement", subtype="{organ}/spleen HU ratio", answer_type="numeric",
+          decimals=2, needs="organ and spleen present, spleen mean above 0 HU",
+          paraphrases=("What is the {organ}-to-spleen attenuation ratio?",
+                       "Compute the ratio of mean {organ} HU to mean spleen HU.",
+                       "What is the {organ}/spleen Hounsfield unit ratio?"))
+def hu_ratio(ctx):
+    s = ctx.organ("spleen")
+    for n in ("liver", "pancreas"):
+        o = ctx.organ(n)
+        if o and s and s.hu_mean > 1:
+            r = o.hu_mean / s.hu_mean
+            yield Instance({"organ": n}, round(r, 2), {f"{n}_hu": o.hu_mean, "spleen_hu": s.hu_mean, "ratio": r},
+                           [o.bbox_voxel, s.bbox_voxel], _z(ctx, o.centroid_mm))
+
+
+@register(id="meas.largest_lesion_volume", category="Measurement", subtype="largest {organ} lesion volume",
+          answer_type="numeric", unit="ml", decimals=2, needs="at least one lesion in the organ",
+          paraphrases=("What is the volume of the largest {organ} lesion in ml?",
+                       "How big is the largest lesion in the {organ} (ml)?",
+                       "Estimate the volume of the biggest {organ} lesion in milliliters."))
+def largest_lesion_volume(ctx):
+    for fam in LESION_FAMILIES:
+        les = ctx.lesions(fam)
+        if les and ctx.annotated(fam):
+            x = les[0]
+            yield Instance({"organ": fam}, round(x.volume_ml, 2), {"volume_ml": x.volume_ml, "lesion_id": x.lesion_id},
+                           [x.bbox_voxel], x.axial_slice)
+
+
+@register(id="meas.tumor_burden", category="Measurement", subtype="{organ} tumor burden", answer_type="numeric",
+          unit="%", decimals=2, needs="complete organ with at least one lesion",
+          paraphrases=("What percentage of the {organ} volume is occupied by lesions?",
+                       "What is the {organ} tumor burden (lesion volume as % of organ volume)?",
+                       "How much of the {organ}, in percent of its volume, is lesion?"))
+def tumor_burden(ctx):
+    for fam in ("liver", "pancreas"):
+        o = ctx.complete(fam)
+        les = ctx.lesions(fam)
+        if o and les and ctx.annotated(fam):
+            v = sum(x.volume_ml for x in les)
+            pct = 100.0 * v / o.volume_ml
+            yield Instance({"organ": fam}, round(pct, 2), {"lesion_volume_ml": v, "organ_volume_ml": o.volume_ml},
+                           [o.bbox_voxel], les[0].axial_slice)
+
+
+# --- Visual reasoning ----------------------------------------------------------------------------
+
+@register(id="vr.lesion_count", category="Visual Reasoning", subtype="{organ} lesion counting",
+          answer_type="numeric", integer=True, needs="organ present; lesions annotated",
+          paraphrases=("How many lesions are in the {organ}?", "Count the lesions in the {organ}.",
+                       "What is the number of {organ} lesions?"))
+def lesion_count(ctx):
+    for fam in ("liver", "kidney", "pancreas"):
+        if _family_organs(ctx, fam) and ctx.annotated(fam):
+            les = ctx.lesions(fam)
+            yield Instance({"organ": fam}, len(les), {"lesion_ids": [x.lesion_id for x in les]},
+                           [x.bbox_voxel for x in les] or _family_box(ctx, fam),
+                           les[0].axial_slice if les else _z(ctx, _family_organs(ctx, fam)[0].centroid_mm))
+
+
+@register(id="vr.lesion_count_by_location", category="Visual Reasoning", subtype="{organ} lesion count by location",
+          answer_type="numeric", integer=True, needs="lesions with a location (segments, parts or poles)",
+          paraphrases=("How many {organ} lesions are located {where}?",
+                       "Count the {organ} lesions {where}.",
+                       "What is the number of lesions {where} of the {organ}?"))
+def lesion_count_by_location(ctx):
+    for fam in ("liver", "pancreas", "kidney"):
+        les = ctx.lesions(fam)
+        if not les or not ctx.annotated(fam):
+            continue
+        places = sorted({_loc_text(x) for x in les if _loc_text(x)})
+        if not places:
+            continue
+        place = places[_stable(ctx.case_id, fam) % len(places)]
+        hit = [x for x in les if _loc_text(x) == place]
+        where = f"in {place}" if place.startswith("segment") else f"in the {place}"
+        yield Instance({"organ": fam, "place": place, "where": where}, len(hit),
+                       {"lesions_at_place": [x.lesion_id for x in hit]},
+                       [x.bbox_voxel for x in hit], hit[0].axial_slice)
+
+
+@register(id="vr.largest_lesion_diameter", category="Visual Reasoning", subtype="largest {organ} lesion diameter",
+          answer_type="numeric", unit="mm", decimals=1, needs="a lesion in the organ",
+          paraphrases=("What is the longest axial diameter of the largest {organ} lesion in mm?",
+                       "How long is the largest {organ} lesion on axial images (mm)?",
+                       "Measure the largest {organ} lesion's long axis in millimeters."))
+def largest_lesion_diameter(ctx):
+    for fam in ("liver", "kidney", "pancreas"):
+        les = ctx.lesions(fam)
+        if les and ctx.annotated(fam):
+            x = les[0]
+            yield Instance({"organ": fam}, round(x.long_axis_mm, 1),
+                           {"long_axis_mm": x.long_axis_mm, "short_axis_mm": x.short_axis_mm, "slice": x.axial_slice},
+                           [x.bbox_voxel], x.axial_slice)
+
+
+@register(id="vr.largest_lesion_slice", category="Visual Reasoning", subtype="largest {organ} lesion slice",
+          answer_type="numeric", integer=True, needs="a lesion in the organ",
+          paraphrases=("On which axial slice (index) is the largest {organ} lesion widest?",
+                       "Which axial slice number shows the longest diameter of the largest {organ} lesion?"))
+def largest_lesion_slice(ctx):
+    for fam in ("liver", "kidney"):
+        les = ctx.lesions(fam)
+        if les and ctx.annotated(fam):
+            x = les[0]
+            yield Instance({"organ": fam}, int(x.axial_slice), {"long_axis_mm": x.long_axis_mm},
+                           [x.bbox_voxel], x.axial_slice)
+
+
+@register(id="vr.largest_lesion_location", category="Visual Reasoning", subtype="largest {organ} lesion location",
+          answer_type="categorical", needs="a lesion with a location (segment masks, pancreas axis, kidney extent)",
+          paraphrases=("Where is the largest {organ} lesion located?", "In which part of the {organ} is its largest lesion?",
+                       "Which {organ} region holds the largest lesion?"))
+def largest_lesion_location(ctx):
+    for fam in ("liver", "pancreas", "kidney"):
+        les = ctx.lesions(fam)
+        if les and ctx.annotated(fam) and _loc_text(les[0]):
+            x = les[0]
+            yield Instance({"organ": fam}, _loc_text(x), {"location": x.location}, [x.bbox_voxel], x.axial_slice,
+                           label_set=LOCATION_LABELS[fam])
+
+
+@register(id="vr.largest_lesion_attenuation", category="Visual Reasoning",
+          subtype="largest {organ} lesion attenuation", answer_type="categorical",
+          needs="a lesion in the organ and the organ's parenchyma",
+          paraphrases=("Is the largest {organ} lesion hypoattenuating, isoattenuating or hyperattenuating?",
+                       "How does the largest {organ} lesion's density compare with the {organ}?",
+                       "What is the attenuation of the largest {organ} lesion relative to the {organ}?"))
+def largest_lesion_attenuation(ctx):
+    for fam in ("liver", "kidney", "pancreas"):
+        les = ctx.lesions(fam)
+        if les and ctx.annotated(fam) and les[0].attenuation in ("hypo", "iso", "hyper"):
+            x = les[0]
+            text = {"hypo": "hypoattenuating", "iso": "isoattenuating", "hyper": "hyperattenuating"}[x.attenuation]
+            yield Instance({"organ": fam}, text, {"lesion_hu": x.hu_mean, "hu_difference": x.hu_difference},
+                           [x.bbox_voxel], x.axial_slice,
+                           label_set=["hypoattenuating", "isoattenuating", "hyperattenuating"])
+
+
+@register(id="vr.kidney_volume_comparison", category="Visual Reasoning", subtype="kidney volume comparison",
+          answer_type="categorical", needs="both kidneys complete",
+          paraphrases=("Which kidney is larger, the left or the right?", "Is the left or the right kidney bigger by volume?"))
+def kidney_volume_comparison(ctx):
+    a, b = ctx.complete("kidney_left"), ctx.complete("kidney_right")
+    if a and b:
+        yield Instance({}, "left" if a.volume_ml > b.volume_ml else "right",
+                       {"left_ml": a.volume_ml, "right_ml": b.volume_ml}, [a.bbox_voxel, b.bbox_voxel],
+                       _z(ctx, a.centroid_mm), label_set=["left", "right"])
+
+
+@register(id="vr.kidney_lesion_asymmetry", category="Visual Reasoning", subtype="bilateral kidney lesion asymmetry",
+          answer_type="categorical", needs="both kidneys, kidney lesions annotated, at least one lesion",
+          paraphrases=("Which kidney has more lesions: left, right, or are they equal?",
+                       "Compare the number of lesions in the left and right kidneys."))
+def kidney_lesion_asymmetry(ctx):
+    if ctx.organ("kidney_left") and ctx.organ("kidney_right") and ctx.annotated("kidney") and ctx.lesions("kidney"):
+        nl = sum(x.organ == "kidney_left" for x in ctx.lesions("kidney"))
+        nr = sum(x.organ == "kidney_right" for x in ctx.lesions("kidney"))
+        ans = "left" if nl > nr else ("right" if nr > nl else "equal")
+        yield Instance({}, ans, {"left_count": nl, "right_count": nr}, [x.bbox_voxel for x in ctx.lesions("kidney")],
+                       ctx.lesions("kidney")[0].axial_slice, label_set=["left", "right", "equal"])
+
+
+@register(id="vr.lesion_outlier", category="Visual Reasoning", subtype="{organ} lesion outlier", answer_type="binary",
+          needs=">= 3 lesions in the organ", rule="lesion_outlier",
+          paraphrases=("Is the largest {organ} lesion at least three times the volume of the second largest?",
+                       "Does one {organ} lesion dominate, being 3x or more the volume of the next largest?"))
+def lesion_outlier(ctx):
+    for fam in ("liver", "kidney"):
+        les = ctx.lesions(fam)
+        if len(les) >= 3 and ctx.annotated(fam):
+            r = les[0].volume_ml / max(les[1].volume_ml, 1e-9)
+            yield Instance({"organ": fam}, _yn(r >= 3.0), {"largest_ml": les[0].volume_ml, "second_ml": les[1].volume_ml,
+                                                           "ratio": r, "rule": "lesion_outlier"},
+                           [les[0].bbox_voxel, les[1].bbox_voxel], les[0].axial_slice)
+
+
+@register(id="vr.liver_lesion_clustering", category="Visual Reasoning", subtype="liver lesion clustering",
+          answer_type="categorical", needs=">= 2 liver lesions and liver segment masks", rule="liver_lesion_clustering",
+          paraphrases=("How are the liver lesions distributed across the Couinaud segments?",
+                       "Are the liver lesions clustered in one segment or widely distributed?"))
+def liver_lesion_clustering(ctx):
+    les = ctx.lesions("liver")
+    segs = [_loc_text(x) for x in les]
+    if len(les) >= 2 and all(segs) and ctx.annotated("liver"):
+        counts = sorted((segs.count(s) for s in set(segs)), reverse=True)
+        top = counts[0] / len(les)
+        top2 = sum(counts[:2]) / len(les)
+        ans = "highly clustered" if top > 0.5 else ("somewhat clustered" if top2 >= 0.75 else "widely distributed")
+        yield Instance({}, ans, {"segments": segs, "top_share": top, "top2_share": top2,
+                                 "rule": "liver_lesion_clustering"},
+                       [x.bbox_voxel for x in les], les[0].axial_slice,
+                       label_set=["highly clustered", "somewhat clustered", "widely distributed"])
+
+
+@register(id="vr.organ_enlargement", category="Visual Reasoning", subtype="{organ} enlargement", answer_type="binary",
+          needs="complete kidney", rule="kidney_enlarged",
+          paraphrases=("Is the {organ} enlarged?", "Is the {organ} longer than normal?",
+                       "Does the {organ} appear enlarged in length?"))
+def organ_enlargement(ctx):
+    for n in ("kidney_left", "kidney_right"):
+        o = ctx.complete(n)
+        if o and o.length_mm:
+            yield Instance({"organ": n}, _yn(o.length_mm > K.KIDNEY_ENLARGED_LENGTH_MM),
+                           {"length_mm": o.length_mm, "threshold_mm": K.KIDNEY_ENLARGED_LENGTH_MM, "rule": "kidney_enlarged"},
+                           [o.bbox_voxel], _z(ctx, o.centroid_mm))
+
+
+@register(id="vr.lesion_organ_hu_difference", category="Visual Reasoning",
+          subtype="{organ} tumor-organ HU difference", answer_type="numeric", unit="HU", decimals=1, signed=True,
+          needs="a lesion in the organ",
+          paraphrases=("By how many HU does the largest {organ} lesion differ from the {organ} parenchyma (lesion minus organ)?",
+                       "What is the attenuation difference in HU between the largest {organ} lesion and the {organ}?"))
+def lesion_organ_hu_difference(ctx):
+    for fam in ("liver", "kidney", "pancreas"):
+        les = ctx.lesions(fam)
+        if les and ctx.annotated(fam) and not np.isnan(les[0].hu_difference):
+            x = les[0]
+            yield Instance({"organ": fam}, round(x.hu_difference, 1), {"lesion_hu": x.hu_mean, "difference": x.hu_difference},
+                           [x.bbox_voxel], x.axial_slice)
+
+
+@register(id="vr.adjacent_organ", category="Visual Reasoning", subtype="{organ} adjacent organ",
+          answer_type="categorical", needs="an organ touching another (shared voxel face)",
+          paraphrases=("Which of these structures is in contact with the {organ}?",
+                       "Which organ directly touches the {organ}?", "What structure borders the {organ}?"))
+def adjacent_organ(ctx):
+    pairs = {tuple(p) for p in ctx.findings.contacts}
+    for n in ("liver", "spleen", "pancreas", "kidney_left", "kidney_right"):
+        o = ctx.organ(n)
+        if o is None:
+            continue
+        touching = sorted(m for m in CONTACT_ORGANS if m != n and tuple(sorted((n, m))) in pairs)
+        others = [m for m in CONTACT_ORGANS if m != n and m not in touching and ctx.organ(m) is not None]
+        if touching and len(others) >= 3:
+            pick = touching[_stable(ctx.case_id, n) % len(touching)]
+            yield Instance({"organ": n}, organ_text(pick), {"touching": touching},
+                           [o.bbox_voxel, ctx.organ(pick).bbox_voxel], _z(ctx, o.centroid_mm),
+                           label_set=[organ_text(pick)] + [organ_text(m) for m in others])
+
+
+@register(id="vr.multi_organ_burden", category="Visual Reasoning", subtype="multi-organ lesion burden comparison",
+          answer_type="categorical", needs="lesions in at least two organ families",
+          paraphrases=("Which organ has the largest total lesion volume?",
+                       "Among the liver, kidneys and pancreas, where is the lesion burden (total volume) highest?"))
+def multi_organ_burden(ctx):
+    fams = [f for f in ("liver", "kidney", "pancreas") if ctx.annotated(f)]
+    burden = {f: sum(x.volume_ml for x in ctx.lesions(f)) for f in fams}
+    if sum(v > 0 for v in burden.values()) >= 2:
+        best = max(burden, key=lambda f: (burden[f], f))
+        yield Instance({}, organ_text(best), {"burden_ml": burden},
+                       [ctx.lesions(f)[0].bbox_voxel for f in fams if ctx.lesions(f)],
+                       ctx.lesions(best)[0].axial_slice, label_set=[organ_text(f) for f in fams])
+
+
+@register(id="vr.organ_aggregation", category="Visual Reasoning", subtype="{organ} combined volume",
+          answer_type="numeric", unit="ml", decimals=1, needs="all summed organs complete",
+          paraphrases=("What is the combined volume of the {organ} in ml?", "Add up the volumes of the {organ} (ml).",
+                       "What is the total volume of the {organ}, in milliliters?"))
+def organ_aggregation(ctx):
+    groups = {"kidneys": ("kidney_left", "kidney_right"), "liver and spleen": ("liver", "spleen")}
+    for name, members in groups.items():
+        os_ = [ctx.complete(m) for m in members]
+        if all(os_):
+            v = sum(o.volume_ml for o in os_)
+            yield Instance({"organ": name}, round(v, 1), {m: o.volume_ml for m, o in zip(members, os_)},
+                           [o.bbox_voxel for o in os_], _z(ctx, os_[0].centroid_mm))
+
+
+# --- Medical reasoning ---------------------------------------------------------------------------
+
+@register(id="med.splenomegaly_grade", category="Medical Reasoning", subtype="splenomegaly grading",
+          answer_type="categorical", needs="complete spleen", rule="splenomegaly",
+          paraphrases=("How would you grade the spleen size (normal, mild, moderate or severe splenomegaly)?",
+                       "What is the splenomegaly grade?", "Grade the spleen: normal, mild, moderate or severe enlargement?"))
+def splenomegaly_grade(ctx):
+    s = ctx.complete("spleen")
+    if s:
+        yield Instance({}, K.splenomegaly_grade(s.volume_ml), {"spleen_volume_ml": s.volume_ml, "rule": "splenomegaly"},
+                       [s.bbox_voxel], _z(ctx, s.centroid_mm), label_set=["normal", "mild", "moderate", "severe"])
+
+
+@register(id="med.fatty_liver", category="Medical Reasoning", subtype="fatty liver", answer_type="binary",
+          needs="liver and spleen", rule="fatty_liver_ls_ratio",
+          paraphrases=("Does the patient have a fatty liver?", "Is there hepatic steatosis by the liver-to-spleen ratio?",
+                       "Is the liver fatty (liver/spleen attenuation below 1.0)?"))
+def fatty_liver(ctx):
+    liv, s = ctx.organ("liver"), ctx.organ("spleen")
+    if liv and s and s.hu_mean > 1:
+        r = liv.hu_mean / s.hu_mean
+        yield Instance({}, _yn(r < K.FATTY_LIVER_LS_RATIO), {"liver_hu": liv.hu_mean, "spleen_hu": s.hu_mean, "ratio": r,
+                                                             "rule": "fatty_liver_ls_ratio"},
+                       [liv.bbox_voxel, s.bbox_voxel], _z(ctx, liv.centroid_mm))
+
+
+@register(id="med.steatosis_grade", category="Medical Reasoning", subtype="hepatic steatosis grade",
+          answer_type="categorical", needs="liver and spleen", rule="steatosis_grade",
+          paraphrases=("What is the grade of hepatic steatosis?", "Grade the liver fat: none, mild or moderate-to-severe?"))
+def steatosis(ctx):
+    liv, s = ctx.organ("liver"), ctx.organ("spleen")
+    if liv and s and s.hu_mean > 1:
+        r = liv.hu_mean / s.hu_mean
+        yield Instance({}, K.steatosis_grade(liv.hu_mean, r), {"liver_hu": liv.hu_mean, "ls_ratio": r,
+                                                               "rule": "steatosis_grade"},
+                       [liv.bbox_voxel], _z(ctx, liv.centroid_mm), label_set=["none", "mild", "moderate-to-severe"])
+
+
+@register(id="med.pancreatic_steatosis", category="Medical Reasoning", subtype="pancreatic steatosis",
+          answer_type="binary", needs="pancreas and spleen", rule="pancreatic_steatosis",
+          paraphrases=("Is there pancreatic steatosis?", "Is the pancreas fatty (pancreas/spleen attenuation below 0.70)?"))
+def pancreatic_steatosis(ctx):
+    p, s = ctx.organ("pancreas"), ctx.organ("spleen")
+    if p and s and s.hu_mean > 1:
+        r = p.hu_mean / s.hu_mean
+        yield Instance({}, _yn(r < K.PANCREATIC_STEATOSIS_PS_RATIO), {"pancreas_hu": p.hu_mean, "spleen_hu": s.hu_mean,
+                                                                      "ratio": r, "rule": "pancreatic_steatosis"},
+                       [p.bbox_voxel, s.bbox_voxel], _z(ctx, p.centroid_mm))
+
+
+@register(id="med.pancreatic_t_stage", category="Medical Reasoning", subtype="pancreatic tumor T-stage",
+          answer_type="categorical", needs="a pancreatic tumor", rule="pancreas_t_stage",
+          paraphrases=("What is the T-stage of the pancreatic tumor by size (AJCC 8th edition)?",
+                       "Based on its greatest dimension, what T category is the pancreatic tumor?"))
+def pancreatic_t_stage(ctx):
+    les = [x for x in ctx.lesions("pancreas") if x.kind == "tumor"]
+    if les and ctx.annotated("pancreas"):
+        x = les[0]
+        yield Instance({}, K.pancreas_t_stage(x.max_diameter_3d_mm), {"greatest_dimension_mm": x.max_diameter_3d_mm,
+                                                                      "rule": "pancreas_t_stage"},
+                       [x.bbox_voxel], x.axial_slice, label_set=["T1", "T2", "T3"])
+
+
+@register(id="med.renal_mass_type", category="Medical Reasoning", subtype="renal mass characterization",
+          answer_type="categorical", needs="a kidney lesion", rule="renal_cyst_hu",
+          paraphrases=("Is the largest renal lesion a simple cyst or a solid mass by its attenuation?",
+                       "By HU, is the largest kidney lesion cystic or solid?"))
+def renal_mass_type(ctx):
+    les = ctx.lesions("kidney")
+    if les and ctx.annotated("kidney"):
+        x = les[0]
+        yield Instance({}, K.renal_lesion_type(x.hu_mean), {"lesion_hu": x.hu_mean, "cyst_range_hu": list(K.RENAL_CYST_HU_RANGE),
+                                                            "rule": "renal_cyst_hu"},
+                       [x.bbox_voxel], x.axial_slice, label_set=["cyst", "solid"])
+
+
+@register(id="med.lesion_type", category="Medical Reasoning", subtype="{organ} lesion type", answer_type="categorical",
+          needs="a lesion whose class says tumor or cyst",
+          paraphrases=("Is the largest {organ} lesion a cyst or a tumor?", "What type is the largest {organ} lesion: cyst or tumor?"))
+def lesion_type(ctx):
+    for fam in ("liver", "kidney", "pancreas"):
+        les = [x for x in ctx.lesions(fam) if x.kind in ("cyst", "tumor")]
+        if les and ctx.annotated(fam):
+            x = les[0]
+            yield Instance({"organ": fam}, x.kind, {"label": x.label, "lesion_hu": x.hu_mean}, [x.bbox_voxel],
+                           x.axial_slice, label_set=["cyst", "tumor"])
+
+
+@register(id="med.pancreatic_cyst_resection", category="Medical Reasoning", subtype="pancreatic cyst resection criterion",
+          answer_type="binary", needs="a pancreatic cyst", rule="pancreatic_cyst_resection",
+          paraphrases=("Does the largest pancreatic cyst meet the size criterion for resection (> 3 cm or > 3 ml)?",
+                       "Is the pancreatic cyst large enough (over 3 cm or 3 ml) to consider surgery?"))
+def pancreatic_cyst_resection(ctx):
+    les = [x for x in ctx.lesions("pancreas") if x.kind == "cyst"]
+    if les and ctx.annotated("pancreas"):
+        x = les[0]
+        ok = x.max_diameter_3d_mm > K.PANCREATIC_CYST_RESECTION_MM or x.volume_ml > K.PANCREATIC_CYST_RESECTION_ML
+        yield Instance({}, _yn(ok), {"greatest_dimension_mm": x.max_diameter_3d_mm, "volume_ml": x.volume_ml,
+                                     "rule": "pancreatic_cyst_resection"}, [x.bbox_voxel], x.axial_slice)
+
+
+# --- Localization --------------------------------------------------------------------------------
+
+@register(id="loc.organ_bbox", category="Localization", subtype="{organ} bounding box", answer_type="bbox",
+          needs="organ present",
+          paraphrases=("Give the 3D bounding box of the {organ}.", "Where is the {organ}? Answer with its 3D bounding box.",
+                       "Localize the {organ} with a bounding box."))
+def organ_bbox(ctx):
+    for n in ("liver", "spleen", "kidney_left", "kidney_right", "pancreas"):
+        o = ctx.organ(n)
+        if o:
+            yield Instance({"organ": n}, {"voxel": o.bbox_voxel, "mm": o.bbox_mm}, {"voxels": o.voxels},
+                           [o.bbox_voxel], _z(ctx, o.centroid_mm))
+
+
+@register(id="loc.largest_lesion_bbox", category="Localization", subtype="largest {organ} lesion bounding box",
+          answer_type="bbox", needs="a lesion in the organ",
+          paraphrases=("Give the 3D bounding box of the largest {organ} lesion.",
+                       "Localize the largest lesion in the {organ} with a 3D bounding box."))
+def largest_lesion_bbox(ctx):
+    for fam in ("liver", "kidney", "pancreas"):
+        les = ctx.lesions(fam)
+        if les and ctx.annotated(fam):
+            x = les[0]
+            yield Instance({"organ": fam}, {"voxel": x.bbox_voxel, "mm": x.bbox_mm}, {"volume_ml": x.volume_ml},
+                           [x.bbox_voxel], x.axial_slice)
+
+
+# --- Per-lesion questions (a lesion named by the axial slice of its long axis) ---------------------
+
+def _named_lesions(ctx: CaseContext, fam: str):
+    """Lesions of a family whose long-axis slice no other lesion of the family shares."""
+    les = ctx.lesions(fam)
+    z = [x.axial_slice for x in les]
+    return [x for x in les if z.count(x.axial_slice) == 1]
+
+
+def _lesion_params(fam: str, x) -> dict:
+    return {"organ": fam, "slice": int(x.axial_slice)}
+
+
+_LESION_REF = "the {organ} lesion whose longest axial diameter lies on slice {slice}"
+
+
+@register(id="vr.lesion_location", category="Visual Reasoning", subtype="{organ} lesion location",
+          answer_type="categorical", needs="lesions with a location", key_params=("organ",),
+          paraphrases=("Where is " + _LESION_REF + "?", "In which part of the {organ} is " + _LESION_REF + "?"))
+def lesion_location(ctx):
+    for fam in ("liver", "pancreas"):
+        for x in _named_lesions(ctx, fam):
+            if ctx.annotated(fam) and _loc_text(x):
+                yield Instance(_lesion_params(fam, x), _loc_text(x), {"location": x.location}, [x.bbox_voxel],
+                               x.axial_slice, label_set=LOCATION_LABELS[fam])
+
+
+@register(id="vr.kidney_lesion_side", category="Visual Reasoning", subtype="kidney lesion side",
+          answer_type="categorical", needs="kidney lesions", key_params=(),
+          paraphrases=("Which kidney holds the renal lesion whose longest axial diameter lies on slice {slice}?",
+                       "Is the kidney lesion on slice {slice} in the left or the right kidney?"))
+def kidney_lesion_side(ctx):
+    for x in _named_lesions(ctx, "kidney"):
+        if ctx.annotated("kidney"):
+            yield Instance({"slice": int(x.axial_slice)}, x.organ.split("_")[1], {"organ": x.organ,
+                           "centroid_mm": x.centroid_mm}, [x.bbox_voxel], x.axial_slice, label_set=["left", "right"])
+
+
+@register(id="meas.lesion_volume", category="Measurement", subtype="{organ} lesion volume", answer_type="numeric",
+          unit="ml", decimals=2, needs="lesions", key_params=("organ",),
+          paraphrases=("What is the volume in ml of " + _LESION_REF + "?", "How large (ml) is " + _LESION_REF + "?"))
+def lesion_volume(ctx):
+    for fam in ("liver", "kidney", "pancreas"):
+        for x in _named_lesions(ctx, fam):
+            if ctx.annotated(fam):
+                yield Instance(_lesion_params(fam, x), round(x.volume_ml, 2), {"volume_ml": x.volume_ml},
+                               [x.bbox_voxel], x.axial_slice)
+
+
+@register(id="vr.lesion_diameter", category="Visual Reasoning", subtype="{organ} lesion diameter",
+          answer_type="numeric", unit="mm", decimals=1, needs="lesions", key_params=("organ",),
+          paraphrases=("What is the longest axial diameter (mm) of " + _LESION_REF + "?",
+                       "How long is the long axis of " + _LESION_REF + ", in mm?"))
+def lesion_diameter(ctx):
+    for fam in ("liver", "kidney", "pancreas"):
+        for x in _named_lesions(ctx, fam):
+            if ctx.annotated(fam):
+                yield Instance(_lesion_params(fam, x), round(x.long_axis_mm, 1),
+                               {"long_axis_mm": x.long_axis_mm, "short_axis_mm": x.short_axis_mm}, [x.bbox_voxel],
+                               x.axial_slice)
+
+
+@register(id="vr.lesion_attenuation", category="Visual Reasoning", subtype="{organ} lesion attenuation",
+          answer_type="categorical", needs="lesions and the organ's parenchyma", key_params=("organ",),
+          paraphrases=("Is " + _LESION_REF + " hypo-, iso- or hyperattenuating?",
+                       "How dense is " + _LESION_REF + " compared with the {organ}?"))
+def lesion_attenuation(ctx):
+    text = {"hypo": "hypoattenuating", "iso": "isoattenuating", "hyper": "hyperattenuating"}
+    for fam in ("liver", "kidney", "pancreas"):
+        for x in _named_lesions(ctx, fam):
+            if ctx.annotated(fam) and x.attenuation in text:
+                yield Instance(_lesion_params(fam, x), text[x.attenuation], {"lesion_hu": x.hu_mean,
+                               "hu_difference": x.hu_difference}, [x.bbox_voxel], x.axial_slice,
+                               label_set=list(text.values()))
+
+
+@register(id="med.each_lesion_type", category="Medical Reasoning", subtype="{organ} lesion cyst or tumor",
+          answer_type="categorical", needs="lesions whose class says tumor or cyst", key_params=("organ",),
+          paraphrases=("Is " + _LESION_REF + " a cyst or a tumor?", "What kind of lesion is " + _LESION_REF + "?"))
+def each_lesion_type(ctx):
+    for fam in ("liver", "kidney", "pancreas"):
+        for x in _named_lesions(ctx, fam):
+            if ctx.annotated(fam) and x.kind in ("cyst", "tumor"):
+                yield Instance(_lesion_params(fam, x), x.kind, {"label": x.label, "lesion_hu": x.hu_mean},
+                               [x.bbox_voxel], x.axial_slice, label_set=["cyst", "tumor"])
+
+
+@register(id="rec.segment_lesion_exists", category="Recognition", subtype="liver segment lesion existence",
+          answer_type="binary", needs="liver segment masks; liver lesions annotated", key_params=(),
+          paraphrases=("Is there a lesion in Couinaud segment {segment} of the liver?",
+                       "Does liver segment {segment} contain a lesion?"))
+def segment_lesion_exists(ctx):
+    if not (ctx.has_parts and ctx.organ("liver") and ctx.annotated("liver")):
+        return
+    les = ctx.lesions("liver")
+    liver = ctx.organ("liver")
+    for seg in range(1, 9):
+        hit = [x for x in les if seg in (x.location.get("segments") or [])]
+        yield Instance({"segment": seg}, _yn(bool(hit)), {"lesions": [x.lesion_id for x in hit]},
+                       [x.bbox_voxel for x in hit] or [liver.bbox_voxel],
+                       hit[0].axial_slice if hit else _z(ctx, liver.centroid_mm))
+
+
+@register(id="loc.lesion_bbox", category="Localization", subtype="{organ} lesion bounding box", answer_type="bbox",
+          needs="lesions", key_params=("organ",),
+          paraphrases=("Give the 3D bounding box of " + _LESION_REF + ".",
+                       "Localize " + _LESION_REF + " with a 3D bounding box."))
+def lesion_bbox(ctx):
+    for fam in ("liver", "kidney", "pancreas"):
+        for x in _named_lesions(ctx, fam):
+            if ctx.annotated(fam):
+                yield Instance(_lesion_params(fam, x), {"voxel": x.bbox_voxel, "mm": x.bbox_mm},
+                               {"volume_ml": x.volume_ml}, [x.bbox_voxel], x.axial_slice)
+
+
+@register(id="rec.part_lesion_exists", category="Recognition", subtype="{organ} part lesion existence",
+          answer_type="binary", needs="pancreas parts (masks or axis) or kidney poles; lesions annotated",
+          key_params=("organ",),
+          paraphrases=("Is there a lesion {where} of the {organ}?", "Does the {organ} have a lesion {where}?"))
+def part_lesion_exists(ctx):
+    for fam, places in (("pancreas", ("head", "body", "tail")), ("kidney_left", ("upper pole", "interpolar", "lower pole")),
+                        ("kidney_right", ("upper pole", "interpolar", "lower pole"))):
+        o = ctx.organ(fam)
+        family = "kidney" if fam.startswith("kidney") else fam
+        if o is None or not ctx.annotated(family):
+            continue
+        les = [x for x in ctx.lesions(family) if x.organ == fam]
+        for place in places:
+            hit = [x for x in les if _loc_text(x) == place]
+            where = f"in the {place}" if place != "interpolar" else "in the interpolar region"
+            yield Instance({"organ": fam, "place": place, "where": where}, _yn(bool(hit)),
+                           {"lesions": [x.lesion_id for x in hit]}, [x.bbox_voxel for x in hit] or [o.bbox_voxel],
+                           hit[0].axial_slice if hit else _z(ctx, o.centroid_mm))
+
+
+@register(id="vr.denser_organ", category="Visual Reasoning", subtype="{organ} vs spleen attenuation",
+          answer_type="categorical", needs="the organ and the spleen",
+          paraphrases=("Which is denser (higher mean HU), the {organ} or the spleen?",
+                       "Does the {organ} or the spleen have the higher attenuation?"))
+def denser_organ(ctx):
+    s = ctx.organ("spleen")
+    for n in ("liver", "pancreas"):
+        o = ctx.organ(n)
+        if o and s:
+            yield Instance({"organ": n}, n if o.hu_mean > s.hu_mean else "spleen",
+                           {f"{n}_hu": o.hu_mean, "spleen_hu": s.hu_mean}, [o.bbox_voxel, s.bbox_voxel],
+                           _z(ctx, o.centroid_mm), label_set=[n, "spleen"])
+
+
+@register(id="meas.lesion_hu", category="Measurement", subtype="{organ} lesion mean HU", answer_type="numeric",
+          unit="HU", decimals=1, signed=True, needs="lesions", key_params=("organ",),
+          paraphrases=("What is the mean attenuation (HU) of " + _LESION_REF + "?",
+                       "Give the average Hounsfield unit value of " + _LESION_REF + "."))
+def lesion_hu(ctx):
+    for fam in ("liver", "kidney", "pancreas"):
+        for x in _named_lesions(ctx, fam):
+            if ctx.annotated(fam):
+                yield Instance(_lesion_params(fam, x), round(x.hu_mean, 1), {"hu_mean": x.hu_mean, "hu_std": x.hu_std},
+                               [x.bbox_voxel], x.axial_slice)
+
+
+@register(id="vr.lesion_short_axis", category="Visual Reasoning", subtype="{organ} lesion short axis",
+          answer_type="numeric", unit="mm", decimals=1, needs="lesions", key_params=("organ",),
+          paraphrases=("What is the short axis (mm), perpendicular to the long axis on the same slice, of "
+                       + _LESION_REF + "?", "How wide is " + _LESION_REF + " perpendicular to its long axis, in mm?"))
+def lesion_short_axis(ctx):
+    for fam in ("liver", "kidney", "pancreas"):
+        for x in _named_lesions(ctx, fam):
+            if ctx.annotated(fam):
+                yield Instance(_lesion_params(fam, x), round(x.short_axis_mm, 1),
+                               {"short_axis_mm": x.short_axis_mm, "long_axis_mm": x.long_axis_mm}, [x.bbox_voxel],
+                               x.axial_slice)
+
+
+@register(id="vr.lesion_max_diameter", category="Visual Reasoning", subtype="{organ} lesion greatest 3D dimension",
+          answer_type="numeric", unit="mm", decimals=1, needs="lesions", key_params=("organ",),
+          paraphrases=("What is the greatest 3D dimension (mm) of " + _LESION_REF + "?",
+                       "What is the maximum diameter in 3D, in mm, of " + _LESION_REF + "?"))
+def lesion_max_diameter(ctx):
+    for fam in ("liver", "kidney", "pancreas"):
+        for x in _named_lesions(ctx, fam):
+            if ctx.annotated(fam):
+                yield Instance(_lesion_params(fam, x), round(x.max_diameter_3d_mm, 1),
+                               {"max_diameter_3d_mm": x.max_diameter_3d_mm}, [x.bbox_voxel], x.axial_slice)
