@@ -278,3 +278,14 @@ def test_real_ct_with_inserted_lesions_end_to_end(tmp_path, real_ct):
               and it["case_id"] == "example_ct_sm_lesions_000" and "organ=liver" in it["qid"]}
     assert counts <= {sum(x["organ"] == "liver" for x in truth["lesions"])}
     assert {it["category"] for it in items} >= {"Recognition", "Visual Reasoning", "Localization"}
+
+
+def test_qa_audit_cli(built):
+    from click.testing import CliRunner
+    from volvqa.cli import main
+    tmp, m, out, res = built
+    r = CliRunner().invoke(main, ["qa", "audit", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "subtypes in qa.jsonl" in r.stdout and "flagged at build time" in r.stdout
+    r = CliRunner().invoke(main, ["qa", "audit", str(tmp)])
+    assert r.exit_code == 2 and "qa.jsonl" in r.stderr

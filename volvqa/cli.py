@@ -223,6 +223,36 @@ def build_qa_cmd(manifest, out, workers, engine, ray_address, shard, no_finalize
 
 
 @main.group()
+def qa():
+    """Built benchmarks."""
+
+
+@qa.command("audit")
+@click.argument("qa_dir", type=click.Path(path_type=Path))
+def qa_audit(qa_dir):
+    """Answer distribution and question-only accuracy vs chance per subtype; flags > chance + 10 points."""
+    from volvqa.qa.audit import audit, key_of, render
+    p = qa_dir / "qa.jsonl"
+    if not p.is_file():
+        raise VolvqaInputError(p, "not found: is this a build-qa output folder?")
+    try:
+        items = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    except ValueError as e:
+        raise VolvqaInputError(p, f"not valid JSON lines ({e})") from None
+    for it in items:
+        it["key"] = key_of(it)
+    rows = audit(items)
+    click.echo(render(rows))
+    flagged = [s for s, r in rows.items() if r["flagged"]]
+    built = qa_dir / "audit.json"
+    excluded = []
+    if built.is_file():
+        excluded = sorted(s for s, r in json.loads(built.read_text()).items() if r["flagged"])
+    click.echo(f"\n{len(rows)} subtypes in qa.jsonl, {len(flagged)} flagged now; "
+               f"{len(excluded)} flagged at build time and excluded: {', '.join(excluded) or 'none'}")
+
+
+@main.group()
 def synth():
     """Synthetic CT with known truth: phantoms and lesion insertion."""
 

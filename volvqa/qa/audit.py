@@ -94,3 +94,23 @@ def audit(items: list[dict]) -> dict[str, dict]:
                        flagged=bool((acc - chance) * 100 > FLAG_POINTS))
         out[sub] = row
     return out
+
+
+def key_of(item: dict) -> str:
+    """The question kind of an exported item (its qid carries the parameters)."""
+    from volvqa.qa.templates import TEMPLATES
+    parts = item["qid"].split(":", 2)
+    params = dict(kv.split("=", 1) for kv in parts[2].split(",")) if len(parts) == 3 and parts[2] else {}
+    t = TEMPLATES.get(item["template_id"])
+    keep = params if t is None or t.key_params is None else {k: v for k, v in params.items() if k in t.key_params}
+    return f"{item['template_id']}|" + ",".join(f"{k}={keep[k]}" for k in sorted(keep))
+
+
+def render(rows: dict[str, dict]) -> str:
+    lines = [f"{'category':18s} {'subtype':46s} {'items':>5s} {'guess':>6s} {'chance':>6s}  answers"]
+    for sub, r in sorted(rows.items(), key=lambda kv: (kv[1]["category"], kv[0])):
+        acc = f"{r['question_only_accuracy'] * 100:5.1f}%" if "question_only_accuracy" in r else "     -"
+        ch = f"{r['chance'] * 100:5.1f}%" if "chance" in r else "     -"
+        dist = ", ".join(f"{k}:{v}" for k, v in r.get("answer_distribution", {}).items())
+        lines.append(f"{r['category']:18s} {sub:46s} {r['items']:5d} {acc} {ch}  {dist}{'  FLAGGED' if r['flagged'] else ''}")
+    return "\n".join(lines)
