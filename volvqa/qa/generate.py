@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from volvqa.jsonable import jsonable
 from volvqa.qa.context import CaseContext, organ_text
 from volvqa.qa.templates import TEMPLATES, Template
 
@@ -65,21 +66,9 @@ def case_items(ctx: CaseContext, seed: int, templates: dict[str, Template] | Non
                 "integer": t.integer,
                 "signed": t.signed,
                 "label_set": inst.label_set,
-                "evidence": _plain(evidence),
+                "evidence": jsonable(evidence),
                 "bbox_voxel": [list(map(int, b)) for b in inst.boxes],
                 "bbox_mm": [_bbox_mm(ctx.findings, b) for b in inst.boxes],
                 "key_slice": inst.key_slice,
             })
     return out
-
-
-def _plain(x):
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return round(float(x), 4)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x

@@ -25,7 +25,8 @@ from volvqa.io.atomic import write_text_atomic
 from volvqa.io.nifti import write_nifti
 from volvqa.records import LabelMap, Source, Volume
 from volvqa.synth.lesions import LesionDoesNotFit, LesionRequest, insert_lesions
-from volvqa.synth.phantom import PhantomConfig, _jsonable, generate_phantom
+from volvqa.jsonable import jsonable
+from volvqa.synth.phantom import PhantomConfig, generate_phantom
 
 PARTS_SPEC = {i: n for n, i in L.PART_IDS.items()}
 #: Smallest lesion the retries shrink to: well above findings' 50 mm^3 floor.
@@ -54,7 +55,7 @@ def write_case(folder: Path, volume: Volume, labelmap: LabelMap, truth: dict) ->
         write_nifti(tmp / "seg.nii.gz", labelmap.array, labelmap.affine)
         if labelmap.parts is not None:
             write_nifti(tmp / "parts.nii.gz", labelmap.parts, labelmap.affine)
-        write_text_atomic(tmp / "truth.json", json.dumps(_jsonable(truth), indent=1, sort_keys=True) + "\n")
+        write_text_atomic(tmp / "truth.json", json.dumps(jsonable(truth), indent=1, sort_keys=True) + "\n")
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)

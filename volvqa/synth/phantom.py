@@ -46,6 +46,7 @@ import numpy as np
 from scipy import ndimage
 
 from volvqa import labels as L
+from volvqa.jsonable import jsonable
 from volvqa.synth.shapes import Grid, ellipsoid, smooth_noise, tube
 
 HU = {"liver": 58.0, "spleen": 48.0, "pancreas": 42.0, "kidney": 32.0, "muscle": 50.0, "blood": 42.0,
@@ -396,19 +397,5 @@ def save_phantom(ph: Phantom, folder: str | Path) -> Path:
     write_nifti(folder / "seg.nii.gz", ph.labels, ph.affine)
     if ph.parts is not None:
         write_nifti(folder / "parts.nii.gz", ph.parts, ph.affine)
-    write_text_atomic(folder / "truth.json", json.dumps(_jsonable(ph.truth), indent=1, sort_keys=True) + "\n")
+    write_text_atomic(folder / "truth.json", json.dumps(jsonable(ph.truth), indent=1, sort_keys=True) + "\n")
     return folder
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return round(float(x), 4)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
