@@ -66,7 +66,7 @@ def test_build_outputs_and_loaders(built):
     # A case never sits in two splits.
     assert all(len(set(g)) == 1 for _, g in df.groupby("case_id").split)
     for it in items:
-        assert it["bbox_voxel"] or it["template_id"] == "rec.organ_presence", it["qid"]
+        assert it["bbox_voxel"] and it["bbox_mm"], it["qid"]
         assert it["evidence"], it["qid"]
         if it["category"] == "Medical Reasoning" and TEMPLATES[it["template_id"]].rule:
             assert it["evidence"]["rule"] in __import__("volvqa.knowledge", fromlist=["x"]).RULES

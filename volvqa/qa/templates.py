@@ -177,8 +177,11 @@ def organ_presence(ctx):
         if o is not None:
             yield Instance({"organ": n}, "yes", {"voxels": o.voxels}, [o.bbox_voxel], _z(ctx, o.centroid_mm))
         else:
+            # Absent anywhere: the answer rests on the whole scan, so the box is the scan's.
+            shape = ctx.findings.shape
             liver = ctx.organ("liver")
-            yield Instance({"organ": n}, "no", {"voxels": 0}, [], _z(ctx, liver.centroid_mm))
+            yield Instance({"organ": n}, "no", {"voxels": 0}, [[0, 0, 0, shape[0] - 1, shape[1] - 1, shape[2] - 1]],
+                           _z(ctx, liver.centroid_mm))
 
 
 @register(id="rec.splenomegaly", category="Recognition", subtype="splenomegaly detection", answer_type="binary",
