@@ -222,6 +222,110 @@ def build_qa_cmd(manifest, out, workers, engine, ray_address, shard, no_finalize
     click.echo(json.dumps(res, sort_keys=True))
 
 
+@main.command("predict")
+@click.option("--qa", "qa_dir", required=True, type=click.Path(path_type=Path), help="build-qa output folder.")
+@click.option("--model", required=True, help="prior | grounded | encoder3d:runs/NAME | module:Class")
+@click.option("--split", default="test", show_default=True, help="train | val | test | all")
+@click.option("--mode", type=click.Choice(["mc", "free"]), default="mc", show_default=True,
+              help="Multiple choice (options shown) or free form.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Predictions JSONL.")
+def predict_cmd(qa_dir, model, split, mode, out):
+    """Run a model over a benchmark split."""
+    from volvqa.eval.run import predict
+    if not out.parent.exists():
+        raise VolvqaInputError(out, "output folder does not exist")
+    n = predict(qa_dir, model, split, out, mode=mode)
+    click.echo(f"{n} predictions -> {out}")
+
+
+@main.command("evaluate")
+@click.option("--qa", "qa_dir", required=True, type=click.Path(path_type=Path), help="build-qa output folder.")
+@click.option("--predictions", "pred_files", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="Predictions JSONL; repeat to compare models.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Scores JSON.")
+@click.option("--report", "report_out", type=click.Path(path_type=Path), help="report.md (+ one PNG per category).")
+def evaluate_cmd(qa_dir, pred_files, json_out, report_out):
+    """Score predictions per subtype, category and overall."""
+    from volvqa.eval.run import CATEGORY_ORDER, evaluate, write_report
+    from volvqa.io.atomic import write_text_atomic
+    for out in (json_out, report_out):
+        if out is not None and not out.parent.exists():
+            raise VolvqaInputError(out, "output folder does not exist")
+    res = evaluate(qa_dir, list(pred_files))
+    for m, r in res.items():
+        cats = ", ".join(f"{c} {r['categories'][c]['score'] * 100:.1f}"
+                         + (f" (chance {r['categories'][c]['chance'] * 100:.1f})" if "chance" in r["categories"][c] else "")
+                         for c in CATEGORY_ORDER if c in r["categories"])
+        click.echo(f"{m}: overall {r['overall']['score'] * 100:.1f} ({r['overall']['n']} q) | {cats}")
+    if json_out:
+        write_text_atomic(json_out, json.dumps(res, indent=1, sort_keys=True) + "\n")
+    if report_out:
+        write_report(res, report_out)
+
+
+@main.command("answer")
+@click.option("--volume", required=True, type=click.Path(path_type=Path))
+@click.option("--question", required=True)
+@click.option("--options", "options_text", default=None, help='"A=..;B=..;C=.."')
+@click.option("--model", default="grounded", show_default=True, help="grounded | module:Class | encoder3d:runs/NAME")
+@click.option("--masks", multiple=True, type=click.Path(path_type=Path),
+              help="Masks for grounded mode (repeat to merge, e.g. a label map and its parts).")
+@click.option("--labels", "label_spec", multiple=True, help="Label spec of each --masks (default auto).")
+@click.option("--lesion-annotations", default="liver,kidney,pancreas", show_default=True,
+              help="Organ families whose lesions the masks annotate (a 'no lesion' answer is then meaningful).")
+@click.option("--json", "as_json", is_flag=True, help="Print the prediction with its evidence as JSON.")
+@click.option("--png", "png_out", type=click.Path(path_type=Path), help="Key slice with the evidence box.")
+@_with_load_opts
+def answer_cmd(volume, question, options_text, model, masks, label_spec, lesion_annotations, as_json, png_out,
+               series_uid, allow_non_ct, max_voxels):
+    """Answer one question about one scan, with its evidence."""
+    from volvqa.io import load_volume
+    item = {"qid": "q", "case_id": volume.name.split(".nii")[0], "question": question}
+    if options_text:
+        try:
+            item["options"] = dict(kv.split("=", 1) for kv in options_text.split(";") if kv.strip())
+            item["options"] = {k.strip().upper(): v.strip() for k, v in item["options"].items()}
+        except ValueError:
+            raise click.BadParameter('--options takes "A=..;B=.."') from None
+    v = load_volume(volume, series_uid=series_uid, allow_non_ct=allow_non_ct, max_voxels=max_voxels)
+    if model == "grounded":
+        from volvqa.models.grounded import GroundedAnswerer, fixed_masks
+        if not masks:
+            raise VolvqaInputError(volume, "grounded mode needs --masks (the scan's segmentation)")
+        specs = list(label_spec) or ["auto"]
+        if len(specs) == 1:
+            specs = specs * len(masks)
+        if len(specs) != len(masks):
+            raise click.BadParameter("give one --labels per --masks, or one for all")
+        src = list(masks) if len(masks) > 1 else masks[0]
+        ans = GroundedAnswerer(fixed_masks(src, specs if len(masks) > 1 else specs[0]),
+                               annotated=lesion_annotations.split(","),
+                               mode="mc" if options_text else "free")
+    elif model.startswith("encoder3d:"):
+        from volvqa.models.encoder3d import Encoder3DAnswerer
+        ans = Encoder3DAnswerer.load(model.split(":", 1)[1])
+    else:
+        from volvqa.models.base import load_plugin
+        ans = load_plugin(model, mode="mc" if options_text else "free")
+    pred = ans.answer(v, item)
+    if as_json:
+        click.echo(json.dumps(pred.to_dict(), indent=1, sort_keys=True, default=str))
+    else:
+        click.echo(pred.answer)
+        if pred.evidence:
+            click.echo(f"evidence: {json.dumps(pred.evidence.get('values'), default=str)}; "
+                       f"box (voxels): {pred.evidence.get('bbox_voxel')}")
+    if png_out is not None and pred.evidence and pred.evidence.get("bbox_voxel"):
+        from volvqa.render import render_png, write_png
+        b = pred.evidence["bbox_voxel"][0]
+        z = pred.evidence.get("key_slice")
+        c = ((b[0] + b[3]) // 2, (b[1] + b[4]) // 2, z if z is not None else (b[2] + b[5]) // 2)
+        write_png(png_out, render_png(v, None, boxes=pred.evidence["bbox_voxel"], centre=c, views=("axial",),
+                                      title=question[:80]))
+    if pred.answer.startswith("cannot answer"):
+        sys.exit(1)
+
+
 @main.group()
 def qa():
     """Built benchmarks."""

@@ -150,7 +150,7 @@ def _process_case(task: dict) -> None:
     write_text_atomic(wd / "findings.json", json.dumps(d, indent=1, sort_keys=True) + "\n")
     write_text_atomic(wd / "report.txt", render_text(f))
     meta = {"case_id": cid, "ct": task["ct"], "shape": list(v.shape), "spacing_mm": list(v.spacing_mm),
-            "n_lesions": len(f.lesions)}
+            "n_lesions": len(f.lesions), "masks": masks, "label_spec": spec}
     write_text_atomic(wd / "case.json", json.dumps(meta, sort_keys=True) + "\n")
     write_text_atomic(wd / "items.json", json.dumps(items, sort_keys=True) + "\n")
 
@@ -223,7 +223,8 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
                 it["split"] = c.split
             raw += its
             meta = json.loads((wd / "case.json").read_text())
-            row.update(n_lesions=meta["n_lesions"], shape=meta["shape"], spacing_mm=meta["spacing_mm"])
+            row.update(n_lesions=meta["n_lesions"], shape=meta["shape"], spacing_mm=meta["spacing_mm"],
+                       masks=json.dumps(meta.get("masks")), label_spec=json.dumps(meta.get("label_spec")))
             dest = out / "cases" / c.case_id
             dest.mkdir(parents=True, exist_ok=True)
             for name in ("findings.json", "report.txt"):
@@ -251,6 +252,9 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
     write_parquet(out / "qa.parquet", final)
     write_cases_parquet(out / "cases.parquet", case_rows)
     write_text_atomic(out / "audit.json", json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    build_info = {"dataset": m.name, "manifest": m.path.name, "seed": m.seed, "n_options": cfg.n_options,
+                  "annotated_lesion_organs": annotated_lesion_organs(m)}
+    write_text_atomic(out / "build.json", json.dumps(build_info, indent=1, sort_keys=True) + "\n")
     card = dataset_card(m.name, {"path": str(m.path.name), "layout": m.layout, "seed": m.seed, "license": m.license},
                         final, rows, flagged, cfg.include_flagged, len(cases), [c for c in case_rows if c["error"]])
     write_text_atomic(out / "dataset_card.md", card)

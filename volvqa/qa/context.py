@@ -19,6 +19,9 @@ class CaseContext:
     findings: Findings
     annotated_lesion_organs: set[str] = field(default_factory=lambda: {"liver", "kidney", "pancreas"})
     has_parts: bool = False
+    #: Answering (not generating): templates that pick one of several parameters
+    #: for a case yield every parameter instead.
+    exhaustive: bool = False
 
     def organ(self, name: str) -> OrganFindings | None:
         return self.findings.organs.get(name)

@@ -65,11 +65,13 @@ def write_parquet(path: Path, items: list[dict]) -> None:
 def write_cases_parquet(path: Path, cases: list[dict]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
-    keys = ["case_id", "split", "ct", "n_items", "n_lesions", "shape", "spacing_mm", "error"]
+    keys = ["case_id", "split", "ct", "masks", "label_spec", "n_items", "n_lesions", "shape", "spacing_mm", "error"]
     table = pa.table({
         "case_id": [c["case_id"] for c in cases],
         "split": [c["split"] for c in cases],
         "ct": [c["ct"] for c in cases],
+        "masks": [c.get("masks") for c in cases],
+        "label_spec": [c.get("label_spec") for c in cases],
         "n_items": pa.array([c.get("n_items") for c in cases], pa.int64()),
         "n_lesions": pa.array([c.get("n_lesions") for c in cases], pa.int64()),
         "shape": pa.array([c.get("shape") for c in cases], pa.list_(pa.int64())),

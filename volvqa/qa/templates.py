@@ -296,12 +296,14 @@ def lesion_count_by_location(ctx):
         places = sorted({_loc_text(x) for x in les if _loc_text(x)})
         if not places:
             continue
-        place = places[_stable(ctx.case_id, fam) % len(places)]
-        hit = [x for x in les if _loc_text(x) == place]
-        where = f"in {place}" if place.startswith("segment") else f"in the {place}"
-        yield Instance({"organ": fam, "place": place, "where": where}, len(hit),
-                       {"lesions_at_place": [x.lesion_id for x in hit]},
-                       [x.bbox_voxel for x in hit], hit[0].axial_slice)
+        chosen = LOCATION_LABELS[fam] if ctx.exhaustive else [places[_stable(ctx.case_id, fam) % len(places)]]
+        for place in chosen:
+            hit = [x for x in les if _loc_text(x) == place]
+            where = f"in {place}" if place.startswith("segment") else f"in the {place}"
+            yield Instance({"organ": fam, "place": place, "where": where}, len(hit),
+                           {"lesions_at_place": [x.lesion_id for x in hit]},
+                           [x.bbox_voxel for x in hit] or _family_box(ctx, fam),
+                           hit[0].axial_slice if hit else les[0].axial_slice)
 
 
 @register(id="vr.largest_lesion_diameter", category="Visual Reasoning", subtype="largest {organ} lesion diameter",

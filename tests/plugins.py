@@ -1,0 +1,21 @@
+"""A user plug-in for the tests: the interface is one generate() method.
+
+It reads the question's numbers only, never the image: it answers the
+option whose number is largest (or "yes"), which lets the tests check the
+plug-in path and the scoring of a model that is wrong in a known way."""
+
+
+class LargestOption:
+    def generate(self, prompt, volume=None, images=None):
+        lines = [ln for ln in prompt.splitlines() if len(ln) > 2 and ln[1:3] == ". "]
+        if not lines:
+            return "yes"
+        best = None
+        for ln in lines:
+            try:
+                v = float(ln[3:].split()[0])
+            except (ValueError, IndexError):
+                continue
+            if best is None or v > best[0]:
+                best = (v, ln[0])
+        return best[1] if best else lines[0][0]

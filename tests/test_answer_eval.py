@@ -1,0 +1,166 @@
+"""Answerers and scoring: metrics on hand-made predictions, grounded answers for
+every paraphrase, prior, plug-ins, predict/evaluate over a build."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from volvqa.cli import main
+from volvqa.eval.metrics import (aggregate, iou_3d, mra, parse_bbox, parse_letter, parse_number, parse_yes_no,
+                                 score_item)
+from volvqa.models.grounded import parse_question
+from volvqa.qa.generate import render_question
+from volvqa.qa.templates import TEMPLATES
+
+OPTS = {"A": "12.0 ml", "B": "20.0 ml", "C": "31.5 ml", "D": "50.0 ml"}
+
+
+def test_parse_letter():
+    assert parse_letter("B", OPTS) == "B"
+    assert parse_letter("(C)", OPTS) == "C"
+    assert parse_letter("c. 31.5 ml", OPTS) == "C"
+    assert parse_letter("The answer is D.", OPTS) == "D"
+    assert parse_letter("31.5 ml", OPTS) == "C"
+    assert parse_letter("", OPTS) is None
+    assert parse_letter("A or B", OPTS) is None
+    assert parse_letter("I cannot tell", OPTS) is None
+    assert parse_letter("E", OPTS) is None
+
+
+def test_numeric_scores():
+    assert mra(10.0, 10.0) == 1.0
+    assert mra(11.0, 10.0) == pytest.approx(0.8)   # 10% error passes thresholds 0.50..0.85
+    assert mra(20.0, 10.0) == 0.0
+    assert mra(None, 10.0) == 0.0
+    assert parse_number("about 1,234.5 ml") == 1234.5
+    assert parse_number("no idea") is None
+    it = {"qid": "x", "answer_type": "numeric", "answer": 100.0}
+    s = score_item(it, "108", "free")
+    assert s["hit@10"] == 1.0 and s["hit@5"] == 0.0 and s["hit@20"] == 1.0
+    s = score_item(it, "n/a", "free")
+    assert not s["parsed"] and s["score"] == 0.0 and s["hit@50"] == 0.0
+
+
+def test_yes_no_sensitivity_specificity():
+    items = [{"qid": str(i), "answer_type": "binary", "answer": a, "subtype": "s", "category": "Recognition"}
+             for i, a in enumerate(["yes", "yes", "no", "no", "no"])]
+    outs = ["Yes.", "no", "No", "yes, there is", "maybe"]
+    assert [parse_yes_no(o) for o in outs] == ["yes", "no", "no", "yes", None]
+    agg = aggregate(items, [score_item(it, o, "free") for it, o in zip(items, outs)])["overall"]
+    assert agg["accuracy"] == pytest.approx(0.4)
+    assert agg["sensitivity"] == pytest.approx(0.5) and agg["specificity"] == pytest.approx(1 / 3)
+
+
+def test_categorical_and_bbox():
+    it = {"qid": "c", "answer_type": "categorical", "answer": "upper pole"}
+    assert score_item(it, "Upper pole.", "free")["exact"] == 1.0
+    s = score_item(it, "pole", "free")
+    assert s["exact"] == 0.0 and s["partial"] == 1.0
+    assert score_item(it, "", "free")["partial"] == 0.0
+    assert iou_3d([0, 0, 0, 9, 9, 9], [0, 0, 0, 9, 9, 9]) == 1.0
+    assert iou_3d([0, 0, 0, 9, 9, 9], [5, 0, 0, 14, 9, 9]) == pytest.approx(500 / 1500)
+    assert iou_3d([0, 0, 0, 1, 1, 1], [5, 5, 5, 6, 6, 6]) == 0.0
+    assert parse_bbox("[1, 2, 3, 4, 5, 6]") == [1, 2, 3, 4, 5, 6]
+    bi = {"qid": "b", "answer_type": "bbox", "answer": {"voxel": [0, 0, 0, 9, 9, 9]}}
+    assert score_item(bi, "[0,0,0,9,9,9]", "free")["iou"] == 1.0
+    s = score_item(bi, "somewhere in the liver", "free")
+    assert s["iou"] == 0.0 and not s["parsed"]
+    mc = {"qid": "m", "answer_type": "numeric", "answer": 31.5, "options": OPTS, "correct_option": "C"}
+    assert score_item(mc, "C", "mc")["correct"] and not score_item(mc, "zzz", "mc")["parsed"]
+
+
+def test_unknown_question_cannot_be_answered(tmp_path, real_ct):
+    r = CliRunner().invoke(main, ["answer", "--volume", str(real_ct / "example_ct_sm.nii.gz"), "--masks",
+                                  str(real_ct / "example_seg.nii.gz"), "--labels", "totalsegmentator",
+                                  "--question", "What is the patient's favourite colour?"])
+    assert r.exit_code == 1
+    assert "cannot answer" in r.stdout and "liver" in r.stdout  # lists supported kinds
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ans")
+    m = tmp / "m.yaml"
+    m.write_text(f"name: mini\nlayout: synthetic\nroot: {tmp / 'data'}\ngenerate: {{n: 6, seed: 1}}\n"
+                 "splits: {train: 0.5, val: 0.2, test: 0.3}\nseed: 1\n")
+    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "build-qa", str(m), "--out", str(tmp / "out"),
+                        "--workers", "2", "--include-flagged"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return tmp
+
+
+def _params(it):
+    p = it["qid"].split(":", 2)
+    params = dict(kv.split("=", 1) for kv in p[2].split(",")) if len(p) == 3 and p[2] else {}
+    return {k: int(v) if k in ("slice", "segment") else v for k, v in params.items()}
+
+
+def test_every_paraphrase_parses_and_is_answered_by_volvqa_answer(mini):
+    out = mini / "out"
+    items = [json.loads(x) for x in (out / "qa.jsonl").read_text().splitlines()]
+    case = sorted({it["case_id"] for it in items}, key=lambda c: -sum(i["case_id"] == c for i in items))[0]
+    data = mini / "data" / case
+    n = 0
+    for it in [i for i in items if i["case_id"] == case and i["answer_type"] != "bbox"]:
+        t = TEMPLATES[it["template_id"]]
+        params = _params(it)
+        for k in range(len(t.paraphrases)):
+            q = render_question(t, params, k)
+            readings = parse_question(q)
+            assert (t.id, ) in {(tid,) for tid, _ in readings}, q
+            opts = ";".join(f"{kk}={vv}" for kk, vv in it["options"].items())
+            r = CliRunner().invoke(main, ["answer", "--volume", str(data / "ct.nii.gz"), "--masks", str(data / "seg.nii.gz"),
+                                          "--masks", str(data / "parts.nii.gz"), "--labels", "canonical",
+                                          "--labels", "volvqa_parts", "--lesion-annotations",
+                                          "kidney,liver,pancreas,spleen", "--question", q, "--options", opts])
+            assert r.exit_code == 0, (q, r.output)
+            assert r.stdout.splitlines()[0].strip() == it["correct_option"], (q, r.output, it["options"])
+            n += 1
+    assert n > 40
+
+
+def test_volvqa_answer_free_form_json_and_png(mini, tmp_path):
+    out = mini / "out"
+    items = [json.loads(x) for x in (out / "qa.jsonl").read_text().splitlines()]
+    it = next(i for i in items if i["template_id"] == "meas.organ_volume")
+    data = mini / "data" / it["case_id"]
+    png = tmp_path / "key.png"
+    r = CliRunner().invoke(main, ["answer", "--volume", str(data / "ct.nii.gz"), "--masks", str(data / "seg.nii.gz"),
+                                  "--labels", "canonical", "--question", it["question"], "--json", "--png", str(png)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert float(d["answer"].split()[0]) == pytest.approx(it["answer"]) and d["answer"].endswith("ml")
+    assert d["evidence"]["bbox_voxel"] == it["bbox_voxel"]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_predict_evaluate_grounded_prior_plugin(mini, tmp_path):
+    out = mini / "out"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "volvqa.cli", *a], capture_output=True, text=True)  # noqa: E731
+    for model, name in (("grounded", "g"), ("prior", "p"), ("tests.plugins:LargestOption", "u")):
+        r = run("predict", "--qa", str(out), "--model", model, "--split", "all", "--out", str(tmp_path / f"{name}.jsonl"))
+        assert r.returncode == 0, r.stderr
+    r = run("predict", "--qa", str(out), "--model", "grounded", "--split", "all", "--mode", "free",
+            "--out", str(tmp_path / "gf.jsonl"))
+    assert r.returncode == 0, r.stderr
+    r = run("evaluate", "--qa", str(out), "--predictions", str(tmp_path / "g.jsonl"), "--predictions",
+            str(tmp_path / "p.jsonl"), "--predictions", str(tmp_path / "u.jsonl"), "--predictions",
+            str(tmp_path / "gf.jsonl"), "--json", str(tmp_path / "s.json"), "--report", str(tmp_path / "report.md"))
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "s.json").read_text())
+    g = s["grounded-oracle"]
+    assert all(v["score"] >= 0.99 for v in g["subtypes"].values()), {k: v["score"] for k, v in g["subtypes"].items()}
+    gf = s["grounded-oracle (gf.jsonl)"]
+    assert gf["overall"]["score"] > 0.99
+    assert s["prior"]["overall"]["score"] < g["overall"]["score"]
+    assert s["tests.plugins:LargestOption"]["overall"]["parsed"] > 0.5
+    assert (tmp_path / "report.md").read_text().count("|") > 20
+    assert (tmp_path / "report_recognition.png").is_file()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"qid": "nope", "answer": "A"}) + "\n")
+    r = run("evaluate", "--qa", str(out), "--predictions", str(bad))
+    assert r.returncode == 2 and "unknown qid" in r.stderr

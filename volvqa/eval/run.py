@@ -1,0 +1,149 @@
+"""Running answerers over a built benchmark, and scoring their predictions."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from volvqa.errors import VolvqaInputError
+from volvqa.eval.metrics import aggregate, score_item
+
+
+def load_qa(qa_dir: Path) -> tuple[list[dict], dict[str, dict], dict]:
+    """(items, case rows by id, build info) of a build-qa output folder."""
+    import pandas as pd
+    qa_dir = Path(qa_dir)
+    p = qa_dir / "qa.jsonl"
+    if not p.is_file():
+        raise VolvqaInputError(p, "not found: is this a build-qa output folder?")
+    items = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+    cases = {}
+    if (qa_dir / "cases.parquet").is_file():
+        for r in pd.read_parquet(qa_dir / "cases.parquet").to_dict("records"):
+            cases[r["case_id"]] = r
+    info = json.loads((qa_dir / "build.json").read_text()) if (qa_dir / "build.json").is_file() else {}
+    return items, cases, info
+
+
+def make_answerer(spec: str, items: list[dict], cases: dict, info: dict, mode: str):
+    from volvqa.models.base import load_plugin
+    if spec == "prior":
+        from volvqa.models.prior import PriorAnswerer
+        return PriorAnswerer([it for it in items if it["split"] == "train"])
+    if spec == "grounded":
+        from volvqa.models.grounded import GroundedAnswerer, dataset_masks
+        return GroundedAnswerer(dataset_masks(cases), annotated=info.get("annotated_lesion_organs",
+                                                                            ["liver", "kidney", "pancreas"]),
+                                name="grounded-oracle", mode=mode)
+    if spec.startswith("encoder3d:"):
+        from volvqa.models.encoder3d import Encoder3DAnswerer
+        return Encoder3DAnswerer.load(spec.split(":", 1)[1])
+    return load_plugin(spec, mode=mode)
+
+
+def predict(qa_dir: Path, model: str, split: str, out: Path, mode: str = "mc", progress: bool = True) -> int:
+    from tqdm import tqdm
+
+    from volvqa.io import load_volume
+    from volvqa.io.atomic import write_text_atomic
+    items, cases, info = load_qa(qa_dir)
+    chosen = [it for it in items if split == "all" or it["split"] == split]
+    if not chosen:
+        raise VolvqaInputError(qa_dir, f"no items in split {split!r}")
+    answerer = make_answerer(model, items, cases, info, mode)
+    needs_volume = model != "prior"
+    lines = []
+    by_case: dict[str, list[dict]] = {}
+    for it in chosen:
+        by_case.setdefault(it["case_id"], []).append(it)
+    with tqdm(total=len(chosen), desc=f"predict {answerer.name}", unit="q", file=sys.stderr,
+              disable=not progress or None) as bar:
+        for cid in sorted(by_case):
+            vol = load_volume(cases[cid]["ct"]) if needs_volume else None
+            for it in by_case[cid]:
+                pred = answerer.answer(vol, it).to_dict()
+                pred["mode"] = mode
+                lines.append(json.dumps(pred, sort_keys=True))
+                bar.update(1)
+    write_text_atomic(out, "\n".join(lines) + "\n")
+    return len(lines)
+
+
+def load_predictions(path: Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise VolvqaInputError(path, "predictions file not found")
+    try:
+        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    except ValueError as e:
+        raise VolvqaInputError(path, f"not valid JSON lines ({e})") from None
+
+
+def evaluate(qa_dir: Path, prediction_files: list[Path]) -> dict:
+    items, _cases, _info = load_qa(qa_dir)
+    by_qid = {it["qid"]: it for it in items}
+    results = {}
+    for pf in prediction_files:
+        preds = load_predictions(pf)
+        its, scores = [], []
+        for p in preds:
+            it = by_qid.get(p.get("qid"))
+            if it is None:
+                raise VolvqaInputError(pf, f"prediction for unknown qid {p.get('qid')!r}")
+            its.append(it)
+            scores.append(score_item(it, str(p.get("answer", "")), p.get("mode", "mc")))
+        name = preds[0].get("model", Path(pf).stem) if preds else Path(pf).stem
+        if name in results:
+            name = f"{name} ({Path(pf).name})"
+        results[name] = aggregate(its, scores)
+    return results
+
+
+CATEGORY_ORDER = ("Recognition", "Measurement", "Visual Reasoning", "Medical Reasoning", "Localization")
+
+
+def write_report(results: dict, report: Path) -> list[Path]:
+    """report.md with per-category and per-subtype tables, and one bar chart PNG per category."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from volvqa.io.atomic import write_text_atomic
+    models = list(results)
+    lines = ["# Evaluation", "", "Scores (%): multiple-choice letter accuracy (free form: MRA for numbers, exact match "
+             "for categories, accuracy for yes/no); Localization: mean 3D IoU.", "",
+             "| category | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    cats = [c for c in CATEGORY_ORDER if any(c in r["categories"] for r in results.values())]
+    for c in cats:
+        cells = [f"{results[m]['categories'][c]['score'] * 100:.1f}" if c in results[m]["categories"] else "-"
+                 for m in models]
+        ch = [results[m]["categories"][c].get("chance") for m in models if c in results[m]["categories"]]
+        chance = f" (chance {ch[0] * 100:.1f})" if ch and ch[0] is not None else ""
+        lines.append(f"| {c}{chance} | " + " | ".join(cells) + " |")
+    lines.append("| **overall** | " + " | ".join(f"{results[m]['overall']['score'] * 100:.1f}" for m in models) + " |")
+    subs = sorted({s for r in results.values() for s in r["subtypes"]})
+    lines += ["", "## Per subtype", "", "| subtype | n | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
+    for s in subs:
+        n = max(results[m]["subtypes"].get(s, {}).get("n", 0) for m in models)
+        cells = [f"{results[m]['subtypes'][s]['score'] * 100:.1f}" if s in results[m]["subtypes"] else "-"
+                 for m in models]
+        lines.append(f"| {s} | {n} | " + " | ".join(cells) + " |")
+    pngs = []
+    for c in cats:
+        fig, ax = plt.subplots(figsize=(6, 3.2), dpi=80)
+        xs = range(len(models))
+        vals = [results[m]["categories"].get(c, {}).get("score", 0) * 100 for m in models]
+        ax.bar(list(xs), vals, color=["#4363d8", "#f58231", "#3cb44b", "#911eb4", "#e6194b"][: len(models)])
+        ax.set_xticks(list(xs), models, fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("score (%)")
+        ax.set_title(c)
+        fig.tight_layout()
+        png = report.parent / f"{report.stem}_{c.lower().replace(' ', '_')}.png"
+        fig.savefig(png, metadata={"Software": None})
+        plt.close(fig)
+        pngs.append(png)
+        lines.append("")
+        lines.append(f"![{c}]({png.name})")
+    write_text_atomic(report, "\n".join(lines) + "\n")
+    return pngs

@@ -1,0 +1,204 @@
+"""The segmentation-grounded answerer: findings from masks, answers from the
+template registry. Oracle mode uses the dataset's masks, predicted mode a
+segmenter's (any callable volume -> LabelMap).
+
+With an item's template id it re-runs that template; for free text it
+parses the question against every paraphrase of every template (each
+placeholder becomes a capture group), preferring paraphrases without
+placeholders. An unknown question gets "cannot answer" and the list of the
+question kinds it supports.
+"""
+from __future__ import annotations
+
+import re
+import time
+from typing import Callable
+
+
+
+from volvqa.findings import extract
+from volvqa.findings.records import Findings
+from volvqa.models.base import Prediction
+from volvqa.qa.context import ORGAN_TEXT, CaseContext
+from volvqa.qa.options import fmt
+from volvqa.qa.templates import TEMPLATES, Template
+from volvqa.records import LabelMap, Volume
+
+_NAME_OF = {v: k for k, v in ORGAN_TEXT.items()}
+_NAME_OF.update({"kidneys": "kidneys", "liver and spleen": "liver and spleen"})
+_INT_FIELDS = {"slice", "segment"}
+
+
+def _pattern(paraphrase: str) -> re.Pattern:
+    parts = re.split(r"(\{[a-z_]+\})", paraphrase)
+    out = []
+    seen = set()
+    for p in parts:
+        if p.startswith("{") and p.endswith("}"):
+            name = p[1:-1]
+            if name in seen:
+                out.append(rf"(?P={name})")
+                continue
+            seen.add(name)
+            out.append(rf"(?P<{name}>\d+)" if name in _INT_FIELDS else rf"(?P<{name}>.+?)")
+        else:
+            out.append(re.escape(p))
+    return re.compile("^" + "".join(out) + "$", re.I)
+
+
+_PATTERNS: list[tuple[int, str, re.Pattern]] = sorted(
+    ((p.count("{"), t.id, _pattern(p)) for t in TEMPLATES.values() for p in t.paraphrases),
+    key=lambda x: (x[0], x[1]))
+
+
+def supported_kinds() -> list[str]:
+    return sorted({t.subtype.replace("{organ}", "<organ>").replace("{kind}", "<kind>") for t in TEMPLATES.values()})
+
+
+def parse_question(question: str) -> list[tuple[str, dict]]:
+    """Candidate (template id, params) readings of a free-text question, best first."""
+    q = " ".join(question.strip().split())
+    out = []
+    for _n, tid, pat in _PATTERNS:
+        m = pat.match(q)
+        if not m:
+            continue
+        params = {}
+        ok = True
+        for k, v in m.groupdict().items():
+            if k in _INT_FIELDS:
+                params[k] = int(v)
+            elif k == "organ":
+                if v.lower() not in _NAME_OF:
+                    ok = False
+                    break
+                params[k] = _NAME_OF[v.lower()]
+            else:
+                params[k] = v
+        if ok:
+            out.append((tid, params))
+    return out
+
+
+def _params_from_qid(qid: str) -> dict:
+    parts = qid.split(":", 2)
+    if len(parts) < 3 or not parts[2]:
+        return {}
+    return dict(kv.split("=", 1) for kv in parts[2].split(","))
+
+
+def _same(a: dict, b: dict) -> bool:
+    keys = set(a) & set(b)
+    return all(str(a[k]) == str(b[k]) for k in keys) and set(b) <= set(a) | {"where"}
+
+
+def answer_text(t: Template, answer) -> str:
+    if t.answer_type == "numeric":
+        return fmt(float(answer), t.decimals, t.unit, t.integer)
+    if t.answer_type == "bbox":
+        return str(list(answer["voxel"]))
+    return str(answer)
+
+
+def pick_option(t: Template, answer, options: dict[str, str], evidence: dict | None = None) -> str | None:
+    if t.answer_type == "numeric":
+        vals = {}
+        for k, v in options.items():
+            try:
+                vals[k] = float(v.split()[0])
+            except (ValueError, IndexError):
+                continue
+        if not vals:
+            return None
+        return min(vals, key=lambda k: (abs(vals[k] - float(answer)), k))
+    wants = [str(answer)]
+    if evidence and evidence.get("touching"):  # any structure in contact is a right answer
+        wants += [ORGAN_TEXT.get(n, n) for n in evidence["touching"]]
+    for want in wants:
+        for k, v in sorted(options.items()):
+            if v.lower() == want.lower():
+                return k
+    return None
+
+
+class GroundedAnswerer:
+    """Answers from masks. ``labelmap_for(volume, item) -> LabelMap`` supplies them
+    (the dataset's masks in oracle mode, a segmenter's in predicted mode)."""
+
+    def __init__(self, labelmap_for: Callable[[Volume, dict], LabelMap], *, annotated=("liver", "kidney", "pancreas"),
+                 name: str = "grounded", mode: str = "mc"):
+        self.labelmap_for = labelmap_for
+        self.annotated = set(annotated)
+        self.name = name
+        self.mode = mode
+        self._cache: tuple[int, Findings, bool] | None = None
+
+    def findings(self, volume: Volume, item: dict) -> tuple[Findings, bool]:
+        key = id(volume)
+        if self._cache and self._cache[0] == key:
+            return self._cache[1], self._cache[2]
+        lm = self.labelmap_for(volume, item)
+        f = extract(volume, lm, case_id=item.get("case_id", ""))
+        self._cache = (key, f, lm.parts is not None)
+        return f, lm.parts is not None
+
+    def resolve(self, item: dict) -> list[tuple[str, dict]]:
+        if item.get("template_id") in TEMPLATES:
+            return [(item["template_id"], _params_from_qid(item.get("qid", "")))]
+        return parse_question(item["question"])
+
+    def answer(self, volume: Volume, item: dict) -> Prediction:
+        t0 = time.perf_counter()
+        readings = self.resolve(item)
+        if not readings:
+            msg = ("cannot answer: the question matches no supported question kind; supported: "
+                   + "; ".join(supported_kinds()))
+            return Prediction(item.get("qid", ""), msg, msg, self.name, time.perf_counter() - t0)
+        f, has_parts = self.findings(volume, item)
+        ctx = CaseContext(item.get("case_id", ""), f, self.annotated, has_parts=has_parts, exhaustive=True)
+        for tid, params in readings:
+            t = TEMPLATES[tid]
+            for inst in t.fn(ctx):
+                if _same(inst.params, params):
+                    return self._reply(t, inst, item, time.perf_counter() - t0)
+        msg = (f"cannot answer: the masks lack what '{TEMPLATES[readings[0][0]].subtype}' needs "
+               f"({TEMPLATES[readings[0][0]].needs})")
+        return Prediction(item.get("qid", ""), msg, msg, self.name, time.perf_counter() - t0)
+
+    def _reply(self, t: Template, inst, item: dict, seconds: float) -> Prediction:
+        text = answer_text(t, inst.answer)
+        out = text
+        if self.mode == "mc" and item.get("options"):
+            letter = pick_option(t, inst.answer, item["options"], inst.evidence)
+            out = letter if letter else text
+        ev = {"template_id": t.id, "params": inst.params, "answer": text, "values": inst.evidence,
+              "bbox_voxel": inst.boxes, "key_slice": inst.key_slice}
+        return Prediction(item.get("qid", ""), out, out, self.name, seconds, evidence=ev)
+
+
+def dataset_masks(case_rows: dict[str, dict]):
+    """``labelmap_for`` that loads a case's masks as the build recorded them (oracle mode)."""
+    import json as _json
+
+    from volvqa.io import load_labelmap
+
+    def labelmap_for(volume: Volume, item: dict) -> LabelMap:
+        row = case_rows[item["case_id"]]
+        masks = _json.loads(row["masks"])
+        spec = _json.loads(row["label_spec"])
+        if isinstance(spec, list) and len(masks) == 1:
+            spec = spec[0]
+        return load_labelmap(masks if len(masks) > 1 else masks[0], spec, reference=volume)
+    return labelmap_for
+
+
+def fixed_masks(path, label_spec="auto"):
+    """``labelmap_for`` for one scan's mask file or folder (``volvqa answer --masks``)."""
+    from volvqa.io import load_labelmap
+
+    def labelmap_for(volume: Volume, item: dict) -> LabelMap:
+        return load_labelmap(path, label_spec, reference=volume)
+    return labelmap_for
+
+
+__all__ = ["GroundedAnswerer", "dataset_masks", "fixed_masks", "parse_question", "supported_kinds"]
