@@ -164,3 +164,68 @@ def test_predict_evaluate_grounded_prior_plugin(mini, tmp_path):
     bad.write_text(json.dumps({"qid": "nope", "answer": "A"}) + "\n")
     r = run("evaluate", "--qa", str(out), "--predictions", str(bad))
     assert r.returncode == 2 and "unknown qid" in r.stderr
+
+
+def test_encoder3d_trains_saves_safetensors_and_answers(mini, tmp_path):
+    from safetensors.torch import load_file
+
+    from volvqa.models.encoder3d import Encoder3DAnswerer
+    from volvqa.models.train_encoder3d import train
+    out = mini / "out"
+    run = tmp_path / "runs" / "tiny"
+    res = train(out, run, preset="cpu-tiny", seed=0, progress=False)
+    assert res["epochs"] == 5 and res["device"] == "cpu"
+    assert (out / "cache.zarr").is_dir()  # batches came from the zarr cache
+    state = load_file(str(run / "model.safetensors"))
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["preprocessing"]["hu_window"] == [-160.0, 240.0] and cfg["model"]["grid"] == [16, 48, 48]
+    assert any(k.startswith("vit.") for k in state)
+    # Same seed, same weights.
+    run2 = tmp_path / "runs" / "tiny2"
+    train(out, run2, preset="cpu-tiny", seed=0, progress=False)
+    state2 = load_file(str(run2 / "model.safetensors"))
+    assert all(np.array_equal(state[k].numpy(), state2[k].numpy()) for k in state)
+    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "predict", "--qa", str(out), "--model",
+                        f"encoder3d:{run}", "--split", "val", "--out", str(tmp_path / "e.jsonl")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    preds = [json.loads(x) for x in (tmp_path / "e.jsonl").read_text().splitlines()]
+    items = {json.loads(x)["qid"]: json.loads(x) for x in (out / "qa.jsonl").read_text().splitlines()}
+    for p in preds:
+        it = items[p["qid"]]
+        if it["options"]:
+            assert p["answer"] in it["options"]
+        else:
+            assert len(json.loads(p["answer"])) == 6  # a box
+    a = Encoder3DAnswerer.load(run)
+    with pytest.raises(Exception, match="not an encoder3d run"):
+        Encoder3DAnswerer.load(tmp_path)
+    assert a.cfg.vocab and a.cfg.labels
+
+
+def test_perturbations_and_robustness_report(mini, tmp_path, real_ct):
+    from volvqa.eval.perturb import PERTURBATIONS, perturb
+    from volvqa.io import load_volume
+    v = load_volume(real_ct / "example_ct_sm.nii.gz")
+    for k in PERTURBATIONS:
+        p = perturb(v, k, seed=1)
+        assert p.array.dtype == np.int16
+        assert not np.array_equal(p.array, v.array) or k == "reorient"
+    r = perturb(v, "reorient")
+    # Same world content: voxel (i, j, k) of the original sits where the new affine says.
+    i, j, k = 10, 20, 5
+    w = v.affine @ np.array([i, j, k, 1.0])
+    idx = np.rint(np.linalg.solve(r.affine, w)).astype(int)[:3]
+    assert r.array[tuple(idx)] == v.array[i, j, k]
+    out = mini / "out"
+    clean = tmp_path / "clean.jsonl"
+    subprocess.run([sys.executable, "-m", "volvqa.cli", "predict", "--qa", str(out), "--model", "grounded",
+                    "--split", "test", "--out", str(clean)], check=True, capture_output=True)
+    res = subprocess.run([sys.executable, "-m", "volvqa.cli", "evaluate", "--qa", str(out), "--predictions", str(clean),
+                          "--perturb", "reorient", "--model", "grounded", "--json", str(tmp_path / "rob.json")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    rob = json.loads((tmp_path / "rob.json").read_text())
+    # Masks follow the volume through world coordinates: every answer but the voxel boxes survives.
+    assert rob["drop_points"]["Recognition"] == pytest.approx(0.0)
+    assert rob["drop_points"]["Localization"] > 50

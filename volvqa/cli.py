@@ -222,6 +222,20 @@ def build_qa_cmd(manifest, out, workers, engine, ray_address, shard, no_finalize
     click.echo(json.dumps(res, sort_keys=True))
 
 
+@main.command("train")
+@click.option("--qa", "qa_dir", required=True, type=click.Path(path_type=Path), help="build-qa output folder.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Run folder (runs/NAME).")
+@click.option("--preset", type=click.Choice(["cpu-small", "gpu", "cpu-tiny"]), default="cpu-small", show_default=True,
+              help="cpu-small: the demo set on 2 CPU cores in minutes; gpu: M3D-sized; cpu-tiny: tests.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-minutes", type=float, default=None, help="Stop after this many minutes (keeps the best).")
+def train_cmd(qa_dir, out_dir, preset, seed, max_minutes):
+    """Train the encoder3d baseline (MONAI ViT + text encoder + cross-attention)."""
+    from volvqa.models.train_encoder3d import train
+    res = train(qa_dir, out_dir, preset=preset, seed=seed, max_minutes=max_minutes)
+    click.echo(json.dumps(res, sort_keys=True))
+
+
 @main.command("predict")
 @click.option("--qa", "qa_dir", required=True, type=click.Path(path_type=Path), help="build-qa output folder.")
 @click.option("--model", required=True, help="prior | grounded | encoder3d:runs/NAME | module:Class")
@@ -244,13 +258,28 @@ def predict_cmd(qa_dir, model, split, mode, out):
               help="Predictions JSONL; repeat to compare models.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Scores JSON.")
 @click.option("--report", "report_out", type=click.Path(path_type=Path), help="report.md (+ one PNG per category).")
-def evaluate_cmd(qa_dir, pred_files, json_out, report_out):
+@click.option("--perturb", "perturbation", type=click.Choice(["noise", "blur", "downsample", "intensity-shift",
+                                                             "reorient"]), default=None,
+              help="Rerun --model on perturbed volumes and report the drop per category.")
+@click.option("--model", default=None, help="Model to rerun with --perturb (as in predict).")
+def evaluate_cmd(qa_dir, pred_files, json_out, report_out, perturbation, model):
     """Score predictions per subtype, category and overall."""
     from volvqa.eval.run import CATEGORY_ORDER, evaluate, write_report
     from volvqa.io.atomic import write_text_atomic
     for out in (json_out, report_out):
         if out is not None and not out.parent.exists():
             raise VolvqaInputError(out, "output folder does not exist")
+    if perturbation:
+        from volvqa.eval.run import robustness
+        if not model:
+            raise click.UsageError("--perturb needs --model (the model to rerun)")
+        work = (json_out or report_out or Path(pred_files[0])).parent
+        rob = robustness(qa_dir, model, pred_files[0], perturbation, work)
+        for c, d in rob["drop_points"].items():
+            click.echo(f"{perturbation}: {c}: drop {d:+.1f} points")
+        if json_out:
+            write_text_atomic(json_out, json.dumps(rob, indent=1, sort_keys=True) + "\n")
+        return
     res = evaluate(qa_dir, list(pred_files))
     for m, r in res.items():
         cats = ", ".join(f"{c} {r['categories'][c]['score'] * 100:.1f}"

@@ -41,7 +41,8 @@ def make_answerer(spec: str, items: list[dict], cases: dict, info: dict, mode: s
     return load_plugin(spec, mode=mode)
 
 
-def predict(qa_dir: Path, model: str, split: str, out: Path, mode: str = "mc", progress: bool = True) -> int:
+def predict(qa_dir: Path, model: str, split: str, out: Path, mode: str = "mc", progress: bool = True,
+            perturbation: str | None = None, seed: int = 0) -> int:
     from tqdm import tqdm
 
     from volvqa.io import load_volume
@@ -60,9 +61,14 @@ def predict(qa_dir: Path, model: str, split: str, out: Path, mode: str = "mc", p
               disable=not progress or None) as bar:
         for cid in sorted(by_case):
             vol = load_volume(cases[cid]["ct"]) if needs_volume else None
+            if vol is not None and perturbation:
+                from volvqa.eval.perturb import perturb
+                vol = perturb(vol, perturbation, seed=seed)
             for it in by_case[cid]:
                 pred = answerer.answer(vol, it).to_dict()
                 pred["mode"] = mode
+                if perturbation:
+                    pred["perturbation"] = perturbation
                 lines.append(json.dumps(pred, sort_keys=True))
                 bar.update(1)
     write_text_atomic(out, "\n".join(lines) + "\n")
@@ -147,3 +153,21 @@ def write_report(results: dict, report: Path) -> list[Path]:
         lines.append(f"![{c}]({png.name})")
     write_text_atomic(report, "\n".join(lines) + "\n")
     return pngs
+
+
+def robustness(qa_dir: Path, model: str, clean_predictions: Path, perturbation: str, work: Path) -> dict:
+    """Rerun ``model`` on perturbed volumes (same items as the clean predictions);
+    scores and the drop per category (clean - perturbed, in points)."""
+    clean = load_predictions(clean_predictions)
+    items, _c, _i = load_qa(qa_dir)
+    splits = {it["split"] for it in items if it["qid"] in {p["qid"] for p in clean}}
+    split = splits.pop() if len(splits) == 1 else "all"
+    mode = clean[0].get("mode", "mc") if clean else "mc"
+    perturbed = work / f"predictions_{perturbation}.jsonl"
+    predict(qa_dir, model, split, perturbed, mode=mode, perturbation=perturbation)
+    res = evaluate(qa_dir, [clean_predictions, perturbed])
+    (a, ra), (b, rb) = list(res.items())[:2]
+    drop = {c: (ra["categories"][c]["score"] - rb["categories"].get(c, {"score": 0.0})["score"]) * 100
+            for c in ra["categories"]}
+    drop["overall"] = (ra["overall"]["score"] - rb["overall"]["score"]) * 100
+    return {"perturbation": perturbation, "clean": ra, "perturbed": rb, "drop_points": drop}
