@@ -236,6 +236,45 @@ def train_cmd(qa_dir, out_dir, preset, seed, max_minutes):
     click.echo(json.dumps(res, sort_keys=True))
 
 
+@main.command("train-seg")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Run folder (runs/NAME).")
+@click.option("--preset", type=click.Choice(["cpu-small", "gpu", "cpu-tiny"]), default="cpu-small", show_default=True)
+@click.option("--labels", "label_names", default="liver,spleen,kidney_left,kidney_right", show_default=True,
+              help="Canonical structures to segment.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-minutes", type=float, default=None)
+def train_seg_cmd(manifest, out_dir, preset, label_names, seed, max_minutes):
+    """Train the MONAI segmentation backend (SegResNet, Dice + cross-entropy) on a manifest with masks."""
+    from volvqa import labels as L
+    from volvqa.segment.monai_seg import train_seg
+    names = [n.strip() for n in label_names.split(",") if n.strip()]
+    bad = [n for n in names if n not in L.CANONICAL_IDS]
+    if bad:
+        raise click.BadParameter(f"not canonical names: {', '.join(bad)}")
+    res = train_seg(manifest, out_dir, preset=preset, seed=seed, labels=names, max_minutes=max_minutes)
+    click.echo(json.dumps(res, sort_keys=True))
+
+
+@main.command("segment")
+@click.argument("volumes", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--backend", required=True, help="monai:runs/NAME")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | mps")
+def segment_cmd(volumes, out_dir, backend, device):
+    """Segment CTs; writes <name>_seg.nii.gz with canonical label ids."""
+    from volvqa.io import load_volume, save_labelmap
+    from volvqa.segment import make_segmenter
+    seg = make_segmenter(backend, device=device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for vp in volumes:
+        v = load_volume(vp)
+        lm = seg.segment(v)
+        dest = out_dir / (vp.name.split(".nii")[0] + "_seg.nii.gz")
+        save_labelmap(lm, dest)
+        click.echo(f"{vp} -> {dest} ({', '.join(lm.labels.values())})")
+
+
 @main.command("predict")
 @click.option("--qa", "qa_dir", required=True, type=click.Path(path_type=Path), help="build-qa output folder.")
 @click.option("--model", required=True, help="prior | grounded | encoder3d:runs/NAME | module:Class")
