@@ -26,9 +26,9 @@ from volvqa.records import LabelMap, Volume
 HU_RANGE = (-200.0, 300.0)
 
 SEG_PRESETS = {
-    "cpu-small": dict(spacing_mm=(3.0, 3.0, 3.0), roi=(64, 64, 48), init_filters=8, batch=2, steps=600, lr=3e-3,
-                      val_every=150),
-    "cpu-tiny": dict(spacing_mm=(6.0, 6.0, 6.0), roi=(32, 32, 32), init_filters=4, batch=2, steps=20, lr=2e-3,
+    "cpu-small": dict(spacing_mm=(3.0, 3.0, 3.0), roi=(96, 96, 64), init_filters=8, batch=2, steps=700, lr=2e-3,
+                      val_every=100),
+    "cpu-tiny": dict(spacing_mm=(6.0, 6.0, 6.0), roi=(32, 32, 32), init_filters=8, batch=2, steps=20, lr=2e-3,
                      val_every=10),
     "gpu": dict(spacing_mm=(1.5, 1.5, 1.5), roi=(128, 128, 128), init_filters=32, batch=4, steps=20000, lr=1e-3,
                 val_every=500),
