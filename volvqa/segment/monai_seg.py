@@ -194,8 +194,12 @@ def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-smal
             img = torch.nn.functional.pad(img, [x for pr in reversed(pw[1:]) for x in pr])
             lab = torch.nn.functional.pad(lab, [x for pr in reversed(pw[1:]) for x in pr])
             shape = np.array(img.shape[1:])
-        fg = torch.nonzero(lab[0] > 0)
-        if len(fg) and rng.random() < 0.67:  # centre on a foreground voxel two times in three
+        classes = [k for k in range(1, len(cfg.labels) + 1) if bool((lab[0] == k).any())]
+        if classes and rng.random() < 0.75:
+            # Centre on a voxel of a class drawn uniformly, so small organs (kidneys)
+            # are seen as often as the liver.
+            k = classes[int(rng.integers(len(classes)))]
+            fg = torch.nonzero(lab[0] == k)
             c = fg[int(rng.integers(len(fg)))].numpy()
             lo = np.clip(c - roi // 2, 0, shape - roi)
         else:
