@@ -3,7 +3,6 @@ every paraphrase, prior, plug-ins, predict/evaluate over a build."""
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,5 +1,4 @@
 """load_volume: NIfTI in any storage order, HU scaling, DICOM series (real and generated)."""
-import shutil
 import zipfile
 
 import nibabel as nib

@@ -102,7 +102,6 @@ def info(volume, series_uid, allow_non_ct, max_voxels, as_json):
 def ingest(input, output, series_uid, allow_non_ct, max_voxels):
     """Convert a CT (NIfTI, DICOM folder or zip) to canonical RAS int16 HU NIfTI."""
     from volvqa.io import load_volume, save_volume
-    from volvqa.io.nifti import write_nifti  # noqa: F401 - validates suffix in save_volume
     if not (output.name.endswith(".nii") or output.name.endswith(".nii.gz")):
         raise VolvqaInputError(output, "output must end in .nii or .nii.gz")
     if not output.parent.exists():

@@ -102,7 +102,7 @@ def read_nifti(path: str | os.PathLike, *, max_voxels: int, use_isal: bool = Tru
     if dtype.fields is not None or dtype.kind not in "iuf":
         raise VolvqaInputError(path, f"unsupported voxel type {dtype} (RGB or complex?)")
     zooms = np.asarray(hdr["pixdim"][1:4], dtype=float)
-    qcode, scode = int(hdr["qform_code"]), int(hdr["sform_code"])
+    scode = int(hdr["sform_code"])
     if (scode == 0) and np.any(zooms <= 0):
         raise VolvqaInputError(path, f"zero or negative voxel spacing in pixdim {zooms.tolist()}")
     affine = hdr.get_best_affine()

@@ -210,7 +210,6 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
     from volvqa.qa.export import dataset_card, write_cases_parquet, write_jsonl, write_parquet
     from volvqa.qa.options import build_options
 
-    split_of = {c.case_id: c.split for c in cases}
     errors = _errors(out)
     raw: list[dict] = []
     case_rows = []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from volvqa.io.atomic import atomic_path, write_bytes_atomic, write_text_atomic
+from volvqa.io.atomic import atomic_path, write_text_atomic
 from volvqa.render import _panel, windowed
 
 QA_COLUMNS = ["qid", "case_id", "split", "category", "subtype", "template_id", "question", "answer_type", "answer",

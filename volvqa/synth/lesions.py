@@ -20,6 +20,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from volvqa import labels as L
+from volvqa.arrays import label_counts
 from volvqa.errors import VolvqaInputError
 from volvqa.records import LabelMap, Volume
 from volvqa.synth.shapes import smooth_noise
@@ -112,7 +113,8 @@ def insert_lesions(volume: Volume, labelmap: LabelMap, requests: list[LesionRequ
             truth.append(t)
     out_v = Volume(np.clip(np.rint(hu), -32768, 32767).astype(np.int16), volume.affine.copy(), volume.spacing_mm,
                    volume.source, dict(volume.meta, synthetic_lesions=len(truth)))
-    out_l = LabelMap(lab, {i: n for i, n in sorted(labels.items()) if (lab == i).any()}, labelmap.affine.copy(),
+    counts = label_counts(lab)
+    out_l = LabelMap(lab, {i: n for i, n in sorted(labels.items()) if counts[i]}, labelmap.affine.copy(),
                      parts=None if labelmap.parts is None else labelmap.parts.copy(),
                      part_labels=dict(labelmap.part_labels), meta=dict(labelmap.meta))
     return out_v, out_l, truth
@@ -194,7 +196,7 @@ def _insert_one(hu, lab, labels, labelmap: LabelMap, volume: Volume, req: Lesion
         w = mask.astype(np.float32)
 
     sub_hu = hu[sbox]
-    organ_vals = hu[lab == oid]
+    organ_vals = hu[box][sub_lab == oid]  # the organ's box holds all of it: no full-volume mask
     organ_mean = float(organ_vals.mean())
     organ_std = float(organ_vals.std())
     residual = sub_hu - ndimage.gaussian_filter(sub_hu, NOISE_SIGMA_VOXELS, mode="nearest")

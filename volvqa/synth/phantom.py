@@ -47,7 +47,7 @@ from scipy import ndimage
 
 from volvqa import labels as L
 from volvqa.jsonable import jsonable
-from volvqa.synth.shapes import Grid, ellipsoid, smooth_noise, tube
+from volvqa.synth.shapes import Grid, ellipsoid, tube
 
 HU = {"liver": 58.0, "spleen": 48.0, "pancreas": 42.0, "kidney": 32.0, "muscle": 50.0, "blood": 42.0,
       "fat": -100.0, "bile": 8.0, "cortical_bone": 800.0, "cancellous_bone": 230.0, "disc": 85.0,
