@@ -258,20 +258,42 @@ def train_seg_cmd(manifest, out_dir, preset, label_names, seed, max_minutes):
 @main.command("segment")
 @click.argument("volumes", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
-@click.option("--backend", required=True, help="monai:runs/NAME")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | mps")
-def segment_cmd(volumes, out_dir, backend, device):
-    """Segment CTs; writes <name>_seg.nii.gz with canonical label ids."""
+@click.option("--backend", required=True,
+              help="monai:runs/NAME | totalsegmentator[:fast][+liver_lesions+kidney_cysts+liver_vessels"
+                   "+lung_nodules+liver_segments]")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N | mps")
+@click.option("--overwrite", is_flag=True, help="Redo CTs whose output already exists.")
+def segment_cmd(volumes, out_dir, backend, device, overwrite):
+    """Segment CTs; writes <name>_seg.nii.gz (canonical label ids) and, with
+    liver_segments, <name>_parts.nii.gz. A CT that fails is reported and the
+    others go on; the exit status is 2 if any failed."""
     from volvqa.io import load_volume, save_labelmap
+    from volvqa.io import nifti
     from volvqa.segment import make_segmenter
     seg = make_segmenter(backend, device=device)
+    if hasattr(seg, "prepare"):
+        seg.prepare()
     out_dir.mkdir(parents=True, exist_ok=True)
+    failed = 0
     for vp in volumes:
-        v = load_volume(vp)
+        stem = vp.name.split(".nii")[0] if ".nii" in vp.name else vp.name.removesuffix(".zip")
+        dest = out_dir / f"{stem}_seg.nii.gz"
+        if dest.exists() and not overwrite:
+            click.echo(f"{vp} -> {dest} (exists, skipped)")
+            continue
+        try:
+            v = load_volume(vp)
+        except VolvqaInputError as e:
+            click.echo(f"error: {e}", err=True)
+            failed += 1
+            continue
         lm = seg.segment(v)
-        dest = out_dir / (vp.name.split(".nii")[0] + "_seg.nii.gz")
+        if lm.parts is not None:
+            nifti.write_nifti(out_dir / f"{stem}_parts.nii.gz", lm.parts, lm.affine)
         save_labelmap(lm, dest)
         click.echo(f"{vp} -> {dest} ({', '.join(lm.labels.values())})")
+    if failed:
+        raise VolvqaInputError(None, f"{failed} of {len(volumes)} CT(s) failed (see above)")
 
 
 @main.command("predict")

@@ -1,8 +1,8 @@
 """Segmenters: ``segment(volume) -> LabelMap`` in canonical names.
 
-Backends: ``reference`` (a dataset's own masks) and ``monai`` (a trained
-MONAI network, ``volvqa.segment.monai_seg``). The TotalSegmentator backend
-is not built yet (see the issue note).
+Backends: ``reference`` (a dataset's own masks), ``monai`` (a trained
+MONAI network, ``volvqa.segment.monai_seg``) and ``totalsegmentator``
+(``volvqa.segment.totalseg``: the ``total`` task plus lesion tasks, merged).
 """
 from __future__ import annotations
 
@@ -26,10 +26,12 @@ class ReferenceSegmenter:
 
 
 def make_segmenter(backend: str, device: str = "auto"):
-    """``monai:runs/NAME`` -> a segmenter."""
+    """``monai:runs/NAME`` or ``totalsegmentator[:fast][+task...]`` -> a segmenter."""
     if backend.startswith("monai:"):
         from volvqa.segment.monai_seg import MonaiSegmenter
         return MonaiSegmenter.load(Path(backend.split(":", 1)[1]), device=device)
     if backend.startswith("totalsegmentator"):
-        raise VolvqaInputError(None, "the TotalSegmentator backend is not available in this version")
-    raise VolvqaInputError(None, f"unknown segmenter backend {backend!r}: use monai:runs/NAME")
+        from volvqa.segment.totalseg import TotalSegmentatorSegmenter
+        return TotalSegmentatorSegmenter.from_spec(backend, device=device)
+    raise VolvqaInputError(None, f"unknown segmenter backend {backend!r}: use monai:runs/NAME "
+                           "or totalsegmentator[:fast][+liver_lesions+kidney_cysts+...]")
