@@ -230,11 +230,19 @@ def test_resume_after_kill_gives_identical_output(built, tmp_path):
 
 
 def test_shards_then_merge(built, tmp_path):
+    """The Slurm scripts themselves, run as the array tasks and the merge job would run them."""
     tmp, m, out, res = built
     sh = tmp_path / "sharded"
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               SLURM_ARRAY_TASK_COUNT="3", SLURM_CPUS_PER_TASK="1")
     for i in range(3):
-        _build(m, sh, "--shard", f"{i}/3", "--no-finalize")
-    _build(m, sh, "--merge-only")
+        r = subprocess.run(["bash", str(repo / "pipelines/slurm/build_qa.sbatch"), str(m), str(sh)],
+                           env=dict(env, SLURM_ARRAY_TASK_ID=str(i)), capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    r = subprocess.run(["bash", str(repo / "pipelines/slurm/merge.sbatch"), str(m), str(sh)], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
     assert _hashes(sh) == _hashes(out)
 
 

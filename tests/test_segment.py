@@ -24,8 +24,13 @@ def test_monai_backend_trains_segments_and_round_trips(tmp_path):
     run = tmp_path / "runs" / "seg"
     res = train_seg(m, run, preset="cpu-tiny", seed=0, progress=False)
     assert res["train_cases"] >= 1 and res["val_cases"] >= 1
-    assert set(res["val_dice"]) == {"liver", "spleen", "kidney_left", "kidney_right"}
+    # both kidneys are one network class, split by side afterwards
+    assert set(res["val_dice"]) == {"liver", "spleen", "kidney"}
+    assert set(res["heldout_dice"]) == {"liver", "spleen", "kidney_left", "kidney_right"}
+    held = json.loads((run / "heldout_dice.json").read_text())
+    assert held["mean"].keys() == res["heldout_dice"].keys() and held["cases"]
     cfg = json.loads((run / "config.json").read_text())
+    assert cfg["model"]["pair_sides"] is True
     assert cfg["preprocessing"]["spacing_mm"] == [6.0, 6.0, 6.0] and cfg["model"]["labels"][0] == "liver"
     assert any("conv" in k for k in load_file(str(run / "model.safetensors")))
     ct = data / "phantom_0000" / "ct.nii.gz"
@@ -42,6 +47,36 @@ def test_monai_backend_trains_segments_and_round_trips(tmp_path):
     assert r.exit_code == 2 and "not a MONAI segmentation run" in r.stderr
 
 
+def test_monai_segment_splits_paired_class_by_side(tmp_path):
+    """A network output 'kidney' becomes kidney_left / kidney_right by side,
+    on the input grid: fed the reference as its prediction, segment() gives
+    the reference back."""
+    import torch
+
+    from volvqa.segment.monai_seg import SegConfig, _network, segmentation_dice, to_network_grid
+    from volvqa.synth.dataset import phantom_case
+
+    _cid, v, ref, _truth = phantom_case(1, 0, lesions=False)
+    assert {"kidney_left", "kidney_right"} <= set(ref.labels.values())
+    cfg = SegConfig(labels=["liver", "spleen", "kidney_left", "kidney_right"], spacing_mm=v.spacing_mm,
+                    pair_sides=True)
+    assert [c for c, _ in cfg.classes] == ["liver", "spleen", "kidney"]
+    lut = np.zeros(256, np.uint8)
+    for i, (_c, members) in enumerate(cfg.classes, start=1):
+        for n in members:
+            lut[L.CANONICAL_IDS[n]] = i
+    _, lab, _ = to_network_grid(v, cfg, lut[ref.array])
+    seg = MonaiSegmenter(cfg, _network(cfg), "cpu")
+    seg.predict_grid = lambda img: lab[0].numpy().astype(np.uint8)
+    out = seg.segment(v)
+    dice = segmentation_dice(out, ref, cfg.labels)
+    assert min(dice.values()) > 0.99, dice
+    left_x = np.nonzero(out.array == L.CANONICAL_IDS["kidney_left"])[0].max()
+    right_x = np.nonzero(out.array == L.CANONICAL_IDS["kidney_right"])[0].min()
+    assert left_x < right_x  # RAS: the patient's left is at smaller x
+    assert torch.is_tensor(lab)
+
+
 def test_reference_backend_and_dice():
     a = np.zeros((10, 10, 10), np.uint8)
     b = a.copy()
@@ -55,3 +90,76 @@ def test_reference_segmenter(real_ct):
     v = load_volume(real_ct / "example_ct_sm.nii.gz")
     lm = ReferenceSegmenter(real_ct / "example_seg.nii.gz", "totalsegmentator").segment(v)
     assert lm.labels[L.CANONICAL_IDS["liver"]] == "liver"
+
+
+def _tiny_run(tmp_path, n=3, seed=2):
+    data = tmp_path / "data"
+    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "synth", "phantoms", "--n", str(n), "--seed", str(seed),
+                        "--out", str(data)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = tmp_path / "train.yaml"
+    m.write_text(f"layout: synthetic\nroot: {data}\nsplits: {{train: 0.6, val: 0.4}}\nseed: 1\n")
+    run = tmp_path / "runs" / "seg"
+    train_seg(m, run, preset="cpu-tiny", seed=0, progress=False)
+    return data, run
+
+
+def test_build_qa_segment_stage_for_cases_without_masks(tmp_path):
+    """A manifest whose cases have no masks builds through its ``segmenter:``;
+    predictions are cached and a rerun does not segment again."""
+    from volvqa.qa.build import BuildConfig, build_qa
+
+    data, run = _tiny_run(tmp_path)
+    cases = sorted(p.name for p in data.iterdir() if p.is_dir())
+    (data / "cases.csv").write_text("case_id,ct\n" + "".join(f"{c},{c}/ct.nii.gz\n" for c in cases))
+    m = tmp_path / "nomasks.yaml"
+    m.write_text(f"layout: csv\nroot: {data}\nsplits: {{train: 0.5, test: 0.5}}\nseed: 0\n"
+                 f"segmenter: {{backend: 'monai:{run}', device: cpu}}\n")
+    out = tmp_path / "qa"
+    res = build_qa(BuildConfig(manifest=m, out=out, progress=False))
+    segs = sorted((out / "segmentations").glob("*_seg.nii.gz"))
+    assert [p.name for p in segs] == [f"{c}_seg.nii.gz" for c in cases]
+    assert not (out / "errors.jsonl").exists() or (out / "errors.jsonl").read_text() == ""
+    info = json.loads((out / "build.json").read_text())
+    assert info["segmenter"] == {"backend": f"monai:{run}", "segment_all": False}
+    assert res["cases"] == len(cases)
+    # masks recorded for the grounded answerer are the predictions
+    import pandas as pd
+    rows = pd.read_parquet(out / "cases.parquet")
+    assert all(json.loads(x)[0].endswith("_seg.nii.gz") for x in rows["masks"])
+    # resume: finished cases are not segmented again
+    mtimes = [p.stat().st_mtime_ns for p in segs]
+    for wd in (out / "work").iterdir():
+        (wd / "items.json").unlink()
+    build_qa(BuildConfig(manifest=m, out=out, progress=False))
+    assert [p.stat().st_mtime_ns for p in segs] == mtimes
+
+
+def test_build_qa_segment_all_and_grounded_predicted_mode(tmp_path):
+    """``--segment-all`` builds from predicted masks; the grounded answerer's
+    predicted mode answers the reference benchmark through a segmenter."""
+    from volvqa.eval.run import evaluate, predict
+
+    data, run = _tiny_run(tmp_path)
+    m = tmp_path / "ref.yaml"
+    m.write_text(f"layout: synthetic\nroot: {data}\nsplits: {{train: 0.5, test: 0.5}}\nseed: 0\n")
+    pred_out = tmp_path / "qa_pred"
+    r = CliRunner().invoke(main, ["build-qa", str(m), "--out", str(pred_out), "--segmenter", f"monai:{run}",
+                                  "--segment-all", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    info = json.loads((pred_out / "build.json").read_text())
+    assert info["segmenter"]["segment_all"] is True
+    assert info["annotated_lesion_organs"] == []   # an organ-only network cannot say 'no lesion'
+    ref_out = tmp_path / "qa_ref"
+    r = CliRunner().invoke(main, ["build-qa", str(m), "--out", str(ref_out)])
+    assert r.exit_code == 0, r.output
+    preds = tmp_path / "pred.jsonl"
+    r = CliRunner().invoke(main, ["predict", "--qa", str(ref_out), "--model", "grounded", "--split", "all",
+                                  "--segmenter", f"monai:{run}", "--device", "cpu", "--out", str(preds)])
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in preds.read_text().splitlines()]
+    assert lines and all(p["model"] == "grounded-predicted" for p in lines)
+    scores = evaluate(ref_out, [preds])
+    assert "overall" in next(iter(scores.values()))
+    oracle = tmp_path / "oracle.jsonl"
+    assert predict(ref_out, "grounded", "all", oracle, progress=False) == len(lines)

@@ -197,8 +197,15 @@ def findings(volume, masks, label_spec, json_out, report_out, case_id, min_lesio
 @click.option("--merge-only", is_flag=True, help="Global stage only, over finished per-case outputs.")
 @click.option("--options", "n_options", type=click.Choice(["4", "5"]), default="4", show_default=True)
 @click.option("--include-flagged", is_flag=True, help="Keep subtypes the shortcut audit flags.")
+@click.option("--segmenter", default=None,
+              help="Segment cases without masks with this backend (monai:runs/NAME | totalsegmentator[:fast][+...]); "
+                   "overrides the manifest's 'segmenter:'.")
+@click.option("--segment-all", is_flag=True, default=None,
+              help="Replace the dataset's masks with the segmenter's (a predicted-mask benchmark).")
+@click.option("--device", default=None, help="Segmenter device: auto | cpu | cuda | cuda:N | mps.")
+@click.option("--gpus-per-task", type=float, default=None, help="GPUs each Ray segmentation task requests.")
 def build_qa_cmd(manifest, out, workers, engine, ray_address, shard, no_finalize, merge_only, n_options,
-                 include_flagged):
+                 include_flagged, segmenter, segment_all, device, gpus_per_task):
     """Build the benchmark of a dataset manifest: findings, questions, options, audit, export."""
     from volvqa.qa.build import BuildConfig, build_qa, cases_for, finalize
     from volvqa.datasets.manifest import load_manifest
@@ -212,7 +219,8 @@ def build_qa_cmd(manifest, out, workers, engine, ray_address, shard, no_finalize
         sh = (i, n)
     cfg = BuildConfig(manifest=manifest, out=out, workers=workers, engine=engine, shard=sh,
                       n_options=int(n_options), include_flagged=include_flagged, finalize=not no_finalize,
-                      ray_address=ray_address)
+                      ray_address=ray_address, segmenter=segmenter, segment_all=segment_all, device=device,
+                      gpus_per_task=gpus_per_task)
     if merge_only:
         m = load_manifest(manifest)
         res = finalize(m, cases_for(m), out, cfg)
@@ -303,12 +311,17 @@ def segment_cmd(volumes, out_dir, backend, device, overwrite):
 @click.option("--mode", type=click.Choice(["mc", "free"]), default="mc", show_default=True,
               help="Multiple choice (options shown) or free form.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Predictions JSONL.")
-def predict_cmd(qa_dir, model, split, mode, out):
+@click.option("--segmenter", default=None,
+              help="With --model grounded: predicted mode, masks from this segmenter instead of the dataset's.")
+@click.option("--device", default="auto", show_default=True, help="Segmenter device.")
+def predict_cmd(qa_dir, model, split, mode, out, segmenter, device):
     """Run a model over a benchmark split."""
     from volvqa.eval.run import predict
     if not out.parent.exists():
         raise VolvqaInputError(out, "output folder does not exist")
-    n = predict(qa_dir, model, split, out, mode=mode)
+    if segmenter and model != "grounded":
+        raise click.UsageError("--segmenter goes with --model grounded")
+    n = predict(qa_dir, model, split, out, mode=mode, segmenter=segmenter, device=device)
     click.echo(f"{n} predictions -> {out}")
 
 
@@ -362,11 +375,15 @@ def evaluate_cmd(qa_dir, pred_files, json_out, report_out, perturbation, model):
 @click.option("--labels", "label_spec", multiple=True, help="Label spec of each --masks (default auto).")
 @click.option("--lesion-annotations", default="liver,kidney,pancreas", show_default=True,
               help="Organ families whose lesions the masks annotate (a 'no lesion' answer is then meaningful).")
+@click.option("--segmenter", default=None,
+              help="Grounded predicted mode: segment the scan with this backend instead of --masks "
+                   "(monai:runs/NAME | totalsegmentator[:fast][+...]).")
+@click.option("--device", default="auto", show_default=True, help="Segmenter device.")
 @click.option("--json", "as_json", is_flag=True, help="Print the prediction with its evidence as JSON.")
 @click.option("--png", "png_out", type=click.Path(path_type=Path), help="Key slice with the evidence box.")
 @_with_load_opts
-def answer_cmd(volume, question, options_text, model, masks, label_spec, lesion_annotations, as_json, png_out,
-               series_uid, allow_non_ct, max_voxels):
+def answer_cmd(volume, question, options_text, model, masks, label_spec, lesion_annotations, segmenter, device,
+               as_json, png_out, series_uid, allow_non_ct, max_voxels):
     """Answer one question about one scan, with its evidence."""
     from volvqa.io import load_volume
     item = {"qid": "q", "case_id": volume.name.split(".nii")[0], "question": question}
@@ -377,10 +394,17 @@ def answer_cmd(volume, question, options_text, model, masks, label_spec, lesion_
         except ValueError:
             raise click.BadParameter('--options takes "A=..;B=.."') from None
     v = load_volume(volume, series_uid=series_uid, allow_non_ct=allow_non_ct, max_voxels=max_voxels)
-    if model == "grounded":
+    if model == "grounded" and segmenter:
+        from volvqa.models.grounded import GroundedAnswerer
+        from volvqa.segment import lesion_families, segmenter_masks
+        if masks:
+            raise click.UsageError("give --masks or --segmenter, not both")
+        ans = GroundedAnswerer(segmenter_masks(segmenter, device), annotated=lesion_families(segmenter),
+                               name="grounded-predicted", mode="mc" if options_text else "free")
+    elif model == "grounded":
         from volvqa.models.grounded import GroundedAnswerer, fixed_masks
         if not masks:
-            raise VolvqaInputError(volume, "grounded mode needs --masks (the scan's segmentation)")
+            raise VolvqaInputError(volume, "grounded mode needs --masks (the scan's segmentation) or --segmenter")
         specs = list(label_spec) or ["auto"]
         if len(specs) == 1:
             specs = specs * len(masks)

@@ -25,8 +25,14 @@ def load_qa(qa_dir: Path) -> tuple[list[dict], dict[str, dict], dict]:
     return items, cases, info
 
 
-def make_answerer(spec: str, items: list[dict], cases: dict, info: dict, mode: str):
+def make_answerer(spec: str, items: list[dict], cases: dict, info: dict, mode: str,
+                  segmenter: str | None = None, device: str = "auto"):
     from volvqa.models.base import load_plugin
+    if spec == "grounded" and segmenter:
+        from volvqa.models.grounded import GroundedAnswerer
+        from volvqa.segment import lesion_families, segmenter_masks
+        return GroundedAnswerer(segmenter_masks(segmenter, device), annotated=lesion_families(segmenter),
+                                name="grounded-predicted", mode=mode)
     if spec == "prior":
         from volvqa.models.prior import PriorAnswerer
         return PriorAnswerer([it for it in items if it["split"] == "train"])
@@ -42,7 +48,8 @@ def make_answerer(spec: str, items: list[dict], cases: dict, info: dict, mode: s
 
 
 def predict(qa_dir: Path, model: str, split: str, out: Path, mode: str = "mc", progress: bool = True,
-            perturbation: str | None = None, seed: int = 0) -> int:
+            perturbation: str | None = None, seed: int = 0, segmenter: str | None = None,
+            device: str = "auto") -> int:
     from tqdm import tqdm
 
     from volvqa.io import load_volume
@@ -51,7 +58,7 @@ def predict(qa_dir: Path, model: str, split: str, out: Path, mode: str = "mc", p
     chosen = [it for it in items if split == "all" or it["split"] == split]
     if not chosen:
         raise VolvqaInputError(qa_dir, f"no items in split {split!r}")
-    answerer = make_answerer(model, items, cases, info, mode)
+    answerer = make_answerer(model, items, cases, info, mode, segmenter=segmenter, device=device)
     needs_volume = model != "prior"
     lines = []
     by_case: dict[str, list[dict]] = {}

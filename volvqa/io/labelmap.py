@@ -116,13 +116,31 @@ def _on_reference(path: Path, arr: np.ndarray, affine: np.ndarray, reference: Vo
     return out
 
 
-def _split_kidneys(kidney: np.ndarray, reference: Volume, offset=(0, 0, 0)) -> tuple[np.ndarray, np.ndarray]:
-    """Split a mask of both kidneys into (left, right) by the side of each component.
+def body_midline_x(reference: Volume) -> float:
+    """World x (mm) of the patient's midline: the x centroid of the body
+    (voxels above -500 HU), or the field of view's centre when there is none."""
+    body = reference.array > -500
+    counts = body.sum(axis=(1, 2)).astype(float)
+    if counts.sum() == 0:
+        ci = (reference.shape[0] - 1) / 2
+        centre = np.array([ci, (reference.shape[1] - 1) / 2, (reference.shape[2] - 1) / 2])
+    else:
+        ci = float((np.arange(reference.shape[0]) * counts).sum() / counts.sum())
+        cy = float((np.arange(reference.shape[1]) * body.sum(axis=(0, 2))).sum() / counts.sum())
+        cz = float((np.arange(reference.shape[2]) * body.sum(axis=(0, 1))).sum() / counts.sum())
+        centre = np.array([ci, cy, cz])
+    return float((reference.affine[:3, :3] @ centre + reference.affine[:3, 3])[0])
+
+
+def split_by_side(kidney: np.ndarray, reference: Volume, offset=(0, 0, 0)) -> tuple[np.ndarray, np.ndarray]:
+    """Split a mask of a paired organ (both kidneys) into (left, right) by the side of each component.
 
     Components whose centroid lies at smaller world x than the midline go
-    to the left kidney (RAS: x grows toward the patient's right). The
-    midline is the x midpoint of the two largest components, or the centre
-    of the field of view when there is a single kidney.
+    to the left (RAS: x grows toward the patient's right). The midline is
+    the x midpoint of the two largest components when both are of kidney
+    size (the smaller at least a third of the larger) and lie on either side
+    of the body's midline; else the body's midline itself (one kidney, or a
+    stray fragment that must not move the midline).
     """
     lab, n = ndimage.label(kidney, structure=np.ones((3, 3, 3)))
     if n == 0:
@@ -130,12 +148,12 @@ def _split_kidneys(kidney: np.ndarray, reference: Volume, offset=(0, 0, 0)) -> t
     sizes = ndimage.sum_labels(kidney, lab, index=np.arange(1, n + 1))
     cents = np.array(ndimage.center_of_mass(kidney, lab, index=np.arange(1, n + 1))) + np.asarray(offset, float)
     wx = (reference.affine[:3, :3] @ cents.T + reference.affine[:3, 3:4])[0]
+    body_mid = body_midline_x(reference)
+    mid = body_mid
     if n >= 2:
         top = np.argsort(sizes)[::-1][:2]
-        mid = wx[top].mean()
-    else:
-        centre = (np.array(reference.shape) - 1) / 2
-        mid = (reference.affine[:3, :3] @ centre + reference.affine[:3, 3])[0]
+        if sizes[top[1]] >= sizes[top[0]] / 3 and (wx[top[0]] - body_mid) * (wx[top[1]] - body_mid) < 0:
+            mid = wx[top].mean()
     left_ids = np.nonzero(wx < mid)[0] + 1
     left = np.isin(lab, left_ids)
     return left, kidney & ~left
@@ -225,7 +243,7 @@ class _Layers:
         if counts[_KIDNEY_TMP]:
             both = ndimage.find_objects((self.primary == _KIDNEY_TMP).astype(np.uint8))[0]
             sub = self.primary[both]
-            left, right = _split_kidneys(sub == _KIDNEY_TMP, reference, [s.start for s in both])
+            left, right = split_by_side(sub == _KIDNEY_TMP, reference, [s.start for s in both])
             sub[left] = L.CANONICAL_IDS["kidney_left"]
             sub[right] = L.CANONICAL_IDS["kidney_right"]
         if self.parts is not None:

@@ -40,10 +40,41 @@ class BuildConfig:
     finalize: bool = True
     ray_address: str | None = None
     progress: bool = True
+    segmenter: str | None = None     # backend spec; overrides the manifest's ``segmenter:``
+    segment_all: bool | None = None  # True: predicted masks replace the dataset's (predicted-mode benchmark)
+    device: str | None = None
+    gpus_per_task: float | None = None
 
 
-def annotated_lesion_organs(m: Manifest) -> list[str]:
-    """Organ families whose lesions the dataset annotates (a 'no lesion' is then a real no)."""
+def segmenter_settings(m: Manifest, cfg: BuildConfig) -> dict | None:
+    """The manifest's ``segmenter:`` (a backend spec, or a mapping with
+    ``backend``, ``device``, ``gpus_per_task``, ``segment_all``), overridden
+    by the command line. None when no case is to be segmented."""
+    raw = m.options.get("segmenter")
+    d = {"backend": raw} if isinstance(raw, str) else dict(raw or {})
+    if raw is not None and not isinstance(raw, (str, dict)):
+        raise VolvqaInputError(m.path, "segmenter must be a backend spec or a mapping with 'backend'")
+    for key, val in (("backend", cfg.segmenter), ("segment_all", cfg.segment_all), ("device", cfg.device),
+                     ("gpus_per_task", cfg.gpus_per_task)):
+        if val is not None:
+            d[key] = val
+    if not d.get("backend"):
+        if d.get("segment_all"):
+            raise VolvqaInputError(m.path, "segment_all needs a segmenter backend")
+        return None
+    unknown = set(d) - {"backend", "device", "gpus_per_task", "segment_all"}
+    if unknown:
+        raise VolvqaInputError(m.path, f"unknown segmenter option(s): {', '.join(sorted(unknown))}")
+    return {"backend": str(d["backend"]), "device": str(d.get("device", "auto")),
+            "gpus_per_task": float(d.get("gpus_per_task", 0)), "segment_all": bool(d.get("segment_all", False))}
+
+
+def annotated_lesion_organs(m: Manifest, seg: dict | None = None) -> list[str]:
+    """Organ families whose lesions the dataset annotates (a 'no lesion' is then a real no).
+    With predicted masks replacing the dataset's, those the segmenter outputs."""
+    if seg is not None and seg["segment_all"]:
+        from volvqa.segment import lesion_families
+        return lesion_families(seg["backend"])
     if "lesion_annotations" in m.options:
         return sorted(m.options["lesion_annotations"])
     if m.layout == "synthetic":
@@ -69,12 +100,37 @@ def cases_for(m: Manifest) -> list[Case]:
     return out
 
 
-def _task(c: Case, out: Path, seed: int, annotated: list[str]) -> dict:
+def _task(c: Case, out: Path, seed: int, annotated: list[str], seg: dict | None = None) -> dict:
     masks = c.masks if isinstance(c.masks, list) else ([c.masks] if c.masks else [])
-    return {"case_id": c.case_id, "ct": str(c.ct), "masks": [str(p) for p in masks],
+    use_seg = seg is not None and (seg["segment_all"] or not masks)
+    return {"case_id": c.case_id, "ct": str(c.ct), "masks": [] if use_seg else [str(p) for p in masks],
             "label_spec": c.label_spec if isinstance(c.label_spec, list) else c.label_spec,
             "split": c.split, "out": str(out), "seed": seed, "annotated": annotated,
-            "generate": c.extra.get("generate")}
+            "generate": c.extra.get("generate"),
+            "segmenter": {"backend": seg["backend"], "device": seg["device"]} if use_seg else None}
+
+
+def segmentation_paths(out: Path, case_id: str) -> tuple[Path, Path]:
+    d = out / "segmentations"
+    return d / f"{case_id}_seg.nii.gz", d / f"{case_id}_parts.nii.gz"
+
+
+def _segment_case(task: dict, v) -> tuple[list[str], list[str]]:
+    """The segment stage for one case: predicted masks, cached under
+    ``<out>/segmentations/`` (parts first, label map last, both atomic, so an
+    existing label map means a finished case)."""
+    from volvqa.io import nifti, save_labelmap
+    from volvqa.segment import cached_segmenter
+    seg_path, parts_path = segmentation_paths(Path(task["out"]), task["case_id"])
+    if not seg_path.is_file():
+        seg_path.parent.mkdir(parents=True, exist_ok=True)
+        lm = cached_segmenter(task["segmenter"]["backend"], task["segmenter"]["device"]).segment(v)
+        if lm.parts is not None:
+            nifti.write_nifti(parts_path, lm.parts, lm.affine)
+        save_labelmap(lm, seg_path)
+    if parts_path.is_file():
+        return [str(seg_path), str(parts_path)], ["canonical", "volvqa_parts"]
+    return [str(seg_path)], ["canonical"]
 
 
 def work_dir(out: Path, case_id: str) -> Path:
@@ -120,6 +176,8 @@ def _process_case(task: dict) -> None:
     v = load_volume(task["ct"])
     spec = task["label_spec"]
     masks = task["masks"]
+    if task.get("segmenter"):
+        masks, spec = _segment_case(task, v)
     if not masks:
         raise VolvqaInputError(task["ct"], "case has no masks (a segmenter is needed for this manifest)")
     if isinstance(spec, list):
@@ -155,10 +213,19 @@ def _process_case(task: dict) -> None:
     write_text_atomic(wd / "items.json", json.dumps(items, sort_keys=True) + "\n")
 
 
-def run_cases(tasks: list[dict], cfg: BuildConfig) -> list[dict]:
+def run_cases(tasks: list[dict], cfg: BuildConfig, gpus_per_task: float = 0) -> list[dict]:
     if cfg.engine == "ray":
         from pipelines.ray_engine import run_ray
-        return run_ray(process_case, tasks, address=cfg.ray_address, progress=cfg.progress)
+        # Cases that run a segmenter ask Ray for a GPU share; the others stay CPU tasks.
+        seg = [t for t in tasks if t.get("segmenter")]
+        rest = [t for t in tasks if not t.get("segmenter")]
+        results = []
+        if seg:
+            results += run_ray(process_case, seg, address=cfg.ray_address, progress=cfg.progress,
+                               num_gpus=gpus_per_task)
+        if rest:
+            results += run_ray(process_case, rest, address=cfg.ray_address, progress=cfg.progress)
+        return sorted(results, key=lambda r: r["case_id"])
     from pipelines.local import run_local
     return run_local(process_case, tasks, workers=cfg.workers, progress=cfg.progress)
 
@@ -168,13 +235,14 @@ def build_qa(cfg: BuildConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     cases = cases_for(m)
-    annotated = annotated_lesion_organs(m)
-    tasks = [_task(c, out, m.seed, annotated) for c in cases]
+    seg = segmenter_settings(m, cfg)
+    annotated = annotated_lesion_organs(m, seg)
+    tasks = [_task(c, out, m.seed, annotated, seg) for c in cases]
     if cfg.shard is not None:
         i, n = cfg.shard
         tasks = [t for k, t in enumerate(tasks) if k % n == i]
     todo = [t for t in tasks if not case_done(out, t["case_id"])]
-    results = run_cases(todo, cfg) if todo else []
+    results = run_cases(todo, cfg, seg["gpus_per_task"] if seg else 0) if todo else []
     new_errors = {r["case_id"]: r["error"] for r in results if not r["ok"]}
     _merge_errors(out, new_errors, {t["case_id"] for t in todo})
     summary = {"cases": len(cases), "processed": len(todo), "failed_now": len(new_errors)}
@@ -237,6 +305,11 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
         if it["answer_type"] == "numeric":
             pools.setdefault(it["key"], []).append(float(it["answer"]))
     items = [build_options(it, pools, cfg.n_options, m.seed) for it in raw]
+    # A numeric item whose truth sits at the dataset's typical value (so the
+    # drawn number of distractors nearer that value could not be placed) is
+    # answered by "pick the usual value" without the image: dropped.
+    central_dropped = sum(1 for it in items if it.get("drop_reason"))
+    items = [it for it in items if not it.get("drop_reason")]
     items = balance(items, m.seed)
     rows = audit(items)
     flagged = sorted(s for s, r in rows.items() if r["flagged"])
@@ -251,8 +324,12 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
     write_parquet(out / "qa.parquet", final)
     write_cases_parquet(out / "cases.parquet", case_rows)
     write_text_atomic(out / "audit.json", json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    seg = segmenter_settings(m, cfg)
     build_info = {"dataset": m.name, "manifest": m.path.name, "seed": m.seed, "n_options": cfg.n_options,
-                  "annotated_lesion_organs": annotated_lesion_organs(m)}
+                  "annotated_lesion_organs": annotated_lesion_organs(m, seg),
+                  "numeric_items_dropped_central": central_dropped}
+    if seg is not None:
+        build_info["segmenter"] = {"backend": seg["backend"], "segment_all": seg["segment_all"]}
     write_text_atomic(out / "build.json", json.dumps(build_info, indent=1, sort_keys=True) + "\n")
     card = dataset_card(m.name, {"path": str(m.path.name), "layout": m.layout, "seed": m.seed, "license": m.license},
                         final, rows, flagged, cfg.include_flagged, len(cases), [c for c in case_rows if c["error"]])
@@ -262,7 +339,7 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
         if f"images/{p.name}" not in used:
             p.unlink()
     subtypes = sorted({it["subtype"] for it in final})
-    return {"questions": len(final), "subtypes": len(subtypes),
+    return {"questions": len(final), "subtypes": len(subtypes), "numeric_items_dropped_central": central_dropped,
             "categories": sorted({it["category"] for it in final}), "flagged": flagged}
 
 

@@ -35,3 +35,45 @@ def make_segmenter(backend: str, device: str = "auto"):
         return TotalSegmentatorSegmenter.from_spec(backend, device=device)
     raise VolvqaInputError(None, f"unknown segmenter backend {backend!r}: use monai:runs/NAME "
                            "or totalsegmentator[:fast][+liver_lesions+kidney_cysts+...]")
+
+
+def lesion_families(backend: str) -> list[str]:
+    """Organ families whose lesions a segmenter outputs: only for these is a
+    predicted 'no lesion' an answer rather than a blind spot."""
+    if backend.startswith("totalsegmentator"):
+        from volvqa.segment.totalseg import parse_backend
+        _fast, tasks = parse_backend(backend)
+        fams = {"kidney_cysts": "kidney", "liver_lesions": "liver", "liver_vessels": "liver", "lung_nodules": "lung"}
+        return sorted({fams[t] for t in tasks if t in fams})
+    if backend.startswith("monai:"):
+        import json
+        from volvqa import labels as L
+        cfg = Path(backend.split(":", 1)[1]) / "config.json"
+        if not cfg.is_file():
+            raise VolvqaInputError(cfg.parent, "not a MONAI segmentation run (needs config.json and model.safetensors)")
+        names = json.loads(cfg.read_text())["model"]["labels"]
+        return sorted({L.LESION_ORGAN[n] for n in names if n in L.LESION_ORGAN})
+    return []
+
+
+_LOADED: dict[tuple[str, str], object] = {}
+
+
+def cached_segmenter(backend: str, device: str = "auto"):
+    """One segmenter per (backend, device) per process: a worker loads its network once."""
+    key = (backend, device)
+    if key not in _LOADED:
+        seg = make_segmenter(backend, device=device)
+        if hasattr(seg, "prepare"):
+            seg.prepare()
+        _LOADED[key] = seg
+    return _LOADED[key]
+
+
+def segmenter_masks(backend: str, device: str = "auto"):
+    """``labelmap_for`` for the grounded answerer's predicted mode."""
+    seg = cached_segmenter(backend, device)
+
+    def labelmap_for(volume: Volume, item: dict) -> LabelMap:
+        return seg.segment(volume)
+    return labelmap_for
