@@ -43,7 +43,8 @@ def _far(a: float, b: float, floor: float) -> bool:
 
 
 def numeric_options(truth: float, pool: list[float], n: int, rng: np.random.Generator, *, decimals: int,
-                    unit: str, integer: bool = False, signed: bool = False) -> tuple[list[str], int]:
+                    unit: str, integer: bool = False, signed: bool = False,
+                    info: dict | None = None) -> tuple[list[str], int]:
     """Truth plus n-1 distractors, shuffled; returns (texts, index of the truth).
 
     Against a question-only guess that picks the option nearest the usual
@@ -51,7 +52,10 @@ def numeric_options(truth: float, pool: list[float], n: int, rng: np.random.Gene
     distractors nearer that median than the truth is drawn uniformly from
     0..n-1 whenever the 25% gaps allow it. Distractors come from the
     dataset's other answers to the same question (jittered), then from
-    synthetic values on both sides.
+    synthetic values on both sides. ``info['central_shortfall']`` tells how
+    many of the drawn central distractors could not be placed (the truth
+    lies too close to the median): such an item is a free point for that
+    guess, and ``build_options`` marks it for removal.
     """
     floor = _floor(decimals, integer, signed, truth)
 
@@ -103,6 +107,8 @@ def numeric_options(truth: float, pool: list[float], n: int, rng: np.random.Gene
         if sum(dist(x) < dt for x in chosen) >= c:
             break
         try_add(v)
+    if info is not None:
+        info["central_shortfall"] = c - sum(dist(x) < dt for x in chosen)
     for v in outer:
         if len(chosen) >= n - 1:
             break
@@ -158,6 +164,10 @@ def build_options(item: dict, pools: dict[str, list[float]], n: int, seed: int) 
         texts, c = categorical_options(item["answer"], item["label_set"] or [item["answer"]], n, rng)
     else:
         pool = [v for v in pools.get(item["key"], []) if v != item["answer"]]
+        info: dict = {}
         texts, c = numeric_options(item["answer"], pool, n, rng, decimals=item["decimals"], unit=item["unit"],
-                                   integer=item["integer"], signed=item["signed"])
+                                   integer=item["integer"], signed=item["signed"], info=info)
+        if info.get("central_shortfall", 0) > 0:
+            return {**item, "options": {LETTERS[i]: t for i, t in enumerate(texts)}, "correct_option": LETTERS[c],
+                    "drop_reason": "truth too close to the dataset's typical answer for the drawn option layout"}
     return {**item, "options": {LETTERS[i]: t for i, t in enumerate(texts)}, "correct_option": LETTERS[c]}
