@@ -163,3 +163,16 @@ def test_build_qa_segment_all_and_grounded_predicted_mode(tmp_path):
     assert "overall" in next(iter(scores.values()))
     oracle = tmp_path / "oracle.jsonl"
     assert predict(ref_out, "grounded", "all", oracle, progress=False) == len(lines)
+    # one scan, predicted mode, through `volvqa answer`
+    ct = sorted(data.glob("*/ct.nii.gz"))[0]
+    r = CliRunner().invoke(main, ["answer", "--volume", str(ct), "--segmenter", f"monai:{run}", "--device", "cpu",
+                                  "--question", "What is the volume of the liver in ml?", "--json"])
+    out = json.loads(r.output)
+    assert r.exit_code == (1 if out["answer"].startswith("cannot answer") else 0), r.output
+    assert out["model"] == "grounded-predicted"
+    seg = MonaiSegmenter.load(run, device="cpu").segment(load_volume(ct))
+    liver_ml = (seg.array == L.CANONICAL_IDS["liver"]).sum() * np.prod(load_volume(ct).spacing_mm) / 1000
+    if out["answer"].startswith("cannot answer"):  # no liver, or one cut by the scan's edge
+        assert "masks lack" in out["answer"]
+    else:
+        assert abs(float(out["answer"].split()[0]) - liver_ml) <= 0.05 * liver_ml + 0.1

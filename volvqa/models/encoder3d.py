@@ -51,7 +51,7 @@ class Encoder3DConfig:
 
 PRESETS = {
     "cpu-small": dict(grid=(32, 96, 96), hidden=192, vit_layers=4, heads=4, visual_tokens=(2, 3, 3), text_layers=2,
-                      epochs=40, cases_per_step=4, questions_per_case=32, lr=5e-4),
+                      epochs=60, cases_per_step=4, questions_per_case=32, lr=5e-4),
     # For tests only: a minute-scale run of the same code path.
     "cpu-tiny": dict(grid=(16, 48, 48), hidden=64, vit_layers=1, heads=2, visual_tokens=(1, 1, 1), text_layers=1,
                      epochs=5, cases_per_step=4, questions_per_case=16, lr=1e-3),
@@ -179,9 +179,9 @@ class Encoder3DAnswerer:
         return out
 
     def mc_logits(self, fused, items: list[dict]):
-        """Option scores: a learned text-matching score plus the score each option
-        gets from the answer heads (yes/no logit, categorical log-probability,
-        closeness of a number to the numeric head's estimate on a log scale)."""
+        """Option scores from the answer heads (yes/no logit, closeness of a
+        number to the numeric head's estimate on a log scale, categorical
+        log-probability); categorical options add a learned text-matching score."""
         import torch
         opts = self._options_tensor(items).to(fused.device)
         logits = self.net.option_logits(fused, opts)
@@ -190,7 +190,12 @@ class Encoder3DAnswerer:
         cat = torch.log_softmax(self.net.category(fused), -1) if self.cfg.labels else None
         label_index = {lab: i for i, lab in enumerate(self.cfg.labels)}
         bonus = torch.zeros_like(logits)
+        # Numbers and yes/no are scored by their answer heads alone: a learned
+        # text match between the question and "23.4 mm" can only memorise
+        # option strings of the training cases.
+        head_only = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
         for i, it in enumerate(items):
+            head_only[i] = it["answer_type"] in ("binary", "numeric")
             for j, letter in enumerate(sorted(it["options"])[: logits.shape[1]]):
                 text = it["options"][letter]
                 if it["answer_type"] == "binary":
@@ -203,7 +208,8 @@ class Encoder3DAnswerer:
                     bonus[i, j] = -4.0 * torch.abs(num[i] - v)
                 elif cat is not None and text in label_index:
                     bonus[i, j] = cat[i, label_index[text]]
-        return logits + bonus
+        padded = logits <= -1e3  # option slots beyond the item's options
+        return torch.where(head_only[:, None], bonus.masked_fill(padded, -1e4), logits + bonus)
 
     def answer(self, volume, item: dict) -> Prediction:
         import torch

@@ -149,7 +149,7 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
                 opt.step()
                 sched.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 bar.update(1)
             val = validate() if (epoch % 5 == 4 or epoch == p["epochs"] - 1) else float("nan")
             history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_mc_accuracy": val})

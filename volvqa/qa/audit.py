@@ -1,9 +1,8 @@
 """Shortcut audit: how well does a question-only guess do, per subtype?
 
 The guess sees only the question and options, with priors from the train
-split: for binary and categorical items the answer most frequent in train
-for the same question (template and parameters), when it is among the
-options; for numeric items the option closest to the train median (in log
+split: for binary and categorical items the option given most often as the
+answer to the same question (template and parameters) in train; for numeric items the option closest to the train median (in log
 space for positive quantities); else the letter most often correct in
 train. Accuracy is measured on the val and test items of a subtype (on all
 its items when it has fewer than ``MIN_EVAL`` of them, a train item then
@@ -53,11 +52,12 @@ class QuestionOnlyPrior:
             return None
         answers = self._answers(item["key"], exclude_case)
         if item["answer_type"] in ("binary", "categorical") and answers:
-            c = Counter(str(a) for a in answers)
-            want = sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
-            for letter, text in opts.items():
-                if text.lower() == want.lower():
-                    return letter
+            # The option given most often as the answer to this question in train
+            # (not just the single most frequent answer, which may not be offered).
+            c = Counter(str(a).lower() for a in answers)
+            best = max(opts.items(), key=lambda kv: (c.get(kv[1].lower(), 0), -ord(kv[0][0])))
+            if c.get(best[1].lower(), 0) > 0:
+                return best[0]
         if item["answer_type"] == "numeric" and answers:
             m = float(np.median([float(a) for a in answers]))
             vals = {k: _value(v) for k, v in opts.items()}

@@ -332,7 +332,8 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
         build_info["segmenter"] = {"backend": seg["backend"], "segment_all": seg["segment_all"]}
     write_text_atomic(out / "build.json", json.dumps(build_info, indent=1, sort_keys=True) + "\n")
     card = dataset_card(m.name, {"path": str(m.path.name), "layout": m.layout, "seed": m.seed, "license": m.license},
-                        final, rows, flagged, cfg.include_flagged, len(cases), [c for c in case_rows if c["error"]])
+                        final, rows, flagged, cfg.include_flagged, len(cases), [c for c in case_rows if c["error"]],
+                        central_dropped)
     write_text_atomic(out / "dataset_card.md", card)
     used = {it["image"] for it in final if it.get("image")}
     for p in sorted((out / "images").glob("*.png")) if (out / "images").exists() else []:

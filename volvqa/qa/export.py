@@ -84,7 +84,7 @@ def write_cases_parquet(path: Path, cases: list[dict]) -> None:
 
 
 def dataset_card(name: str, manifest: dict, items: list[dict], audit_rows: dict, excluded: list[str],
-                 include_flagged: bool, n_cases: int, errors: list[dict]) -> str:
+                 include_flagged: bool, n_cases: int, errors: list[dict], central_dropped: int = 0) -> str:
     by_cat = Counter(it["category"] for it in items)
     by_split = Counter(it["split"] for it in items)
     per_sub = defaultdict(Counter)
@@ -107,8 +107,12 @@ def dataset_card(name: str, manifest: dict, items: list[dict], audit_rows: dict,
     for (cat, sub), cnt in sorted(per_sub.items()):
         lines.append(f"| {cat} | {sub} | " + " | ".join(str(cnt[s]) for s in splits) + " |")
     lines += ["", "## Shortcut audit", "",
-              "Question-only guess (train-split majority answer / median / most frequent letter) vs chance, "
-              "per subtype; flagged when more than 10 points above chance.", "",
+              "Question-only guess (the option most often correct for the same question in train / the option "
+              "nearest the train median / the most frequent letter) vs chance, per subtype; flagged when more "
+              "than 10 points above chance.", "",
+              f"Before the audit, {central_dropped} numeric questions were dropped because their answer sits at "
+              "the dataset's typical value, so the drawn number of distractors nearer that value than the answer "
+              "could not be placed 25% apart (a free point for 'pick the usual value').", "",
               "| subtype | items | question-only accuracy | chance | flagged |", "|---|---|---|---|---|"]
     for sub, row in sorted(audit_rows.items()):
         if "question_only_accuracy" in row:
