@@ -228,3 +228,32 @@ def test_perturbations_and_robustness_report(mini, tmp_path, real_ct):
     # Masks follow the volume through world coordinates: every answer but the voxel boxes survives.
     assert rob["drop_points"]["Recognition"] == pytest.approx(0.0)
     assert rob["drop_points"]["Localization"] > 50
+
+
+def test_grounded_cache_never_serves_another_volume():
+    """Findings are cached per volume. In predict()'s pattern (load, then
+    replace by a perturbed copy) a freed volume's id() is reused by the next
+    case's volume, so the cache must compare identity, not ids (it once
+    answered every case with the first case's masks)."""
+    from volvqa import labels as L
+    from volvqa.models.grounded import GroundedAnswerer
+    from volvqa.records import LabelMap, Source, Volume
+
+    arrays, maps = {}, {}
+    cids = "abcdef"
+    for n, cid in enumerate(cids):
+        size = 8 + n
+        arr = np.full((24, 24, 24), -1000, np.int16)
+        lab = np.zeros((24, 24, 24), np.uint8)
+        arr[4:4 + size, 4:4 + size, 4:4 + size] = 60
+        lab[4:4 + size, 4:4 + size, 4:4 + size] = L.CANONICAL_IDS["liver"]
+        arrays[cid] = arr
+        maps[cid] = LabelMap(lab, {L.CANONICAL_IDS["liver"]: "liver"}, np.eye(4))
+    ans = GroundedAnswerer(lambda vol, item: maps[item["case_id"]], mode="free")
+    got = []
+    for cid in cids:
+        vol = Volume(arrays[cid], np.eye(4), (1.0, 1.0, 1.0), Source("mem"))
+        vol = Volume(vol.array.copy(), vol.affine, vol.spacing_mm, vol.source)
+        q = {"qid": "q", "case_id": cid, "question": "What is the volume of the liver in ml?"}
+        got.append(ans.answer(vol, q).answer)
+    assert got == ["0.5 ml", "0.7 ml", "1.0 ml", "1.3 ml", "1.7 ml", "2.2 ml"]

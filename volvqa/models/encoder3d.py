@@ -214,8 +214,8 @@ class Encoder3DAnswerer:
     def answer(self, volume, item: dict) -> Prediction:
         import torch
         t0 = time.perf_counter()
-        key = id(volume)
-        if self._vol_cache is None or self._vol_cache[0] != key:
+        key = volume  # identity, not id(): ids are reused once a volume is freed
+        if self._vol_cache is None or self._vol_cache[0] is not key:
             with torch.no_grad():
                 self._vol_cache = (key, self.net.visual(preprocess(volume.array, self.cfg)[None]))
         vis = self._vol_cache[1]

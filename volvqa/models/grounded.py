@@ -131,11 +131,13 @@ class GroundedAnswerer:
         self.annotated = set(annotated)
         self.name = name
         self.mode = mode
-        self._cache: tuple[int, Findings, bool] | None = None
+        self._cache: tuple[Volume, Findings, bool] | None = None
 
     def findings(self, volume: Volume, item: dict) -> tuple[Findings, bool]:
-        key = id(volume)
-        if self._cache and self._cache[0] == key:
+        # The cache holds the volume itself and compares identity: an id() key
+        # can be reused by the next case's volume once this one is freed.
+        key = volume
+        if self._cache and self._cache[0] is key:
             return self._cache[1], self._cache[2]
         lm = self.labelmap_for(volume, item)
         f = extract(volume, lm, case_id=item.get("case_id", ""))
