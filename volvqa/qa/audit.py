@@ -6,8 +6,10 @@ answer to the same question (template and parameters) in train; for numeric item
 space for positive quantities); else the letter most often correct in
 train. Accuracy is measured on the val and test items of a subtype (on all
 its items when it has fewer than ``MIN_EVAL`` of them, a train item then
-guessed from the other train cases) against chance (1 / number of options). A
-subtype more than ``FLAG_POINTS`` above chance is flagged.
+guessed from the other train cases) against chance (1 / number of options). Numeric subtypes also
+face blind guesses that read only the option values (farthest from the
+median, the k-th smallest value); the best of them counts. A subtype more
+than ``FLAG_POINTS`` above chance is flagged.
 """
 from __future__ import annotations
 
@@ -68,6 +70,34 @@ class QuestionOnlyPrior:
                 return sorted(dist.items(), key=lambda kv: (kv[1], kv[0]))[0][0]
         return self.letter if self.letter in opts else sorted(opts)[0]
 
+    def farthest(self, item: dict, exclude_case: str | None = None) -> str | None:
+        """The option farthest from the train median: wins where the items
+        left are those whose answer is atypical."""
+        answers = self._answers(item["key"], exclude_case)
+        vals = {k: _value(v) for k, v in (item.get("options") or {}).items()}
+        vals = {k: v for k, v in vals.items() if v is not None}
+        if not answers or not vals:
+            return None
+        m = float(np.median([float(a) for a in answers]))
+        pos = m > 0 and all(v > 0 for v in vals.values())
+        dist = {k: abs(math.log(v) - math.log(m)) if pos else abs(v - m) for k, v in vals.items()}
+        return sorted(dist.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+
+
+def by_value_rank(item: dict, rank: int) -> str | None:
+    """The option with the ``rank``-th smallest value (a guess that reads only the options)."""
+    vals = sorted((v, k) for k, v in ((k, _value(t)) for k, t in (item.get("options") or {}).items())
+                  if v is not None)
+    return vals[rank][1] if len(vals) > rank else None
+
+
+def numeric_guesses(prior: QuestionOnlyPrior, it: dict, exclude: str | None) -> dict[str, str | None]:
+    out = {"nearest median": prior.guess(it, exclude_case=exclude),
+           "farthest from median": prior.farthest(it, exclude_case=exclude)}
+    for r in range(len(it.get("options") or {})):
+        out[f"value rank {r + 1}"] = by_value_rank(it, r)
+    return out
+
 
 def audit(items: list[dict]) -> dict[str, dict]:
     """Per subtype: answer distribution, question-only accuracy, chance, flag."""
@@ -86,12 +116,20 @@ def audit(items: list[dict]) -> dict[str, dict]:
                "answer_distribution": dict(sorted(dist.most_common(6))) if its[0]["answer_type"] in
                ("binary", "categorical") else {}, "flagged": False}
         if mc:
-            hits = [prior.guess(it, exclude_case=it["case_id"] if it["split"] == "train" else None)
-                    == it["correct_option"] for it in mc]
+            exclude = [it["case_id"] if it["split"] == "train" else None for it in mc]
+            hits = [prior.guess(it, exclude_case=ex) == it["correct_option"] for it, ex in zip(mc, exclude)]
             chance = float(np.mean([1.0 / len(it["options"]) for it in mc]))
             acc = float(np.mean(hits))
-            row.update(question_only_accuracy=acc, chance=chance,
-                       flagged=bool((acc - chance) * 100 > FLAG_POINTS))
+            best, best_acc = "prior", acc
+            if its[0]["answer_type"] == "numeric":
+                # Other blind guesses that read only the option values.
+                guesses = [numeric_guesses(prior, it, ex) for it, ex in zip(mc, exclude)]
+                for name in guesses[0]:
+                    a = float(np.mean([g.get(name) == it["correct_option"] for g, it in zip(guesses, mc)]))
+                    if a > best_acc:
+                        best, best_acc = name, a
+            row.update(question_only_accuracy=best_acc, prior_accuracy=acc, best_blind_guess=best, chance=chance,
+                       flagged=bool((best_acc - chance) * 100 > FLAG_POINTS))
         out[sub] = row
     return out
 
