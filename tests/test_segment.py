@@ -127,12 +127,21 @@ def test_build_qa_segment_stage_for_cases_without_masks(tmp_path):
     import pandas as pd
     rows = pd.read_parquet(out / "cases.parquet")
     assert all(json.loads(x)[0].endswith("_seg.nii.gz") for x in rows["masks"])
-    # resume: finished cases are not segmented again
+    # resume: finished cases are not segmented again, and the predictions read
+    # back from disk give the same benchmark as the fresh ones did
+    import hashlib
+    def digest_of(out):
+        files = [out / "qa.jsonl", *sorted((out / "cases").glob("*/findings.json"))]
+        return [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+
+    digest = digest_of(out)
+    assert len(digest) == 1 + len(cases)
     mtimes = [p.stat().st_mtime_ns for p in segs]
     for wd in (out / "work").iterdir():
         (wd / "items.json").unlink()
     build_qa(BuildConfig(manifest=m, out=out, progress=False))
     assert [p.stat().st_mtime_ns for p in segs] == mtimes
+    assert digest_of(out) == digest
 
 
 def test_build_qa_segment_all_and_grounded_predicted_mode(tmp_path):

@@ -26,6 +26,11 @@ def label_counts(labels: np.ndarray, minlength: int = 256) -> np.ndarray:
     return out
 
 
+def present_ids(labels: np.ndarray) -> list[int]:
+    """The non-zero label values present in a label map (one chunked count, no sort)."""
+    return [int(i) for i in np.flatnonzero(label_counts(labels)) if i]
+
+
 def memory_order(a: np.ndarray) -> np.ndarray:
     """A view of ``a`` whose last axis is the fastest in memory (``a.T`` for Fortran order)."""
     if not a.flags.c_contiguous and a.flags.f_contiguous:

@@ -116,19 +116,17 @@ def _on_reference(path: Path, arr: np.ndarray, affine: np.ndarray, reference: Vo
     return out
 
 
-def body_midline_x(reference: Volume) -> float:
-    """World x (mm) of the patient's midline: the x centroid of the body
-    (voxels above -500 HU), or the field of view's centre when there is none."""
-    body = reference.array > -500
-    counts = body.sum(axis=(1, 2)).astype(float)
-    if counts.sum() == 0:
-        ci = (reference.shape[0] - 1) / 2
-        centre = np.array([ci, (reference.shape[1] - 1) / 2, (reference.shape[2] - 1) / 2])
+def body_midline_x(reference: Volume, step: int = 4) -> float:
+    """World x (mm) of the patient's midline: the centroid of the body
+    (voxels above -500 HU, sampled every ``step`` voxels: a midline needs no
+    more), or the field of view's centre when there is none."""
+    body = reference.array[::step, ::step, ::step] > -500
+    total = int(body.sum())
+    if total == 0:
+        centre = (np.array(reference.shape, float) - 1) / 2
     else:
-        ci = float((np.arange(reference.shape[0]) * counts).sum() / counts.sum())
-        cy = float((np.arange(reference.shape[1]) * body.sum(axis=(0, 2))).sum() / counts.sum())
-        cz = float((np.arange(reference.shape[2]) * body.sum(axis=(0, 1))).sum() / counts.sum())
-        centre = np.array([ci, cy, cz])
+        centre = np.array([(np.arange(body.shape[a]) * body.sum(axis=tuple(b for b in range(3) if b != a))).sum()
+                           for a in range(3)], float) * step / total
     return float((reference.affine[:3, :3] @ centre + reference.affine[:3, 3])[0])
 
 

@@ -115,13 +115,15 @@ def segmentation_paths(out: Path, case_id: str) -> tuple[Path, Path]:
     return d / f"{case_id}_seg.nii.gz", d / f"{case_id}_parts.nii.gz"
 
 
-def _segment_case(task: dict, v) -> tuple[list[str], list[str]]:
+def _segment_case(task: dict, v):
     """The segment stage for one case: predicted masks, cached under
     ``<out>/segmentations/`` (parts first, label map last, both atomic, so an
-    existing label map means a finished case)."""
+    existing label map means a finished case). Returns (mask paths, specs,
+    the LabelMap when it was just made, else None)."""
     from volvqa.io import nifti, save_labelmap
     from volvqa.segment import cached_segmenter
     seg_path, parts_path = segmentation_paths(Path(task["out"]), task["case_id"])
+    lm = None
     if not seg_path.is_file():
         seg_path.parent.mkdir(parents=True, exist_ok=True)
         lm = cached_segmenter(task["segmenter"]["backend"], task["segmenter"]["device"]).segment(v)
@@ -129,8 +131,8 @@ def _segment_case(task: dict, v) -> tuple[list[str], list[str]]:
             nifti.write_nifti(parts_path, lm.parts, lm.affine)
         save_labelmap(lm, seg_path)
     if parts_path.is_file():
-        return [str(seg_path), str(parts_path)], ["canonical", "volvqa_parts"]
-    return [str(seg_path)], ["canonical"]
+        return [str(seg_path), str(parts_path)], ["canonical", "volvqa_parts"], lm
+    return [str(seg_path)], ["canonical"], lm
 
 
 def work_dir(out: Path, case_id: str) -> Path:
@@ -176,15 +178,17 @@ def _process_case(task: dict) -> None:
     v = load_volume(task["ct"])
     spec = task["label_spec"]
     masks = task["masks"]
+    lm = None
     if task.get("segmenter"):
-        masks, spec = _segment_case(task, v)
+        masks, spec, lm = _segment_case(task, v)  # a fresh prediction is used as is, not read back
     if not masks:
         raise VolvqaInputError(task["ct"], "case has no masks (a segmenter is needed for this manifest)")
     if isinstance(spec, list):
         keep = [(m, s) for m, s in zip(masks, spec) if Path(m).exists() or not m.endswith("parts.nii.gz")]
         masks, spec = [m for m, _ in keep], [s for _, s in keep]
-    lm = load_labelmap(masks if len(masks) > 1 else masks[0], spec if len(masks) > 1 or not isinstance(spec, list)
-                       else spec[0], reference=v)
+    if lm is None:
+        lm = load_labelmap(masks if len(masks) > 1 else masks[0],
+                           spec if len(masks) > 1 or not isinstance(spec, list) else spec[0], reference=v)
     f = extract(v, lm, case_id=cid)
     ctx = CaseContext(cid, f, set(task["annotated"]), has_parts=lm.parts is not None)
     items = case_items(ctx, task["seed"])

@@ -124,8 +124,10 @@ class MonaiSegmenter:
         return torch.argmax(logits.float(), dim=1)[0].cpu().numpy().astype(np.uint8)
 
     def segment(self, volume: Volume) -> LabelMap:
-        from volvqa.io.labelmap import resample_nearest
-        from volvqa.io.labelmap import split_by_side
+        from scipy import ndimage
+
+        from volvqa.arrays import present_ids
+        from volvqa.io.labelmap import resample_nearest, split_by_side
         img, _, grid_affine = to_network_grid(volume, self.cfg)
         pred = drop_fragments(self.predict_grid(img), len(self.cfg.classes))
         classes = self.cfg.classes
@@ -133,14 +135,16 @@ class MonaiSegmenter:
         lut = np.zeros(len(classes) + 1, np.uint8)
         for i, (_c, members) in enumerate(classes, start=1):
             lut[i] = L.CANONICAL_IDS[members[0]]
-        on_input = lut[on_grid]
+        on_input = lut[on_grid]  # a paired class starts as its left member
+        boxes = ndimage.find_objects(on_grid, max_label=len(classes))
         for i, (_c, members) in enumerate(classes, start=1):
-            if len(members) == 2:
-                left, _right = split_by_side(on_grid == i, volume)
-                on_input[left] = L.CANONICAL_IDS[members[0]]
-                on_input[(on_grid == i) & ~left] = L.CANONICAL_IDS[members[1]]
-        present = {int(i): L.CANONICAL_NAMES[int(i)] for i in np.unique(on_input) if i}
-        return LabelMap(on_input.astype(np.uint8), present, volume.affine.copy(), meta={"segmenter": "monai"})
+            box = boxes[i - 1]
+            if len(members) == 2 and box is not None:
+                sub = on_grid[box] == i
+                left, _right = split_by_side(sub, volume, offset=[s.start for s in box])
+                on_input[box][sub & ~left] = L.CANONICAL_IDS[members[1]]
+        present = {i: L.CANONICAL_NAMES[i] for i in present_ids(on_input)}
+        return LabelMap(on_input, present, volume.affine.copy(), meta={"segmenter": "monai"})
 
 
 class _Null:
@@ -161,16 +165,18 @@ def drop_fragments(pred: np.ndarray, n_classes: int, fraction: float = MIN_FRAGM
     class), and a few hundred voxels where an organ was removed would
     otherwise become an organ."""
     import cc3d
-    out = pred.copy()
-    for k in range(1, n_classes + 1):
-        lab, n = cc3d.connected_components(pred == k, connectivity=26, return_N=True)
-        if n <= 1:
-            continue
-        sizes = np.bincount(lab.ravel())[1:]
-        small = np.nonzero(sizes < fraction * sizes.max())[0] + 1
-        if small.size:
-            out[np.isin(lab, small)] = 0
-    return out
+    # One multi-label pass: cc3d labels each class's components separately.
+    comp, n = cc3d.connected_components(pred, connectivity=26, return_N=True)
+    if n == 0:
+        return pred
+    sizes = np.bincount(comp.ravel(), minlength=n + 1)
+    comp_class = np.zeros(n + 1, np.int64)
+    comp_class[comp.ravel()] = pred.ravel()
+    largest = np.zeros(n_classes + 1, np.int64)
+    np.maximum.at(largest, comp_class[1:], sizes[1:])
+    keep = sizes >= fraction * largest[comp_class]
+    keep[0] = True
+    return np.where(keep[comp], pred, 0).astype(pred.dtype)
 
 
 def segmentation_dice(pred: LabelMap, reference: LabelMap, names: list[str]) -> dict[str, float]:

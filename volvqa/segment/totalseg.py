@@ -18,7 +18,7 @@ Merge order (later writes win where stated):
 
 Images go to TotalSegmentator in memory (a nibabel image; nnU-Net itself
 still writes a temporary file). TotalSegmentator's usage statistics are
-switched off in its ``config.json`` before every call, and the nnU-Net
+switched off in its ``config.json`` before a segmenter's first run, and the nnU-Net
 trainer classes the tasks name are registered up front, because nnU-Net's
 own lookup imports every trainer module, some of which need torchvision.
 """
@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from volvqa import labels as L
+from volvqa.arrays import present_ids
 from volvqa.errors import VolvqaInputError
 from volvqa.records import LabelMap, Volume
 
@@ -175,17 +176,21 @@ def merge_task_outputs(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.n
         pred = outputs.get(task)
         if pred is None:
             continue
+        classes = class_map[task]
         if task == "liver_segments":
-            parts = np.zeros(total.shape, np.uint8)
-            for i, n in class_map[task].items():
-                parts[pred == i] = L.PART_IDS[n]
+            part_lut = np.zeros(max(classes) + 1, np.uint8)
+            for i, n in classes.items():
+                part_lut[i] = L.PART_IDS[n]
+            parts = part_lut[pred]
             continue
-        for i, n in class_map[task].items():
-            canon = TASK_CLASS_NAMES[n]
-            where = pred == i
-            if not L.is_lesion(canon):
-                where &= merged == 0
-            merged[where] = L.CANONICAL_IDS[canon]
+        canon_lut = np.zeros(max(classes) + 1, np.uint8)
+        lesion_lut = np.zeros(max(classes) + 1, bool)
+        for i, n in classes.items():
+            canon_lut[i] = L.CANONICAL_IDS[TASK_CLASS_NAMES[n]]
+            lesion_lut[i] = L.is_lesion(TASK_CLASS_NAMES[n])
+        cand = canon_lut[pred]
+        write = lesion_lut[pred] | ((cand > 0) & (merged == 0))
+        merged[write] = cand[write]
     return merged, parts
 
 
@@ -199,6 +204,7 @@ class TotalSegmentatorSegmenter:
         self.fast, self.tasks, self.quiet = fast, tuple(tasks), quiet
         self.device = totalseg_device(device)
         self.all_tasks = [TOTAL, *self.tasks]
+        self._prepared = False
 
     @classmethod
     def from_spec(cls, spec: str, device: str = "auto") -> "TotalSegmentatorSegmenter":
@@ -206,6 +212,9 @@ class TotalSegmentatorSegmenter:
         return cls(fast=fast, tasks=tasks, device=device)
 
     def prepare(self) -> None:
+        """Checks weights, turns usage statistics off, registers trainers: once per segmenter."""
+        if self._prepared:
+            return
         try:
             import totalsegmentator  # noqa: F401
         except ImportError:
@@ -214,6 +223,7 @@ class TotalSegmentatorSegmenter:
         check_weights(self.all_tasks, self.fast)
         disable_usage_stats()
         register_trainers(self.all_tasks, self.fast)
+        self._prepared = True
 
     def _run(self, image, task: str) -> np.ndarray:
         from totalsegmentator.python_api import totalsegmentator
@@ -236,9 +246,9 @@ class TotalSegmentatorSegmenter:
             outputs[task] = self._run(image, task)
             self._check_grid(outputs[task], volume, task)
         merged, parts = merge_task_outputs(outputs)
-        present = {int(i): L.CANONICAL_NAMES[int(i)] for i in np.unique(merged) if i}
-        part_labels = ({int(i): n for n, i in L.PART_IDS.items() if (parts == i).any()}
-                       if parts is not None else {})
+        part_names = {i: n for n, i in L.PART_IDS.items()}
+        present = {i: L.CANONICAL_NAMES[i] for i in present_ids(merged)}
+        part_labels = {i: part_names[i] for i in present_ids(parts)} if parts is not None else {}
         meta = {"segmenter": "totalsegmentator" + (":fast" if self.fast else ""),
                 "tasks": self.all_tasks, "device": self.device}
         return LabelMap(merged, present, volume.affine.copy(), parts=parts, part_labels=part_labels,

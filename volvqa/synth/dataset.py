@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from volvqa import labels as L
+from volvqa.arrays import present_ids
 from volvqa.io.atomic import write_text_atomic
 from volvqa.io.nifti import write_nifti
 from volvqa.records import LabelMap, Source, Volume
@@ -157,9 +158,9 @@ def phantom_case(index: int, seed: int, *, lesions: bool = True, shape=None, spa
     ph = generate_phantom(cfg)
     case_id = f"phantom_{index:04d}"
     v = Volume(ph.ct, ph.affine, tuple(cfg.spacing_mm), Source(case_id))
-    lm = LabelMap(ph.labels, {int(i): L.CANONICAL_NAMES[int(i)] for i in np.unique(ph.labels) if i},
+    lm = LabelMap(ph.labels, {i: L.CANONICAL_NAMES[i] for i in present_ids(ph.labels)},
                   ph.affine, parts=ph.parts,
-                  part_labels={int(i): PARTS_SPEC[int(i)] for i in np.unique(ph.parts) if i} if ph.parts is not None else {})
+                  part_labels={i: PARTS_SPEC[i] for i in present_ids(ph.parts)} if ph.parts is not None else {})
     truth = dict(ph.truth, case_id=case_id, lesions=[], skipped_lesions=[])
     if lesions:
         rng = np.random.default_rng([seed, index, 1])
