@@ -257,3 +257,54 @@ def test_grounded_cache_never_serves_another_volume():
         q = {"qid": "q", "case_id": cid, "question": "What is the volume of the liver in ml?"}
         got.append(ans.answer(vol, q).answer)
     assert got == ["0.5 ml", "0.7 ml", "1.0 ml", "1.3 ml", "1.7 ml", "2.2 ml"]
+
+
+def test_encoder3d_anatomy_targets_match_block_counts():
+    from volvqa.models.encoder3d import ANATOMY_CHANNELS
+    from volvqa.models.train_encoder3d import anatomy_targets
+    from volvqa.records import LabelMap
+    # (x, y, z) = 12 x 8 x 6 voxels cut into (z, y, x) = 2 x 2 x 3 tokens: blocks of 4 x 4 x 3 voxels.
+    arr = np.zeros((12, 8, 6), np.uint8)
+    arr[0:6, :, :] = 5                      # liver fills x 0-5
+    arr[8:12, 0:4, 0:3] = 3                 # kidney_left: token x=2, y=0, z=0
+    arr[4:8, 4:8, 3:6] = 2                  # kidney_right: token x=1, y=1, z=1
+    arr[1, 1, 1] = 121                      # liver_tumor inside the liver, token x=0, y=0, z=0
+    arr[9, 1, 1] = 122                      # kidney lesion next to the left kidney
+    parts = np.zeros_like(arr)
+    parts[0:6, :, 0:3] = 7                  # liver_segment_7 in the lower half
+    labels = {5: "liver", 3: "kidney_left", 2: "kidney_right", 121: "liver_tumor", 122: "kidney_cyst"}
+    lm = LabelMap(arr, labels, np.eye(4), parts=parts, part_labels={7: "liver_segment_7"})
+    y = anatomy_targets(lm, (2, 2, 3))
+    col = {c: i for i, c in enumerate(ANATOMY_CHANNELS)}
+    assert y.shape == (12, len(ANATOMY_CHANNELS))
+    # Independent: mean of each 4 x 4 x 3 block, tokens in (z, y, x) order.
+    blocks = (arr == 5).transpose(2, 1, 0).reshape(2, 3, 2, 4, 3, 4).mean((1, 3, 5)).ravel()
+    np.testing.assert_allclose(y[:, col["organ:liver"]], blocks)
+    tok = lambda z, yy, x: z * 6 + yy * 3 + x  # noqa: E731
+    assert y[tok(0, 0, 2), col["organ:kidney_left"]] == pytest.approx(47 / 48)  # one voxel is its lesion
+    assert y[tok(1, 1, 1), col["organ:kidney_right"]] == 1.0
+    assert y[tok(0, 0, 0), col["part:liver_segment_7"]] == 1.0  # parts overlap lesions
+    lesion = y[:, col["lesion:liver"]]
+    assert lesion[tok(0, 0, 0)] == 1.0 and lesion.sum() == 1.0
+    assert y[tok(0, 0, 0), col["lesion@liver_segment_7"]] == 1.0 and y[:, col["lesion@liver_segment_7"]].sum() == 1
+    assert y[tok(0, 0, 2), col["lesion:kidney"]] == 1.0
+    assert y[:, col["lesion@kidney_left"]].sum() == 1.0 and y[:, col["lesion@kidney_right"]].sum() == 0.0
+
+
+def test_encoder3d_cells_from_tokens_layout():
+    import torch
+
+    from volvqa.models.encoder3d import cells_from_tokens
+    tok_grid, r, c = (2, 3, 2), 2, 3
+    raw = torch.zeros(1, 12, r ** 3 * c)
+    expected = np.zeros((4, 6, 4, c))
+    rng = np.random.default_rng(0)
+    for t in range(12):
+        i, j, k = np.unravel_index(t, tok_grid)
+        for s in range(r ** 3):
+            a, b, d = np.unravel_index(s, (r, r, r))
+            v = rng.random(c)
+            raw[0, t, s * c:(s + 1) * c] = torch.from_numpy(v)
+            expected[i * r + a, j * r + b, k * r + d] = v
+    out = cells_from_tokens(raw, tok_grid, r)
+    np.testing.assert_allclose(out[0].numpy(), expected.reshape(-1, c), rtol=1e-6)

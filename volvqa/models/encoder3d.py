@@ -1,14 +1,27 @@
 """A trainable 3D-encoder VQA baseline in the style of M3D / RadFM.
 
 Image: the canonical CT, HU clipped to a soft-tissue window [-160, 240] HU
-(W400/L40) and scaled to [0, 1], resized (trilinear) to a fixed grid of
+(W400/L40) and scaled to [0, 1], resized to a fixed grid of
 depth x height x width voxels, whatever its spacing (the grid, not mm, is
 what the encoder sees; M3D used 32x256x256 with 4x16x16 patches: 2,048
-tokens pooled to 256). Encoder: MONAI ViT over 4x16x16 patches, its token
-grid average-pooled to a fixed number of visual tokens.
+tokens pooled to 256). The resize averages the voxels that fall in each grid
+cell ("area"; trilinear where a scan is smaller than the grid): point
+sampling kept the full scan noise and missed 10-15 mm lesions between
+sampled slices. Encoder: MONAI ViT over 4x12x12 (cpu-small) or 4x16x16
+(gpu) patches, its token grid average-pooled to a fixed number of visual
+tokens.
 Text: our own word/digit tokenizer built from the training questions and
 options (numbers are spelled digit by digit), a small Transformer encoder.
-Fusion: the question tokens cross-attend to the visual tokens.
+Anatomy: before question answering the encoder is pretrained on the
+training cases' masks: each ViT token predicts, for each of the 2x2x2 cells
+of its patch, how much of each organ and liver or pancreas part it holds
+and whether a lesion (per organ family, per part, per kidney side) lies in
+it (``ANATOMY_CHANNELS``); question training continues that loss at half
+weight. The predictions are projected back into the tokens and summarised
+into one "concept" token per channel (peak and mean probability, size,
+centre), so a question can attend to "lesion in segment 3" and read it.
+Fusion: the question tokens cross-attend to the pooled patch tokens and
+the concept tokens.
 Heads: option scoring (multiple choice), numeric regression on a signed log
 scale, yes/no, categorical answers, and box regression (normalised corners).
 Checkpoints: ``model.safetensors`` + ``config.json`` (architecture, grid,
@@ -30,6 +43,15 @@ from volvqa.models.base import Prediction
 
 HU_WINDOW = (-160.0, 240.0)
 PAD, UNK, CLS, SEP = 0, 1, 2, 3
+ANATOMY_ORGANS = ("liver", "spleen", "kidney_left", "kidney_right", "pancreas", "gallbladder", "stomach")
+ANATOMY_PARTS = tuple(f"liver_segment_{i}" for i in range(1, 9)) + ("pancreas_head", "pancreas_body",
+                                                                     "pancreas_tail")
+ANATOMY_LESION_FAMILIES = ("liver", "kidney", "pancreas", "other")
+# Fractions of the token's patch for organs and parts; presence (any voxel)
+# for lesions, per organ family, per part and per kidney side.
+ANATOMY_CHANNELS = ([f"organ:{o}" for o in ANATOMY_ORGANS] + [f"part:{p}" for p in ANATOMY_PARTS]
+                    + [f"lesion:{f}" for f in ANATOMY_LESION_FAMILIES]
+                    + [f"lesion@{p}" for p in ANATOMY_PARTS] + ["lesion@kidney_left", "lesion@kidney_right"])
 _TOKEN = re.compile(r"[a-z]+|\d|[^\sa-z\d]")
 
 
@@ -45,17 +67,23 @@ class Encoder3DConfig:
     max_len: int = 64
     vocab: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)    # categorical answer vocabulary
+    anatomy: list[str] = field(default_factory=list)   # per-token anatomy channels (empty: none)
+    anatomy_subgrid: int = 2                           # each token predicts r x r x r cells of its patch
     hu_window: tuple[float, float] = HU_WINDOW
+    resize: str = "trilinear"                          # "area" (runs since anatomy pretraining) or "trilinear"
     seed: int = 0
 
 
 PRESETS = {
-    "cpu-small": dict(grid=(32, 96, 96), hidden=192, vit_layers=4, heads=4, visual_tokens=(2, 3, 3), text_layers=2,
-                      epochs=60, cases_per_step=4, questions_per_case=32, lr=5e-4),
+    "cpu-small": dict(grid=(32, 96, 96), patch=(4, 12, 12), hidden=192, vit_layers=4, heads=4,
+                      visual_tokens=(4, 4, 4), text_layers=2, anatomy_epochs=100, anatomy_weight=0.5,
+                      epochs=40, cases_per_step=4, questions_per_case=32, lr=5e-4),
     # For tests only: a minute-scale run of the same code path.
-    "cpu-tiny": dict(grid=(16, 48, 48), hidden=64, vit_layers=1, heads=2, visual_tokens=(1, 1, 1), text_layers=1,
+    "cpu-tiny": dict(grid=(16, 48, 48), patch=(4, 16, 16), hidden=64, vit_layers=1, heads=2, visual_tokens=(1, 1, 1),
+                     text_layers=1, anatomy_epochs=2, anatomy_weight=0.5,
                      epochs=5, cases_per_step=4, questions_per_case=16, lr=1e-3),
-    "gpu": dict(grid=(32, 256, 256), hidden=768, vit_layers=12, heads=12, visual_tokens=(4, 8, 8), text_layers=4,
+    "gpu": dict(grid=(32, 256, 256), patch=(4, 16, 16), hidden=768, vit_layers=12, heads=12, visual_tokens=(4, 8, 8),
+                text_layers=4, anatomy_epochs=40, anatomy_weight=0.5,
                 epochs=60, cases_per_step=8, questions_per_case=32, lr=1e-4),
 }
 
@@ -81,12 +109,25 @@ def preprocess(array_ras: np.ndarray, cfg: Encoder3DConfig):
     lo, hi = cfg.hu_window
     a = np.clip((np.asarray(array_ras, np.float32) - lo) / (hi - lo), 0.0, 1.0)
     t = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 1, 0)))[None, None]  # (1, 1, z, y, x)
-    t = F.interpolate(t, size=tuple(cfg.grid), mode="trilinear", align_corners=False)
+    if cfg.resize == "area" and all(n >= g for n, g in zip(t.shape[2:], cfg.grid)):
+        t = F.interpolate(t, size=tuple(cfg.grid), mode="area")
+    else:
+        t = F.interpolate(t, size=tuple(cfg.grid), mode="trilinear", align_corners=False)
     return t[0]
 
 
 def signed_log(x):
     return math.copysign(math.log1p(abs(x)), x)
+
+
+def cells_from_tokens(raw, tok_grid: tuple[int, int, int], r: int):
+    """(B, tokens, r*r*r*C) per-token cell values -> (B, cells, C) on the cell
+    grid (tok_grid * r), cells in z-y-x order: token (i, j, k)'s sub-cell
+    (a, b, c) is cell (i*r + a, j*r + b, k*r + c)."""
+    b, tz, ty, tx = raw.shape[0], *tok_grid
+    c = raw.shape[-1] // r ** 3
+    cells = raw.reshape(b, tz, ty, tx, r, r, r, c).permute(0, 1, 4, 2, 5, 3, 6, 7)
+    return cells.reshape(b, tz * ty * tx * r ** 3, c)
 
 
 def _net(cfg: Encoder3DConfig):
@@ -113,12 +154,50 @@ def _net(cfg: Encoder3DConfig):
             self.yesno = nn.Linear(h, 1)
             self.category = nn.Linear(h, max(len(cfg.labels), 1))
             self.box = nn.Linear(h, 6)
+            if cfg.anatomy:
+                c, r = len(cfg.anatomy), cfg.anatomy_subgrid
+                self.anat = nn.Linear(h, c * r ** 3)
+                self.anat_in = nn.Linear(c * r ** 3, h)
+                # One "concept" token per anatomy channel: its learned name plus
+                # what the scan shows of it (peak and mean probability, size,
+                # probability-weighted centre), so a question can attend to
+                # "lesion in segment 3" and read its value.
+                self.concept_name = nn.Parameter(torch.randn(1, c, h) * 0.02)
+                self.concept_value = nn.Sequential(nn.Linear(6, h), nn.GELU(), nn.Linear(h, h))
+                self.cell_grid = tuple(n * r for n in self.tok_grid)
+                grid = torch.stack(torch.meshgrid(*[torch.linspace(0, 1, n) for n in self.cell_grid],
+                                                  indexing="ij"), -1)
+                self.register_buffer("cell_zyx", grid.reshape(-1, 3), persistent=False)
 
-        def visual(self, vol):  # (B, 1, D, H, W) -> (B, T, h)
+        def tokens(self, vol):
+            """(B, 1, D, H, W) -> ViT tokens (B, N, h) and anatomy logits
+            (B, cells, C) on the cell grid (token grid x subgrid, z-y-x order), or None."""
             tokens, _ = self.vit(vol)
+            if not cfg.anatomy:
+                return tokens, None
+            raw = self.anat(tokens)  # (B, N, r*r*r*C): each token's cells
+            tokens = tokens + self.anat_in(torch.sigmoid(raw))
+            return tokens, cells_from_tokens(raw, self.tok_grid, cfg.anatomy_subgrid)
+
+        def pooled(self, tokens):  # (B, N, h) -> (B, T, h)
             b, n, h = tokens.shape
             g = tokens.transpose(1, 2).reshape(b, h, *self.tok_grid)
             return self.pool(g).flatten(2).transpose(1, 2)
+
+        def concepts(self, logits):  # (B, N, C) -> (B, C, h)
+            prob = torch.sigmoid(logits.float()).detach()
+            mass = prob.sum(1)                                              # (B, C)
+            centre = torch.einsum("bnc,nk->bck", prob, self.cell_zyx) / mass.clamp(min=1e-3)[..., None]
+            feats = torch.cat([prob.amax(1)[..., None], prob.mean(1)[..., None],
+                               torch.log1p(mass)[..., None] / 4, centre], -1)  # (B, C, 6)
+            return self.concept_name + self.concept_value(feats.to(self.concept_name.dtype))
+
+        def visual_from(self, tokens, logits):  # -> (B, T, h): pooled patch tokens, then concept tokens
+            pooled = self.pooled(tokens)
+            return pooled if logits is None else torch.cat([pooled, self.concepts(logits)], 1)
+
+        def visual(self, vol):  # (B, 1, D, H, W) -> (B, T, h)
+            return self.visual_from(*self.tokens(vol))
 
         def encode(self, ids):  # (N, L) -> (N, L, h), mask
             mask = ids == PAD

@@ -19,20 +19,100 @@ from pathlib import Path
 import numpy as np
 
 from volvqa.errors import VolvqaInputError
-from volvqa.models.encoder3d import (PRESETS, Encoder3DAnswerer, Encoder3DConfig, _net, build_vocab, encode_text,
-                                     preprocess, signed_log)
+from volvqa.models.encoder3d import (ANATOMY_CHANNELS, PRESETS, Encoder3DAnswerer, Encoder3DConfig, _net,
+                                     build_vocab, encode_text, preprocess, signed_log)
 
 
-def _cached_volumes(qa_dir: Path, cases: dict, case_ids: list[str]) -> dict:
+def _cached_cases(qa_dir: Path, cases: dict, case_ids: list[str], with_masks: set[str]) -> dict:
+    """case id -> (Volume, LabelMap or None) from ``<qa>/cache.zarr``; cases are
+    written on first use, with their masks when they are in ``with_masks``."""
     from volvqa.io import load_volume
     from volvqa.io.cache import has_case, read_case, write_case
+    from volvqa.models.grounded import dataset_masks
     store = qa_dir / "cache.zarr"
+    masks_of = dataset_masks(cases)
     out = {}
     for cid in case_ids:
+        need_masks = cid in with_masks and cases[cid].get("masks")
         if not has_case(store, cid):
-            write_case(store, cid, load_volume(cases[cid]["ct"]))
-        vol, _ = read_case(store, cid)
-        out[cid] = vol
+            vol = load_volume(cases[cid]["ct"])
+            write_case(store, cid, vol, masks_of(vol, {"case_id": cid}) if need_masks else None)
+        vol, lm = read_case(store, cid)
+        if need_masks and lm is None:  # cached by an earlier run without masks
+            write_case(store, cid, vol, masks_of(vol, {"case_id": cid}), overwrite=True)
+            vol, lm = read_case(store, cid)
+        out[cid] = (vol, lm)
+    return out
+
+
+def anatomy_targets(labelmap, token_grid: tuple[int, int, int]) -> np.ndarray:
+    """(tokens, channels) float32 targets for ``ANATOMY_CHANNELS`` in the ViT's
+    token order (z, y, x): the fraction of each token's block covered by an
+    organ or part, and 1 where any voxel of a lesion (per family, per part,
+    per kidney side) lies in it. The volume is cut into token blocks the way
+    the encoder's resize maps it: block k along an axis of n voxels holds
+    voxels i with floor(i * tokens / n) == k."""
+    from volvqa.labels import LESION_ORGAN, is_lesion
+    from volvqa.models.encoder3d import ANATOMY_CHANNELS, ANATOMY_LESION_FAMILIES, ANATOMY_ORGANS, ANATOMY_PARTS
+    arr = np.asarray(labelmap.array)
+    nx, ny, nz = arr.shape
+    tz, ty, tx = token_grid
+    bx = (np.arange(nx) * tx // nx).astype(np.int64)
+    by = (np.arange(ny) * ty // ny).astype(np.int64)
+    bz = (np.arange(nz) * tz // nz).astype(np.int64)
+    block = (bz[None, None, :] * (ty * tx) + by[None, :, None] * tx + bx[:, None, None]).ravel()
+    n_tok = tz * ty * tx
+    size = np.bincount(block, minlength=n_tok).astype(np.float32)
+    col = {c: i for i, c in enumerate(ANATOMY_CHANNELS)}
+    out = np.zeros((n_tok, len(ANATOMY_CHANNELS)), np.float32)
+    flat = arr.ravel()
+    max_id = int(flat.max()) if flat.size else 0
+
+    def lut(mapping: dict[int, int]) -> np.ndarray:
+        t = np.full(max(max_id, max(mapping, default=0)) + 1, -1, np.int64)
+        for k, v in mapping.items():
+            t[k] = v
+        return t
+
+    organ_ch = lut({i: col[f"organ:{n}"] for i, n in labelmap.labels.items() if n in ANATOMY_ORGANS})
+    ch = organ_ch[flat]
+    keep = ch >= 0
+    counts = np.bincount(block[keep] * out.shape[1] + ch[keep], minlength=out.size).reshape(out.shape)
+    out += counts / size[:, None]
+
+    def family(name: str) -> str:
+        f = LESION_ORGAN.get(name, "other")
+        return f if f in ANATOMY_LESION_FAMILIES else "other"
+
+    lesion_ch = lut({i: col[f"lesion:{family(n)}"] for i, n in labelmap.labels.items() if is_lesion(n)})
+    ch = lesion_ch[flat]
+    lesion = ch >= 0
+    out[block[lesion], ch[lesion]] = 1.0
+    if labelmap.parts is not None:
+        parts = np.asarray(labelmap.parts).ravel()
+        pmax = int(parts.max()) if parts.size else 0
+        part_ch = np.full(max(pmax, max(labelmap.part_labels, default=0)) + 1, -1, np.int64)
+        for i, n in labelmap.part_labels.items():
+            if n in ANATOMY_PARTS:
+                part_ch[i] = col[f"part:{n}"]
+        ch = part_ch[parts]
+        keep = ch >= 0
+        counts = np.bincount(block[keep] * out.shape[1] + ch[keep], minlength=out.size).reshape(out.shape)
+        out += counts / size[:, None]
+        ch = part_ch[parts[lesion]]
+        keep = ch >= 0
+        out[block[lesion][keep], ch[keep] - col["part:liver_segment_1"] + col["lesion@liver_segment_1"]] = 1.0
+    kid = [i for i, n in labelmap.labels.items() if is_lesion(n) and family(n) == "kidney"]
+    sides = {s: labelmap.id_of(f"kidney_{s}") for s in ("left", "right")}
+    centre_x = {s: float(np.argwhere(arr == i)[:, 0].mean()) for s, i in sides.items()
+                if i is not None and (arr == i).any()}
+    if kid and centre_x:
+        kmask = np.isin(flat, kid)
+        xs = np.nonzero(kmask)[0] // (ny * nz)
+        names = sorted(centre_x)
+        nearest = np.argmin(np.abs(xs[:, None] - np.array([centre_x[s] for s in names])[None]), axis=1)
+        for j, s in enumerate(names):
+            out[block[kmask][nearest == j], col[f"lesion@kidney_{s}"]] = 1.0
     return out
 
 
@@ -62,34 +142,60 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
     texts = [it["question"] for it in train_items] + [o for it in train_items for o in (it.get("options") or {}).values()]
     labels = sorted({str(it["answer"]) for it in items if it["answer_type"] == "categorical"} |
                     {o for it in items if it["answer_type"] == "categorical" for o in (it.get("options") or {}).values()})
-    cfg = Encoder3DConfig(grid=tuple(p["grid"]), hidden=p["hidden"], vit_layers=p["vit_layers"], heads=p["heads"],
+    case_ids = sorted({it["case_id"] for it in train_items + val_items})
+    train_case_ids = {it["case_id"] for it in train_items}
+    use_anatomy = p.get("anatomy_epochs", 0) > 0 or p.get("anatomy_weight", 0) > 0
+    loaded = _cached_cases(qa_dir, cases, case_ids, train_case_ids if use_anatomy else set())
+    vols = {cid: v for cid, (v, _) in loaded.items()}
+    # Only the training cases' masks teach anatomy; validation stays unseen.
+    anatomy_cases = sorted(cid for cid in train_case_ids if loaded[cid][1] is not None) if use_anatomy else []
+    cfg = Encoder3DConfig(grid=tuple(p["grid"]), patch=tuple(p["patch"]), hidden=p["hidden"],
+                          vit_layers=p["vit_layers"], heads=p["heads"],
                           visual_tokens=tuple(p["visual_tokens"]), text_layers=p["text_layers"],
-                          vocab=build_vocab(texts), labels=labels, seed=seed)
+                          vocab=build_vocab(texts), labels=labels,
+                          anatomy=list(ANATOMY_CHANNELS) if anatomy_cases else [], resize="area", seed=seed)
     net = _net(cfg).to(device)
     model = torch.compile(net) if device == "cuda" else net
     index = {w: i for i, w in enumerate(cfg.vocab)}
     answerer = Encoder3DAnswerer(cfg, net)
-    case_ids = sorted({it["case_id"] for it in train_items + val_items})
-    vols = _cached_volumes(qa_dir, cases, case_ids)
     tensors = {cid: preprocess(v.array, cfg) for cid, v in vols.items()}
     shapes = {cid: np.array(v.shape * 2, float) - 1 for cid, v in vols.items()}
+    cell_grid = tuple(g // q * cfg.anatomy_subgrid for g, q in zip(cfg.grid, cfg.patch))
+    targets = {cid: torch.from_numpy(anatomy_targets(loaded[cid][1], cell_grid)) for cid in anatomy_cases}
     by_case: dict[str, list[dict]] = {}
     for it in train_items:
         by_case.setdefault(it["case_id"], []).append(it)
     train_cases = sorted(by_case)
-    opt = torch.optim.AdamW(net.parameters(), lr=p["lr"], weight_decay=0.01)
     steps_per_epoch = math.ceil(len(train_cases) / p["cases_per_step"])
     total = steps_per_epoch * p["epochs"]
+    anat_steps = math.ceil(len(anatomy_cases) / p["cases_per_step"]) * p.get("anatomy_epochs", 0)
+    opt = torch.optim.AdamW(net.parameters(), lr=p["lr"], weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"], total_steps=total, pct_start=0.1)
     label_index = {lab: i for i, lab in enumerate(labels)}
     amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
     best, history, t_start = -1.0, [], time.perf_counter()
     rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # A lesion lies in a few cells of thousands: its presence counts 40x, or
+    # the encoder learns to call every liver cell lesion-free.
+    pos_weight = torch.tensor([40.0 if c.startswith("lesion") else 1.0 for c in cfg.anatomy], device=device)
+
+    def images(batch_cases):
+        """The batch's volumes with a random window jitter (contrast x0.9-1.1,
+        level +-0.05 of the window), so the encoder does not key on exact HU."""
+        x = torch.stack([tensors[c] for c in batch_cases])
+        scale = 1.0 + 0.1 * (2 * torch.rand(len(batch_cases), 1, 1, 1, 1, generator=gen) - 1)
+        shift = 0.05 * (2 * torch.rand(len(batch_cases), 1, 1, 1, 1, generator=gen) - 1)
+        return ((x - 0.5) * scale + 0.5 + shift).to(device)
+
+    def anatomy_loss(logits, batch_cases):
+        y = torch.stack([targets[c] for c in batch_cases]).to(device)
+        return F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=pos_weight)
 
     def batch_losses(batch_cases):
-        vis = model.visual(torch.stack([tensors[c] for c in batch_cases]).to(device)) \
-            if device == "cpu" else net.visual(torch.stack([tensors[c] for c in batch_cases]).to(device))
+        tokens, anat = model.tokens(images(batch_cases))
+        vis = net.visual_from(tokens, anat)
         chosen, rows = [], []
         for bi, c in enumerate(batch_cases):
             its = rng.sample(by_case[c], min(len(by_case[c]), p["questions_per_case"]))
@@ -121,7 +227,12 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
             y = torch.tensor(np.array([np.array(chosen[i]["answer"]["voxel"], float) / shapes[chosen[i]["case_id"]]
                                        for i in bb]), dtype=torch.float32, device=device)
             losses.append(F.l1_loss(torch.sigmoid(net.box(fused[bb])), y))
-        return sum(losses) / len(losses)
+        loss = sum(losses) / len(losses)
+        with_masks = [c for c in batch_cases if c in targets]
+        if with_masks and p.get("anatomy_weight", 0) > 0:
+            rows_m = torch.tensor([batch_cases.index(c) for c in with_masks], device=device)
+            loss = loss + p["anatomy_weight"] * anatomy_loss(anat[rows_m], with_masks)
+        return loss
 
     def validate() -> float:
         net.eval()
@@ -133,6 +244,31 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
         net.train()
         return float(np.mean(hits)) if hits else float("nan")
 
+    if anat_steps:
+        anat_params = list(net.vit.parameters()) + list(net.anat.parameters())
+        opt_a = torch.optim.AdamW(anat_params, lr=p["lr"], weight_decay=0.01)
+        sched_a = torch.optim.lr_scheduler.OneCycleLR(opt_a, max_lr=p["lr"], total_steps=anat_steps, pct_start=0.1)
+        per_epoch = math.ceil(len(anatomy_cases) / p["cases_per_step"])
+        with tqdm(total=anat_steps, desc=f"encoder3d anatomy pretraining ({preset})", unit="step", file=sys.stderr,
+                  disable=not progress or None) as bar:
+            for epoch in range(p["anatomy_epochs"]):
+                net.train()
+                order = anatomy_cases[:]
+                rng.shuffle(order)
+                losses = []
+                for s in range(per_epoch):
+                    batch = order[s * p["cases_per_step"]:(s + 1) * p["cases_per_step"]]
+                    with amp:
+                        loss = anatomy_loss(model.tokens(images(batch))[1], batch)
+                    opt_a.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(anat_params, 1.0)
+                    opt_a.step()
+                    sched_a.step()
+                    losses.append(float(loss.detach()))
+                    bar.update(1)
+                history.append({"anatomy_epoch": epoch + 1, "anatomy_loss": float(np.mean(losses))})
+                bar.set_postfix(loss=f"{np.mean(losses):.4f}")
     with tqdm(total=total, desc=f"train encoder3d ({preset})", unit="step", file=sys.stderr,
               disable=not progress or None) as bar:
         for epoch in range(p["epochs"]):
@@ -162,7 +298,9 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
     if best < 0:
         _save(net, cfg, out_dir, preset, history, save_file, write_text_atomic)
     minutes = (time.perf_counter() - t_start) / 60
-    return {"best_val_mc_accuracy": best, "epochs": len(history), "minutes": minutes, "device": device}
+    return {"best_val_mc_accuracy": best, "epochs": sum("epoch" in h for h in history),
+            "anatomy_epochs": sum("anatomy_epoch" in h for h in history), "anatomy_cases": len(anatomy_cases),
+            "minutes": minutes, "device": device}
 
 
 def _save(net, cfg, out_dir, preset, history, save_file, write_text_atomic):
@@ -172,7 +310,7 @@ def _save(net, cfg, out_dir, preset, history, save_file, write_text_atomic):
         save_file(state, str(tmp))
     d = {"model": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()}, "preset": preset,
          "preprocessing": {"hu_window": list(cfg.hu_window), "grid_dhw": list(cfg.grid),
-                           "normalisation": "clip to window, scale to [0, 1], trilinear resize to grid"},
+                           "normalisation": f"clip to window, scale to [0, 1], {cfg.resize} resize to grid"},
          "history": history}
     write_text_atomic(out_dir / "config.json", json.dumps(d, indent=1) + "\n")
 
