@@ -162,6 +162,7 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
     shapes = {cid: np.array(v.shape * 2, float) - 1 for cid, v in vols.items()}
     cell_grid = tuple(g // q * cfg.anatomy_subgrid for g, q in zip(cfg.grid, cfg.patch))
     targets = {cid: torch.from_numpy(anatomy_targets(loaded[cid][1], cell_grid)) for cid in anatomy_cases}
+    col = {c: i for i, c in enumerate(ANATOMY_CHANNELS)}
     by_case: dict[str, list[dict]] = {}
     for it in train_items:
         by_case.setdefault(it["case_id"], []).append(it)
@@ -189,9 +190,43 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
         shift = 0.05 * (2 * torch.rand(len(batch_cases), 1, 1, 1, 1, generator=gen) - 1)
         return ((x - 0.5) * scale + 0.5 + shift).to(device)
 
-    def anatomy_loss(logits, batch_cases):
-        y = torch.stack([targets[c] for c in batch_cases]).to(device)
+    def anatomy_loss(logits, batch_cases, y=None):
+        y = torch.stack([targets[c] for c in batch_cases]).to(device) if y is None else y.to(device)
         return F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=pos_weight)
+
+    def with_synthetic_lesions(x, batch_cases):
+        """Pretraining only: 0-3 extra liver lesions per volume, painted on the
+        grid (ellipsoids 1-3 cells across, -0.13 to -0.04 or +0.06 to +0.1 of
+        the window, soft 1-voxel edge) with their cells marked in the targets:
+        27 training cases hold too few real lesions to learn to find them."""
+        y = torch.stack([targets[c] for c in batch_cases]).clone()
+        cz, cy, cx = cell_grid
+        gz, gy, gx = cfg.grid
+        kz, ky, kx = gz // cz, gy // cy, gx // cx
+        zz, yy, xx = torch.meshgrid(torch.arange(gz), torch.arange(gy), torch.arange(gx), indexing="ij")
+        liver_c, les_c, seg0, les_seg0 = (col[k] for k in ("organ:liver", "lesion:liver", "part:liver_segment_1",
+                                                            "lesion@liver_segment_1"))
+        for b in range(len(batch_cases)):
+            inside = torch.nonzero(y[b, :, liver_c] > 0.8).flatten()
+            for _ in range(int(torch.randint(0, 4, (1,), generator=gen)) if len(inside) else 0):
+                cell = int(inside[torch.randint(len(inside), (1,), generator=gen)])
+                iz, iy, ix = cell // (cy * cx), (cell // cx) % cy, cell % cx
+                centre = torch.tensor([(iz + 0.5) * kz, (iy + 0.5) * ky, (ix + 0.5) * kx])
+                radius = torch.tensor([kz, ky, kx]) * (0.5 + torch.rand(3, generator=gen) * 1.0)
+                d = torch.sqrt(((zz - centre[0]) / radius[0]) ** 2 + ((yy - centre[1]) / radius[1]) ** 2
+                               + ((xx - centre[2]) / radius[2]) ** 2)
+                weight = torch.clamp((1.0 - d) * radius.min() + 0.5, 0.0, 1.0)
+                hyper = float(torch.rand(1, generator=gen)) < 0.15
+                contrast = (0.06 + 0.04 * float(torch.rand(1, generator=gen))) if hyper else \
+                    -(0.04 + 0.09 * float(torch.rand(1, generator=gen)))
+                x[b, 0] += contrast * weight
+                hit = F.max_pool3d((weight > 0.5).float()[None, None], (kz, ky, kx))[0, 0].flatten() > 0
+                y[b, hit, les_c] = 1.0
+                seg = y[b][:, seg0:seg0 + 8].argmax(1)
+                has_seg = y[b][:, seg0:seg0 + 8].amax(1) > 0
+                rows = torch.nonzero(hit & has_seg).flatten()
+                y[b, rows, les_seg0 + seg[rows]] = 1.0
+        return x, y
 
     def batch_losses(batch_cases):
         tokens, anat = model.tokens(images(batch_cases))
@@ -259,7 +294,8 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
                 for s in range(per_epoch):
                     batch = order[s * p["cases_per_step"]:(s + 1) * p["cases_per_step"]]
                     with amp:
-                        loss = anatomy_loss(model.tokens(images(batch))[1], batch)
+                        x, y = with_synthetic_lesions(images(batch).cpu(), batch)
+                        loss = anatomy_loss(model.tokens(x.to(device))[1], batch, y)
                     opt_a.zero_grad()
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(anat_params, 1.0)
