@@ -34,13 +34,15 @@ def _cached_cases(qa_dir: Path, cases: dict, case_ids: list[str], with_masks: se
     out = {}
     for cid in case_ids:
         need_masks = cid in with_masks and cases[cid].get("masks")
-        if not has_case(store, cid):
-            vol = load_volume(cases[cid]["ct"])
-            write_case(store, cid, vol, masks_of(vol, {"case_id": cid}) if need_masks else None)
-        vol, lm = read_case(store, cid)
-        if need_masks and lm is None:  # cached by an earlier run without masks
-            write_case(store, cid, vol, masks_of(vol, {"case_id": cid}), overwrite=True)
+        if has_case(store, cid):
             vol, lm = read_case(store, cid)
+            if need_masks and lm is None:  # cached by an earlier run without masks
+                lm = masks_of(vol, {"case_id": cid})
+                write_case(store, cid, vol, lm, overwrite=True)
+        else:
+            vol = load_volume(cases[cid]["ct"])
+            lm = masks_of(vol, {"case_id": cid}) if need_masks else None
+            write_case(store, cid, vol, lm)
         out[cid] = (vol, lm)
     return out
 
@@ -85,9 +87,9 @@ def anatomy_targets(labelmap, token_grid: tuple[int, int, int]) -> np.ndarray:
         return f if f in ANATOMY_LESION_FAMILIES else "other"
 
     lesion_ch = lut({i: col[f"lesion:{family(n)}"] for i, n in labelmap.labels.items() if is_lesion(n)})
-    ch = lesion_ch[flat]
-    lesion = ch >= 0
-    out[block[lesion], ch[lesion]] = 1.0
+    lesion = np.nonzero(lesion_ch[flat] >= 0)[0]       # flat indices of lesion voxels (few)
+    les_ch, les_block = lesion_ch[flat[lesion]], block[lesion]
+    out[les_block, les_ch] = 1.0
     if labelmap.parts is not None:
         parts = np.asarray(labelmap.parts).ravel()
         pmax = int(parts.max()) if parts.size else 0
@@ -101,18 +103,23 @@ def anatomy_targets(labelmap, token_grid: tuple[int, int, int]) -> np.ndarray:
         out += counts / size[:, None]
         ch = part_ch[parts[lesion]]
         keep = ch >= 0
-        out[block[lesion][keep], ch[keep] - col["part:liver_segment_1"] + col["lesion@liver_segment_1"]] = 1.0
-    kid = [i for i, n in labelmap.labels.items() if is_lesion(n) and family(n) == "kidney"]
-    sides = {s: labelmap.id_of(f"kidney_{s}") for s in ("left", "right")}
-    centre_x = {s: float(np.argwhere(arr == i)[:, 0].mean()) for s, i in sides.items()
-                if i is not None and (arr == i).any()}
-    if kid and centre_x:
-        kmask = np.isin(flat, kid)
-        xs = np.nonzero(kmask)[0] // (ny * nz)
-        names = sorted(centre_x)
-        nearest = np.argmin(np.abs(xs[:, None] - np.array([centre_x[s] for s in names])[None]), axis=1)
-        for j, s in enumerate(names):
-            out[block[kmask][nearest == j], col[f"lesion@kidney_{s}"]] = 1.0
+        out[les_block[keep], ch[keep] - col["part:liver_segment_1"] + col["lesion@liver_segment_1"]] = 1.0
+    kidney_lesion = les_ch == col["lesion:kidney"]
+    if kidney_lesion.any():
+        # A kidney lesion voxel belongs to the kidney whose centre (x) is nearer.
+        x_of = lesion[kidney_lesion] // (ny * nz)
+        centre_x = {}
+        for side in ("left", "right"):
+            i = labelmap.id_of(f"kidney_{side}")
+            xs = np.nonzero(np.any(arr == i, axis=(1, 2)))[0] if i is not None else []
+            if len(xs):
+                counts = np.count_nonzero(arr[xs[0]:xs[-1] + 1] == i, axis=(1, 2))
+                centre_x[side] = float((np.arange(xs[0], xs[-1] + 1) * counts).sum() / counts.sum())
+        if centre_x:
+            names = sorted(centre_x)
+            nearest = np.argmin(np.abs(x_of[:, None] - np.array([centre_x[n] for n in names])[None]), axis=1)
+            for j, side in enumerate(names):
+                out[les_block[kidney_lesion][nearest == j], col[f"lesion@kidney_{side}"]] = 1.0
     return out
 
 
@@ -188,7 +195,7 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
         x = torch.stack([tensors[c] for c in batch_cases])
         scale = 1.0 + 0.1 * (2 * torch.rand(len(batch_cases), 1, 1, 1, 1, generator=gen) - 1)
         shift = 0.05 * (2 * torch.rand(len(batch_cases), 1, 1, 1, 1, generator=gen) - 1)
-        return ((x - 0.5) * scale + 0.5 + shift).to(device)
+        return (x - 0.5) * scale + 0.5 + shift
 
     def anatomy_loss(logits, batch_cases, y=None):
         y = torch.stack([targets[c] for c in batch_cases]).to(device) if y is None else y.to(device)
@@ -229,7 +236,7 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
         return x, y
 
     def batch_losses(batch_cases):
-        tokens, anat = model.tokens(images(batch_cases))
+        tokens, anat = model.tokens(images(batch_cases).to(device))
         vis = net.visual_from(tokens, anat)
         chosen, rows = [], []
         for bi, c in enumerate(batch_cases):
@@ -279,53 +286,46 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
         net.train()
         return float(np.mean(hits)) if hits else float("nan")
 
+    def run_epoch(case_ids, loss_of, optimizer, scheduler, params, bar) -> float:
+        """One pass over ``case_ids`` in shuffled batches; mean loss."""
+        net.train()
+        order = case_ids[:]
+        rng.shuffle(order)
+        losses = []
+        for s in range(math.ceil(len(order) / p["cases_per_step"])):
+            batch = order[s * p["cases_per_step"]:(s + 1) * p["cases_per_step"]]
+            with amp:
+                loss = loss_of(batch)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+            bar.update(1)
+        return float(np.mean(losses))
+
+    def pretraining_loss(batch):
+        x, y = with_synthetic_lesions(images(batch), batch)
+        return anatomy_loss(model.tokens(x.to(device))[1], batch, y)
+
     if anat_steps:
         anat_params = list(net.vit.parameters()) + list(net.anat.parameters())
         opt_a = torch.optim.AdamW(anat_params, lr=p["lr"], weight_decay=0.01)
         sched_a = torch.optim.lr_scheduler.OneCycleLR(opt_a, max_lr=p["lr"], total_steps=anat_steps, pct_start=0.1)
-        per_epoch = math.ceil(len(anatomy_cases) / p["cases_per_step"])
         with tqdm(total=anat_steps, desc=f"encoder3d anatomy pretraining ({preset})", unit="step", file=sys.stderr,
                   disable=not progress or None) as bar:
             for epoch in range(p["anatomy_epochs"]):
-                net.train()
-                order = anatomy_cases[:]
-                rng.shuffle(order)
-                losses = []
-                for s in range(per_epoch):
-                    batch = order[s * p["cases_per_step"]:(s + 1) * p["cases_per_step"]]
-                    with amp:
-                        x, y = with_synthetic_lesions(images(batch).cpu(), batch)
-                        loss = anatomy_loss(model.tokens(x.to(device))[1], batch, y)
-                    opt_a.zero_grad()
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(anat_params, 1.0)
-                    opt_a.step()
-                    sched_a.step()
-                    losses.append(float(loss.detach()))
-                    bar.update(1)
-                history.append({"anatomy_epoch": epoch + 1, "anatomy_loss": float(np.mean(losses))})
-                bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+                loss = run_epoch(anatomy_cases, pretraining_loss, opt_a, sched_a, anat_params, bar)
+                history.append({"anatomy_epoch": epoch + 1, "anatomy_loss": loss})
+                bar.set_postfix(loss=f"{loss:.4f}")
     with tqdm(total=total, desc=f"train encoder3d ({preset})", unit="step", file=sys.stderr,
               disable=not progress or None) as bar:
         for epoch in range(p["epochs"]):
-            net.train()
-            order = train_cases[:]
-            rng.shuffle(order)
-            losses = []
-            for s in range(steps_per_epoch):
-                batch = order[s * p["cases_per_step"]:(s + 1) * p["cases_per_step"]]
-                with amp:
-                    loss = batch_losses(batch)
-                opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                losses.append(float(loss.detach()))
-                bar.update(1)
+            loss = run_epoch(train_cases, batch_losses, opt, sched, list(net.parameters()), bar)
             val = validate() if (epoch % 5 == 4 or epoch == p["epochs"] - 1) else float("nan")
-            history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_mc_accuracy": val})
-            bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{val:.3f}")
+            history.append({"epoch": epoch + 1, "loss": loss, "val_mc_accuracy": val})
+            bar.set_postfix(loss=f"{loss:.3f}", val=f"{val:.3f}")
             if not math.isnan(val) and val > best:
                 best = val
                 _save(net, cfg, out_dir, preset, history, save_file, write_text_atomic)
