@@ -199,7 +199,18 @@ def test_encoder3d_trains_saves_safetensors_and_answers(mini, tmp_path):
     a = Encoder3DAnswerer.load(run)
     with pytest.raises(Exception, match="not an encoder3d run"):
         Encoder3DAnswerer.load(tmp_path)
-    assert a.cfg.vocab and a.cfg.labels
+    assert a.cfg.vocab and a.cfg.labels and a.cfg.concept_version == 2
+    # A question stage on another run's encoder: no pretraining, and the
+    # frozen encoder comes out exactly as it went in.
+    run3 = tmp_path / "runs" / "tiny3"
+    res3 = train(out, run3, preset="cpu-tiny", seed=1, progress=False, init_from=run)
+    assert res3["anatomy_epochs"] == 0 and res3["epochs"] == 5
+    state3 = load_file(str(run3 / "model.safetensors"))
+    encoder = [k for k in state if k.startswith(("vit.", "anat."))]
+    assert encoder and all(np.array_equal(state[k].numpy(), state3[k].numpy()) for k in encoder)
+    assert not np.array_equal(state["yesno.weight"].numpy(), state3["yesno.weight"].numpy())
+    with pytest.raises(Exception, match="not an encoder3d run"):
+        train(out, tmp_path / "runs" / "tiny4", preset="cpu-tiny", progress=False, init_from=tmp_path)
 
 
 def test_perturbations_and_robustness_report(mini, tmp_path, real_ct):
@@ -228,6 +239,19 @@ def test_perturbations_and_robustness_report(mini, tmp_path, real_ct):
     # Masks follow the volume through world coordinates: every answer but the voxel boxes survives.
     assert rob["drop_points"]["Recognition"] == pytest.approx(0.0)
     assert rob["drop_points"]["Localization"] > 50
+    # swap-ct: every case's questions answered with the next case's CT (the
+    # oracle's masks stay its own, so only answers read from HU can move).
+    res = subprocess.run([sys.executable, "-m", "volvqa.cli", "evaluate", "--qa", str(out), "--predictions", str(clean),
+                          "--perturb", "swap-ct", "--model", "grounded", "--json", str(tmp_path / "swap.json")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    swapped = [json.loads(x) for x in (tmp_path / "predictions_swap-ct.jsonl").read_text().splitlines()]
+    case_of = {it["qid"]: it["case_id"] for it in (json.loads(x) for x in (out / "qa.jsonl").read_text().splitlines())
+               if it["split"] == "test"}
+    assert len(set(case_of.values())) > 1 and len(swapped) == len(case_of)
+    assert all(p["ct_case"] != case_of[p["qid"]] and p["ct_case"] in case_of.values() for p in swapped)
+    rob = json.loads((tmp_path / "swap.json").read_text())
+    assert rob["drop_points"]["Recognition"] == pytest.approx(0.0)
 
 
 def test_grounded_cache_never_serves_another_volume():
@@ -261,7 +285,7 @@ def test_grounded_cache_never_serves_another_volume():
 
 def test_encoder3d_anatomy_targets_match_block_counts():
     from volvqa.models.encoder3d import ANATOMY_CHANNELS
-    from volvqa.models.train_encoder3d import anatomy_targets
+    from volvqa.models.train_encoder3d import LESION_FULL_COVERAGE, anatomy_targets
     from volvqa.records import LabelMap
     # (x, y, z) = 12 x 8 x 6 voxels cut into (z, y, x) = 2 x 2 x 3 tokens: blocks of 4 x 4 x 3 voxels.
     arr = np.zeros((12, 8, 6), np.uint8)
@@ -284,11 +308,17 @@ def test_encoder3d_anatomy_targets_match_block_counts():
     assert y[tok(0, 0, 2), col["organ:kidney_left"]] == pytest.approx(47 / 48)  # one voxel is its lesion
     assert y[tok(1, 1, 1), col["organ:kidney_right"]] == 1.0
     assert y[tok(0, 0, 0), col["part:liver_segment_7"]] == 1.0  # parts overlap lesions
+    one = (1 / 48) / LESION_FULL_COVERAGE    # one lesion voxel of a 48-voxel block
     lesion = y[:, col["lesion:liver"]]
-    assert lesion[tok(0, 0, 0)] == 1.0 and lesion.sum() == 1.0
-    assert y[tok(0, 0, 0), col["lesion@liver_segment_7"]] == 1.0 and y[:, col["lesion@liver_segment_7"]].sum() == 1
-    assert y[tok(0, 0, 2), col["lesion:kidney"]] == 1.0
-    assert y[:, col["lesion@kidney_left"]].sum() == 1.0 and y[:, col["lesion@kidney_right"]].sum() == 0.0
+    assert lesion[tok(0, 0, 0)] == pytest.approx(one) and lesion.sum() == pytest.approx(one)
+    assert y[tok(0, 0, 0), col["lesion@liver_segment_7"]] == pytest.approx(one)
+    assert y[:, col["lesion@liver_segment_7"]].sum() == pytest.approx(one)
+    assert y[tok(0, 0, 2), col["lesion:kidney"]] == pytest.approx(one)
+    assert y[:, col["lesion@kidney_left"]].sum() == pytest.approx(one) and y[:, col["lesion@kidney_right"]].sum() == 0
+    # Three voxels (6%) saturate at 1.
+    arr[1:4, 1, 1] = 121
+    y = anatomy_targets(LabelMap(arr, labels, np.eye(4), parts=parts, part_labels={7: "liver_segment_7"}), (2, 2, 3))
+    assert y[tok(0, 0, 0), col["lesion:liver"]] == 1.0
 
 
 def test_encoder3d_cells_from_tokens_layout():

@@ -236,10 +236,12 @@ def build_qa_cmd(manifest, out, workers, engine, ray_address, shard, no_finalize
               help="cpu-small: the demo set on 2 CPU cores in minutes; gpu: M3D-sized; cpu-tiny: tests.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-minutes", type=float, default=None, help="Stop after this many minutes (keeps the best).")
-def train_cmd(qa_dir, out_dir, preset, seed, max_minutes):
+@click.option("--init-from", type=click.Path(path_type=Path), default=None,
+              help="Start from this run's image encoder (same preset) and skip anatomy pretraining.")
+def train_cmd(qa_dir, out_dir, preset, seed, max_minutes, init_from):
     """Train the encoder3d baseline (MONAI ViT + text encoder + cross-attention)."""
     from volvqa.models.train_encoder3d import train
-    res = train(qa_dir, out_dir, preset=preset, seed=seed, max_minutes=max_minutes)
+    res = train(qa_dir, out_dir, preset=preset, seed=seed, max_minutes=max_minutes, init_from=init_from)
     click.echo(json.dumps(res, sort_keys=True))
 
 
@@ -332,8 +334,9 @@ def predict_cmd(qa_dir, model, split, mode, out, segmenter, device):
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Scores JSON.")
 @click.option("--report", "report_out", type=click.Path(path_type=Path), help="report.md (+ one PNG per category).")
 @click.option("--perturb", "perturbation", type=click.Choice(["noise", "blur", "downsample", "intensity-shift",
-                                                             "reorient"]), default=None,
-              help="Rerun --model on perturbed volumes and report the drop per category.")
+                                                             "reorient", "swap-ct"]), default=None,
+              help="Rerun --model on perturbed volumes and report the drop per category "
+                   "(swap-ct: each case's questions with another case's CT).")
 @click.option("--model", default=None, help="Model to rerun with --perturb (as in predict).")
 def evaluate_cmd(qa_dir, pred_files, json_out, report_out, perturbation, model):
     """Score predictions per subtype, category and overall."""

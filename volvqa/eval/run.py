@@ -47,6 +47,9 @@ def make_answerer(spec: str, items: list[dict], cases: dict, info: dict, mode: s
     return load_plugin(spec, mode=mode)
 
 
+SWAP_CT = "swap-ct"
+
+
 def predict(qa_dir: Path, model: str, split: str, out: Path, mode: str = "mc", progress: bool = True,
             perturbation: str | None = None, seed: int = 0, segmenter: str | None = None,
             device: str = "auto") -> int:
@@ -66,9 +69,13 @@ def predict(qa_dir: Path, model: str, split: str, out: Path, mode: str = "mc", p
         by_case.setdefault(it["case_id"], []).append(it)
     with tqdm(total=len(chosen), desc=f"predict {answerer.name}", unit="q", file=sys.stderr,
               disable=not progress or None) as bar:
-        for cid in sorted(by_case):
-            vol = load_volume(cases[cid]["ct"]) if needs_volume else None
-            if vol is not None and perturbation:
+        order = sorted(by_case)
+        for n, cid in enumerate(order):
+            # swap-ct: every question gets the next case's CT, a control for
+            # how much the answers depend on the image at all.
+            ct_case = order[(n + 1) % len(order)] if perturbation == SWAP_CT else cid
+            vol = load_volume(cases[ct_case]["ct"]) if needs_volume else None
+            if vol is not None and perturbation and perturbation != SWAP_CT:
                 from volvqa.eval.perturb import perturb
                 vol = perturb(vol, perturbation, seed=seed)
             for it in by_case[cid]:
@@ -76,6 +83,7 @@ def predict(qa_dir: Path, model: str, split: str, out: Path, mode: str = "mc", p
                 pred["mode"] = mode
                 if perturbation:
                     pred["perturbation"] = perturbation
+                    pred["ct_case"] = ct_case
                 lines.append(json.dumps(pred, sort_keys=True))
                 bar.update(1)
     write_text_atomic(out, "\n".join(lines) + "\n")

@@ -15,11 +15,13 @@ options (numbers are spelled digit by digit), a small Transformer encoder.
 Anatomy: before question answering the encoder is pretrained on the
 training cases' masks: each ViT token predicts, for each of the 2x2x2 cells
 of its patch, how much of each organ and liver or pancreas part it holds
-and whether a lesion (per organ family, per part, per kidney side) lies in
-it (``ANATOMY_CHANNELS``); question training continues that loss at half
-weight. The predictions are projected back into the tokens and summarised
-into one "concept" token per channel (peak and mean probability, size,
-centre), so a question can attend to "lesion in segment 3" and read it.
+and how much lesion (per organ family, per part, per kidney side) lies in
+it (``ANATOMY_CHANNELS``). The question stage then keeps the encoder frozen
+(presets' ``freeze_encoder``). The predictions are projected back into the
+tokens and summarised into one "concept" token per channel (named by the
+channel's words; peak and mean probability, size in cells and ml, centre,
+intensity, a lesion's contrast with its organ), so a question can attend to
+"lesion in segment 3" and read it.
 Fusion: the question tokens cross-attend to the pooled patch tokens and
 the concept tokens.
 Heads: option scoring (multiple choice), numeric regression on a signed log
@@ -47,8 +49,8 @@ ANATOMY_ORGANS = ("liver", "spleen", "kidney_left", "kidney_right", "pancreas", 
 ANATOMY_PARTS = tuple(f"liver_segment_{i}" for i in range(1, 9)) + ("pancreas_head", "pancreas_body",
                                                                      "pancreas_tail")
 ANATOMY_LESION_FAMILIES = ("liver", "kidney", "pancreas", "other")
-# Fractions of the token's patch for organs and parts; presence (any voxel)
-# for lesions, per organ family, per part and per kidney side.
+# Fractions of each cell for organs and parts; for lesions, per organ family,
+# per part and per kidney side, the covered share over 5% (capped at 1).
 ANATOMY_CHANNELS = ([f"organ:{o}" for o in ANATOMY_ORGANS] + [f"part:{p}" for p in ANATOMY_PARTS]
                     + [f"lesion:{f}" for f in ANATOMY_LESION_FAMILIES]
                     + [f"lesion@{p}" for p in ANATOMY_PARTS] + ["lesion@kidney_left", "lesion@kidney_right"])
@@ -71,19 +73,20 @@ class Encoder3DConfig:
     anatomy_subgrid: int = 2                           # each token predicts r x r x r cells of its patch
     hu_window: tuple[float, float] = HU_WINDOW
     resize: str = "trilinear"                          # "area" (runs since anatomy pretraining) or "trilinear"
+    concept_version: int = 1                           # 2: concept tokens also carry intensity and ml, named
     seed: int = 0
 
 
 PRESETS = {
     "cpu-small": dict(grid=(32, 96, 96), patch=(4, 12, 12), hidden=192, vit_layers=4, heads=4,
-                      visual_tokens=(4, 4, 4), text_layers=2, anatomy_epochs=100, anatomy_weight=0.5,
-                      epochs=40, cases_per_step=4, questions_per_case=32, lr=5e-4),
+                      visual_tokens=(4, 4, 4), text_layers=2, anatomy_epochs=200, anatomy_weight=0.5,
+                      freeze_encoder=True, views=4, epochs=80, cases_per_step=4, questions_per_case=32, lr=5e-4),
     # For tests only: a minute-scale run of the same code path.
     "cpu-tiny": dict(grid=(16, 48, 48), patch=(4, 16, 16), hidden=64, vit_layers=1, heads=2, visual_tokens=(1, 1, 1),
-                     text_layers=1, anatomy_epochs=2, anatomy_weight=0.5,
+                     text_layers=1, anatomy_epochs=2, anatomy_weight=0.5, freeze_encoder=True, views=2,
                      epochs=5, cases_per_step=4, questions_per_case=16, lr=1e-3),
     "gpu": dict(grid=(32, 256, 256), patch=(4, 16, 16), hidden=768, vit_layers=12, heads=12, visual_tokens=(4, 8, 8),
-                text_layers=4, anatomy_epochs=40, anatomy_weight=0.5,
+                text_layers=4, anatomy_epochs=40, anatomy_weight=0.5, freeze_encoder=True, views=4,
                 epochs=60, cases_per_step=8, questions_per_case=32, lr=1e-4),
 }
 
@@ -116,6 +119,39 @@ def preprocess(array_ras: np.ndarray, cfg: Encoder3DConfig):
     return t[0]
 
 
+def grid_cell_ml(volume, cfg: Encoder3DConfig) -> float:
+    """Volume (ml) of the scan that one anatomy cell covers: the grid maps
+    the whole scan, whatever its spacing, so sizes in ml need this."""
+    r = cfg.anatomy_subgrid
+    cells = math.prod(g // p * r for g, p in zip(cfg.grid, cfg.patch))
+    return volume.voxel_volume_ml * math.prod(volume.shape) / cells
+
+
+def concept_phrase(channel: str) -> str:
+    """Words for an anatomy channel, as questions say them ("lesion@liver_segment_3"
+    -> "lesion couinaud segment 3 liver"): concept tokens start from these
+    words' embeddings, so a question attends to its concept from the start."""
+    kind, name = re.split(r"[:@]", channel, maxsplit=1)
+    words = name.replace("_", " ")
+    if name.startswith("liver_segment_"):
+        words = f"couinaud segment {name.rsplit('_', 1)[1]} liver"
+    elif name.startswith("kidney_"):
+        words = f"{name.split('_')[1]} kidney"
+    return words if kind in ("organ", "part") else f"lesion {words}"
+
+
+def concept_parent(channel: str) -> str | None:
+    """The organ channel a lesion channel's attenuation is compared with
+    (lesions of either kidney: the left one; both enhance alike)."""
+    if not channel.startswith("lesion"):
+        return None
+    name = re.split(r"[:@]", channel, maxsplit=1)[1]
+    for organ in ANATOMY_ORGANS:
+        if name == organ or name.startswith(organ):
+            return f"organ:{organ}"
+    return {"kidney": "organ:kidney_left"}.get(name)
+
+
 def signed_log(x):
     return math.copysign(math.log1p(abs(x)), x)
 
@@ -132,6 +168,7 @@ def cells_from_tokens(raw, tok_grid: tuple[int, int, int], r: int):
 
 def _net(cfg: Encoder3DConfig):
     import torch
+    import torch.nn.functional as F
     from monai.networks.nets import ViT
     from torch import nn
 
@@ -163,41 +200,79 @@ def _net(cfg: Encoder3DConfig):
                 # probability-weighted centre), so a question can attend to
                 # "lesion in segment 3" and read its value.
                 self.concept_name = nn.Parameter(torch.randn(1, c, h) * 0.02)
-                self.concept_value = nn.Sequential(nn.Linear(6, h), nn.GELU(), nn.Linear(h, h))
+                n_feat = 6 if cfg.concept_version < 2 else 11
+                self.concept_value = nn.Sequential(nn.Linear(n_feat, h), nn.GELU(), nn.Linear(h, h))
+                if cfg.concept_version >= 2:
+                    index = {w: i for i, w in enumerate(cfg.vocab)}
+                    words = torch.zeros(c, 8, dtype=torch.long)
+                    for i, ch in enumerate(cfg.anatomy):
+                        ids = [index[w] for w in tokenize(concept_phrase(ch)) if w in index][:8]
+                        words[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+                    self.register_buffer("concept_words", words, persistent=False)
+                    col = {ch: i for i, ch in enumerate(cfg.anatomy)}
+                    parent = [col.get(concept_parent(ch) or "", -1) for ch in cfg.anatomy]
+                    self.register_buffer("concept_parent", torch.tensor(parent), persistent=False)
                 self.cell_grid = tuple(n * r for n in self.tok_grid)
                 grid = torch.stack(torch.meshgrid(*[torch.linspace(0, 1, n) for n in self.cell_grid],
                                                   indexing="ij"), -1)
                 self.register_buffer("cell_zyx", grid.reshape(-1, 3), persistent=False)
 
-        def tokens(self, vol):
-            """(B, 1, D, H, W) -> ViT tokens (B, N, h) and anatomy logits
-            (B, cells, C) on the cell grid (token grid x subgrid, z-y-x order), or None."""
+        def features(self, vol):
+            """(B, 1, D, H, W) -> the image encoder's output: ViT tokens (B, N, h)
+            and per-token anatomy logits (B, N, r*r*r*C), or None."""
             tokens, _ = self.vit(vol)
-            if not cfg.anatomy:
+            return tokens, (self.anat(tokens) if cfg.anatomy else None)
+
+        def tokens_from(self, tokens, raw):
+            """Image features -> tokens with the anatomy predictions added back,
+            and anatomy logits (B, cells, C) on the cell grid (token grid x
+            subgrid, z-y-x order), or None."""
+            if raw is None:
                 return tokens, None
-            raw = self.anat(tokens)  # (B, N, r*r*r*C): each token's cells
             tokens = tokens + self.anat_in(torch.sigmoid(raw))
             return tokens, cells_from_tokens(raw, self.tok_grid, cfg.anatomy_subgrid)
+
+        def tokens(self, vol):
+            return self.tokens_from(*self.features(vol))
 
         def pooled(self, tokens):  # (B, N, h) -> (B, T, h)
             b, n, h = tokens.shape
             g = tokens.transpose(1, 2).reshape(b, h, *self.tok_grid)
             return self.pool(g).flatten(2).transpose(1, 2)
 
-        def concepts(self, logits):  # (B, N, C) -> (B, C, h)
+        def concepts(self, logits, vol=None, cell_ml=None):  # (B, N, C) -> (B, C, h)
             prob = torch.sigmoid(logits.float()).detach()
             mass = prob.sum(1)                                              # (B, C)
             centre = torch.einsum("bnc,nk->bck", prob, self.cell_zyx) / mass.clamp(min=1e-3)[..., None]
-            feats = torch.cat([prob.amax(1)[..., None], prob.mean(1)[..., None],
-                               torch.log1p(mass)[..., None] / 4, centre], -1)  # (B, C, 6)
-            return self.concept_name + self.concept_value(feats.to(self.concept_name.dtype))
+            feats = [prob.amax(1)[..., None], prob.mean(1)[..., None], torch.log1p(mass)[..., None] / 4, centre]
+            name = self.concept_name
+            if cfg.concept_version >= 2:
+                # What the channel's cells look like: probability-weighted and
+                # peak-cell intensity (window units, 0.1 = 40 HU), its contrast
+                # with the parent organ (lesion vs liver), and its size in ml.
+                cell = [g // c for g, c in zip(cfg.grid, self.cell_grid)]
+                img = F.avg_pool3d(vol.float(), cell).flatten(1)               # (B, N)
+                w = prob / mass.clamp(min=1e-3)[:, None]
+                mean_i = torch.einsum("bnc,bn->bc", w, img)
+                peak_i = torch.gather(img, 1, prob.argmax(1))
+                has_parent = (self.concept_parent >= 0).float()
+                contrast = (mean_i - mean_i[:, self.concept_parent.clamp(min=0)]) * has_parent
+                ml = mass * cell_ml.float()[:, None]
+                feats += [(mean_i[..., None] - 0.5) * 4, (peak_i[..., None] - 0.5) * 4, contrast[..., None] * 10,
+                          torch.log1p(ml)[..., None] / 4, has_parent.expand_as(mass)[..., None]]
+                words = self.concept_words
+                emb = self.emb(words) * (words != PAD).unsqueeze(-1)
+                name = name + emb.sum(1) / (words != PAD).sum(1, keepdim=True).clamp(min=1)
+            feats = torch.cat(feats, -1)
+            return name + self.concept_value(feats.to(self.concept_name.dtype))
 
-        def visual_from(self, tokens, logits):  # -> (B, T, h): pooled patch tokens, then concept tokens
+        def visual_from(self, tokens, logits, vol=None, cell_ml=None):
+            """-> (B, T, h): pooled patch tokens, then concept tokens."""
             pooled = self.pooled(tokens)
-            return pooled if logits is None else torch.cat([pooled, self.concepts(logits)], 1)
+            return pooled if logits is None else torch.cat([pooled, self.concepts(logits, vol, cell_ml)], 1)
 
-        def visual(self, vol):  # (B, 1, D, H, W) -> (B, T, h)
-            return self.visual_from(*self.tokens(vol))
+        def visual(self, vol, cell_ml=None):  # (B, 1, D, H, W), (B,) ml per cell -> (B, T, h)
+            return self.visual_from(*self.tokens(vol), vol, cell_ml)
 
         def encode(self, ids):  # (N, L) -> (N, L, h), mask
             mask = ids == PAD
@@ -234,7 +309,6 @@ class Encoder3DAnswerer:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "Encoder3DAnswerer":
-        import torch
         from safetensors.torch import load_file
         run_dir = Path(run_dir)
         if not (run_dir / "config.json").is_file() or not (run_dir / "model.safetensors").is_file():
@@ -246,7 +320,6 @@ class Encoder3DAnswerer:
         net = _net(cfg)
         net.load_state_dict(load_file(str(run_dir / "model.safetensors")))
         net.eval()
-        torch.set_grad_enabled(False)
         return cls(cfg, net, run_dir.name)
 
     def _options_tensor(self, items, k_max=5):
@@ -263,18 +336,20 @@ class Encoder3DAnswerer:
         log-probability); categorical options add a learned text-matching score."""
         import torch
         opts = self._options_tensor(items).to(fused.device)
-        logits = self.net.option_logits(fused, opts)
+        # Numbers and yes/no are scored by their answer heads alone: a learned
+        # text match between the question and "23.4 mm" can only memorise
+        # option strings of the training cases.
+        head_only = torch.tensor([it["answer_type"] in ("binary", "numeric") for it in items], device=fused.device)
+        logits = torch.where((opts == PAD).all(-1), -1e4, 0.0)
+        matched = torch.nonzero(~head_only).flatten()
+        if len(matched):  # the text encoder runs on the options that use it
+            logits[matched] = self.net.option_logits(fused[matched], opts[matched]).to(logits.dtype)
         yes = self.net.yesno(fused).squeeze(-1)
         num = self.net.numeric(fused).squeeze(-1)
         cat = torch.log_softmax(self.net.category(fused), -1) if self.cfg.labels else None
         label_index = {lab: i for i, lab in enumerate(self.cfg.labels)}
         bonus = torch.zeros_like(logits)
-        # Numbers and yes/no are scored by their answer heads alone: a learned
-        # text match between the question and "23.4 mm" can only memorise
-        # option strings of the training cases.
-        head_only = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
         for i, it in enumerate(items):
-            head_only[i] = it["answer_type"] in ("binary", "numeric")
             for j, letter in enumerate(sorted(it["options"])[: logits.shape[1]]):
                 text = it["options"][letter]
                 if it["answer_type"] == "binary":
@@ -296,7 +371,8 @@ class Encoder3DAnswerer:
         key = volume  # identity, not id(): ids are reused once a volume is freed
         if self._vol_cache is None or self._vol_cache[0] is not key:
             with torch.no_grad():
-                self._vol_cache = (key, self.net.visual(preprocess(volume.array, self.cfg)[None]))
+                cell_ml = torch.tensor([grid_cell_ml(volume, self.cfg)])
+                self._vol_cache = (key, self.net.visual(preprocess(volume.array, self.cfg)[None], cell_ml))
         vis = self._vol_cache[1]
         with torch.no_grad():
             q = torch.tensor([encode_text(item["question"], self.index, self.cfg.max_len)])

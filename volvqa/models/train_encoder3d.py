@@ -2,10 +2,12 @@
 
 Seeded; train/validation from the dataset's splits; volumes are read from
 a zarr cache of the canonical CTs (``<qa>/cache.zarr``, written on first
-use) and resized once to the preset's grid. Each step encodes a few cases'
-volumes once and answers many of their questions. On a GPU: bf16 autocast
-and ``torch.compile``. The checkpoint with the best validation
-multiple-choice accuracy is kept (safetensors + config.json).
+use) and resized once to the preset's grid. Two stages: anatomy
+pretraining of the image encoder on the training cases' masks, then the
+questions on top of the frozen encoder (its features computed once per
+case and view). On a GPU: bf16 autocast and ``torch.compile``. The
+checkpoint with the best validation multiple-choice accuracy is kept
+(safetensors + config.json).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import numpy as np
 
 from volvqa.errors import VolvqaInputError
 from volvqa.models.encoder3d import (ANATOMY_CHANNELS, PRESETS, Encoder3DAnswerer, Encoder3DConfig, _net,
-                                     build_vocab, encode_text, preprocess, signed_log)
+                                     build_vocab, encode_text, grid_cell_ml, preprocess, signed_log)
 
 
 def _cached_cases(qa_dir: Path, cases: dict, case_ids: list[str], with_masks: set[str]) -> dict:
@@ -47,11 +49,18 @@ def _cached_cases(qa_dir: Path, cases: dict, case_ids: list[str], with_masks: se
     return out
 
 
+# A lesion channel's target is its share of the block over this, capped at 1:
+# half the cells a lesion touches hold under 5% of it, invisible on the grid
+# (liver-masked intensity detector on the demo: AUC 0.97 against cells with
+# none, and those cells marked 1 as well taught the encoder to hedge).
+LESION_FULL_COVERAGE = 0.05
+
+
 def anatomy_targets(labelmap, token_grid: tuple[int, int, int]) -> np.ndarray:
     """(tokens, channels) float32 targets for ``ANATOMY_CHANNELS`` in the ViT's
     token order (z, y, x): the fraction of each token's block covered by an
-    organ or part, and 1 where any voxel of a lesion (per family, per part,
-    per kidney side) lies in it. The volume is cut into token blocks the way
+    organ or part, and for lesions (per family, per part, per kidney side)
+    the fraction covered over ``LESION_FULL_COVERAGE``, capped at 1. The volume is cut into token blocks the way
     the encoder's resize maps it: block k along an axis of n voxels holds
     voxels i with floor(i * tokens / n) == k."""
     from volvqa.labels import LESION_ORGAN, is_lesion
@@ -89,7 +98,8 @@ def anatomy_targets(labelmap, token_grid: tuple[int, int, int]) -> np.ndarray:
     lesion_ch = lut({i: col[f"lesion:{family(n)}"] for i, n in labelmap.labels.items() if is_lesion(n)})
     lesion = np.nonzero(lesion_ch[flat] >= 0)[0]       # flat indices of lesion voxels (few)
     les_ch, les_block = lesion_ch[flat[lesion]], block[lesion]
-    out[les_block, les_ch] = 1.0
+    lesion_count = np.zeros_like(out)
+    np.add.at(lesion_count, (les_block, les_ch), 1.0)
     if labelmap.parts is not None:
         parts = np.asarray(labelmap.parts).ravel()
         pmax = int(parts.max()) if parts.size else 0
@@ -103,7 +113,8 @@ def anatomy_targets(labelmap, token_grid: tuple[int, int, int]) -> np.ndarray:
         out += counts / size[:, None]
         ch = part_ch[parts[lesion]]
         keep = ch >= 0
-        out[les_block[keep], ch[keep] - col["part:liver_segment_1"] + col["lesion@liver_segment_1"]] = 1.0
+        np.add.at(lesion_count, (les_block[keep], ch[keep] - col["part:liver_segment_1"] + col["lesion@liver_segment_1"]),
+                  1.0)
     kidney_lesion = les_ch == col["lesion:kidney"]
     if kidney_lesion.any():
         # A kidney lesion voxel belongs to the kidney whose centre (x) is nearer.
@@ -119,12 +130,13 @@ def anatomy_targets(labelmap, token_grid: tuple[int, int, int]) -> np.ndarray:
             names = sorted(centre_x)
             nearest = np.argmin(np.abs(x_of[:, None] - np.array([centre_x[n] for n in names])[None]), axis=1)
             for j, side in enumerate(names):
-                out[les_block[kidney_lesion][nearest == j], col[f"lesion@kidney_{side}"]] = 1.0
+                np.add.at(lesion_count, (les_block[kidney_lesion][nearest == j], col[f"lesion@kidney_{side}"]), 1.0)
+    out += np.minimum(lesion_count / size[:, None] / LESION_FULL_COVERAGE, 1.0)
     return out
 
 
 def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", seed: int = 0,
-          progress: bool = True, max_minutes: float | None = None) -> dict:
+          progress: bool = True, max_minutes: float | None = None, init_from: str | Path | None = None) -> dict:
     import torch
     import torch.nn.functional as F
     from safetensors.torch import save_file
@@ -160,13 +172,17 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
                           vit_layers=p["vit_layers"], heads=p["heads"],
                           visual_tokens=tuple(p["visual_tokens"]), text_layers=p["text_layers"],
                           vocab=build_vocab(texts), labels=labels,
-                          anatomy=list(ANATOMY_CHANNELS) if anatomy_cases else [], resize="area", seed=seed)
+                          anatomy=list(ANATOMY_CHANNELS) if anatomy_cases else [], resize="area",
+                          concept_version=2, seed=seed)
     net = _net(cfg).to(device)
+    if init_from is not None:
+        _load_encoder(net, cfg, Path(init_from))
     model = torch.compile(net) if device == "cuda" else net
     index = {w: i for i, w in enumerate(cfg.vocab)}
     answerer = Encoder3DAnswerer(cfg, net)
     tensors = {cid: preprocess(v.array, cfg) for cid, v in vols.items()}
     shapes = {cid: np.array(v.shape * 2, float) - 1 for cid, v in vols.items()}
+    cell_ml = {cid: grid_cell_ml(v, cfg) for cid, v in vols.items()}
     cell_grid = tuple(g // q * cfg.anatomy_subgrid for g, q in zip(cfg.grid, cfg.patch))
     targets = {cid: torch.from_numpy(anatomy_targets(loaded[cid][1], cell_grid)) for cid in anatomy_cases}
     col = {c: i for i, c in enumerate(ANATOMY_CHANNELS)}
@@ -176,7 +192,8 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
     train_cases = sorted(by_case)
     steps_per_epoch = math.ceil(len(train_cases) / p["cases_per_step"])
     total = steps_per_epoch * p["epochs"]
-    anat_steps = math.ceil(len(anatomy_cases) / p["cases_per_step"]) * p.get("anatomy_epochs", 0)
+    anat_epochs = 0 if init_from is not None else p.get("anatomy_epochs", 0)
+    anat_steps = math.ceil(len(anatomy_cases) / p["cases_per_step"]) * anat_epochs
     opt = torch.optim.AdamW(net.parameters(), lr=p["lr"], weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"], total_steps=total, pct_start=0.1)
     label_index = {lab: i for i, lab in enumerate(labels)}
@@ -227,17 +244,26 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
                 contrast = (0.06 + 0.04 * float(torch.rand(1, generator=gen))) if hyper else \
                     -(0.04 + 0.09 * float(torch.rand(1, generator=gen)))
                 x[b, 0] += contrast * weight
-                hit = F.max_pool3d((weight > 0.5).float()[None, None], (kz, ky, kx))[0, 0].flatten() > 0
-                y[b, hit, les_c] = 1.0
+                cover = F.avg_pool3d((weight > 0.5).float()[None, None], (kz, ky, kx))[0, 0].flatten()
+                cover = torch.clamp(cover / LESION_FULL_COVERAGE, max=1.0)
+                y[b, :, les_c] = torch.maximum(y[b, :, les_c], cover)
                 seg = y[b][:, seg0:seg0 + 8].argmax(1)
-                has_seg = y[b][:, seg0:seg0 + 8].amax(1) > 0
-                rows = torch.nonzero(hit & has_seg).flatten()
-                y[b, rows, les_seg0 + seg[rows]] = 1.0
+                rows = torch.nonzero((cover > 0) & (y[b][:, seg0:seg0 + 8].amax(1) > 0)).flatten()
+                y[b, rows, les_seg0 + seg[rows]] = torch.maximum(y[b, rows, les_seg0 + seg[rows]], cover[rows])
         return x, y
 
+    frozen = bool(p.get("freeze_encoder")) and bool(cfg.anatomy)
+    views: dict[str, list] = {}
+
     def batch_losses(batch_cases):
-        tokens, anat = model.tokens(images(batch_cases).to(device))
-        vis = net.visual_from(tokens, anat)
+        if frozen:  # one of each case's precomputed views
+            picks = [views[c][int(torch.randint(len(views[c]), (1,), generator=gen))] for c in batch_cases]
+            feats, raw, x = (torch.stack([v[i] for v in picks]) for i in range(3))
+            tokens, anat = net.tokens_from(feats, raw)
+        else:
+            x = images(batch_cases).to(device)
+            tokens, anat = model.tokens(x)
+        vis = net.visual_from(tokens, anat, x, torch.tensor([cell_ml[c] for c in batch_cases], device=device))
         chosen, rows = [], []
         for bi, c in enumerate(batch_cases):
             its = rng.sample(by_case[c], min(len(by_case[c]), p["questions_per_case"]))
@@ -271,7 +297,7 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
             losses.append(F.l1_loss(torch.sigmoid(net.box(fused[bb])), y))
         loss = sum(losses) / len(losses)
         with_masks = [c for c in batch_cases if c in targets]
-        if with_masks and p.get("anatomy_weight", 0) > 0:
+        if with_masks and p.get("anatomy_weight", 0) > 0 and not frozen:
             rows_m = torch.tensor([batch_cases.index(c) for c in with_masks], device=device)
             loss = loss + p["anatomy_weight"] * anatomy_loss(anat[rows_m], with_masks)
         return loss
@@ -280,8 +306,8 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
         net.eval()
         hits = []
         with torch.no_grad():
+            answerer._vol_cache = None  # weights changed since the last call
             for it in val_items:
-                answerer._vol_cache = None
                 hits.append(answerer.answer(vols[it["case_id"]], it).answer == it["correct_option"])
         net.train()
         return float(np.mean(hits)) if hits else float("nan")
@@ -315,16 +341,36 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
         sched_a = torch.optim.lr_scheduler.OneCycleLR(opt_a, max_lr=p["lr"], total_steps=anat_steps, pct_start=0.1)
         with tqdm(total=anat_steps, desc=f"encoder3d anatomy pretraining ({preset})", unit="step", file=sys.stderr,
                   disable=not progress or None) as bar:
-            for epoch in range(p["anatomy_epochs"]):
+            for epoch in range(anat_epochs):
                 loss = run_epoch(anatomy_cases, pretraining_loss, opt_a, sched_a, anat_params, bar)
-                history.append({"anatomy_epoch": epoch + 1, "anatomy_loss": loss})
+                history.append({"anatomy_epoch": epoch + 1, "anatomy_loss": loss,
+                                "minutes": round((time.perf_counter() - t_start) / 60, 2)})
                 bar.set_postfix(loss=f"{loss:.4f}")
+    if frozen:
+        # The question stage trains on top of the pretrained encoder: each
+        # training case's image features are computed once per view (view 0
+        # as is, the others window-jittered), so a question step costs the
+        # text side only and the answers must come from what pretraining
+        # taught the encoder to see.
+        for module in (net.vit, net.anat):
+            module.requires_grad_(False)
+        net.eval()
+        with torch.no_grad():
+            for v in range(p.get("views", 1)):
+                for s in range(0, len(train_cases), p["cases_per_step"]):
+                    batch = train_cases[s:s + p["cases_per_step"]]
+                    x = (images(batch) if v else torch.stack([tensors[c] for c in batch])).to(device)
+                    with amp:
+                        feats, raw = model.features(x)
+                    for i, c in enumerate(batch):
+                        views.setdefault(c, []).append((feats[i].float(), raw[i].float(), x[i]))
     with tqdm(total=total, desc=f"train encoder3d ({preset})", unit="step", file=sys.stderr,
               disable=not progress or None) as bar:
         for epoch in range(p["epochs"]):
             loss = run_epoch(train_cases, batch_losses, opt, sched, list(net.parameters()), bar)
             val = validate() if (epoch % 5 == 4 or epoch == p["epochs"] - 1) else float("nan")
-            history.append({"epoch": epoch + 1, "loss": loss, "val_mc_accuracy": val})
+            history.append({"epoch": epoch + 1, "loss": loss, "val_mc_accuracy": val,
+                            "minutes": round((time.perf_counter() - t_start) / 60, 2)})
             bar.set_postfix(loss=f"{loss:.3f}", val=f"{val:.3f}")
             if not math.isnan(val) and val > best:
                 best = val
@@ -337,6 +383,21 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
     return {"best_val_mc_accuracy": best, "epochs": sum("epoch" in h for h in history),
             "anatomy_epochs": sum("anatomy_epoch" in h for h in history), "anatomy_cases": len(anatomy_cases),
             "minutes": minutes, "device": device}
+
+
+def _load_encoder(net, cfg, run_dir: Path) -> None:
+    """Copy the image encoder (ViT and anatomy head) of a saved run into
+    ``net``; grid, patch, width and anatomy channels must match."""
+    from safetensors.torch import load_file
+    if not (run_dir / "config.json").is_file() or not (run_dir / "model.safetensors").is_file():
+        raise VolvqaInputError(run_dir, "not an encoder3d run (needs config.json and model.safetensors)")
+    src = json.loads((run_dir / "config.json").read_text())["model"]
+    for key in ("grid", "patch", "hidden", "vit_layers", "heads", "anatomy", "anatomy_subgrid"):
+        if list(np.atleast_1d(src.get(key, []))) != list(np.atleast_1d(getattr(cfg, key))):
+            raise VolvqaInputError(run_dir, f"its encoder does not match this preset ({key}: {src.get(key)} "
+                                            f"vs {getattr(cfg, key)})")
+    state = load_file(str(run_dir / "model.safetensors"))
+    net.load_state_dict({k: v for k, v in state.items() if k.split(".")[0] in ("vit", "anat")}, strict=False)
 
 
 def _save(net, cfg, out_dir, preset, history, save_file, write_text_atomic):
