@@ -250,6 +250,8 @@ def _net(cfg: Encoder3DConfig):
                 # What the channel's cells look like: probability-weighted and
                 # peak-cell intensity (window units, 0.1 = 40 HU), its contrast
                 # with the parent organ (lesion vs liver), and its size in ml.
+                if vol is None or cell_ml is None:
+                    raise ValueError("concept tokens need the volume on the grid and its cell volume (ml)")
                 cell = [g // c for g, c in zip(cfg.grid, self.cell_grid)]
                 img = F.avg_pool3d(vol.float(), cell).flatten(1)               # (B, N)
                 w = prob / mass.clamp(min=1e-3)[:, None]
