@@ -79,14 +79,14 @@ class Encoder3DConfig:
 
 PRESETS = {
     "cpu-small": dict(grid=(32, 96, 96), patch=(4, 12, 12), hidden=192, vit_layers=4, heads=4,
-                      visual_tokens=(4, 4, 4), text_layers=2, anatomy_epochs=200, anatomy_weight=0.5,
+                      visual_tokens=(4, 4, 4), text_layers=2, anatomy_epochs=200,
                       freeze_encoder=True, views=4, epochs=80, cases_per_step=4, questions_per_case=32, lr=5e-4),
     # For tests only: a minute-scale run of the same code path.
     "cpu-tiny": dict(grid=(16, 48, 48), patch=(4, 16, 16), hidden=64, vit_layers=1, heads=2, visual_tokens=(1, 1, 1),
-                     text_layers=1, anatomy_epochs=2, anatomy_weight=0.5, freeze_encoder=True, views=2,
+                     text_layers=1, anatomy_epochs=2, freeze_encoder=True, views=2,
                      epochs=5, cases_per_step=4, questions_per_case=16, lr=1e-3),
     "gpu": dict(grid=(32, 256, 256), patch=(4, 16, 16), hidden=768, vit_layers=12, heads=12, visual_tokens=(4, 8, 8),
-                text_layers=4, anatomy_epochs=40, anatomy_weight=0.5, freeze_encoder=True, views=4,
+                text_layers=4, anatomy_epochs=40, freeze_encoder=True, views=4,
                 epochs=60, cases_per_step=8, questions_per_case=32, lr=1e-4),
 }
 

@@ -164,7 +164,7 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
                     {o for it in items if it["answer_type"] == "categorical" for o in (it.get("options") or {}).values()})
     case_ids = sorted({it["case_id"] for it in train_items + val_items})
     train_case_ids = {it["case_id"] for it in train_items}
-    use_anatomy = p.get("anatomy_epochs", 0) > 0 or p.get("anatomy_weight", 0) > 0
+    use_anatomy = p.get("anatomy_epochs", 0) > 0
     loaded = _cached_cases(qa_dir, cases, case_ids, train_case_ids if use_anatomy else set())
     vols = {cid: v for cid, (v, _) in loaded.items()}
     # Only the training cases' masks teach anatomy; validation stays unseen.
@@ -185,7 +185,10 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
     shapes = {cid: np.array(v.shape * 2, float) - 1 for cid, v in vols.items()}
     cell_ml = {cid: grid_cell_ml(v, cfg) for cid, v in vols.items()}
     cell_grid = tuple(g // q * cfg.anatomy_subgrid for g, q in zip(cfg.grid, cfg.patch))
-    targets = {cid: torch.from_numpy(anatomy_targets(loaded[cid][1], cell_grid)) for cid in anatomy_cases}
+    anat_epochs = 0 if init_from is not None else p.get("anatomy_epochs", 0)
+    # Targets teach pretraining only; a run started from another's encoder skips it.
+    targets = {cid: torch.from_numpy(anatomy_targets(loaded[cid][1], cell_grid))
+               for cid in (anatomy_cases if anat_epochs else [])}
     col = {c: i for i, c in enumerate(ANATOMY_CHANNELS)}
     by_case: dict[str, list[dict]] = {}
     for it in train_items:
@@ -193,7 +196,6 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
     train_cases = sorted(by_case)
     steps_per_epoch = math.ceil(len(train_cases) / p["cases_per_step"])
     total = steps_per_epoch * p["epochs"]
-    anat_epochs = 0 if init_from is not None else p.get("anatomy_epochs", 0)
     anat_steps = math.ceil(len(anatomy_cases) / p["cases_per_step"]) * anat_epochs
     opt = torch.optim.AdamW(net.parameters(), lr=p["lr"], weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"], total_steps=total, pct_start=0.1)
@@ -215,9 +217,8 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
         shift = 0.05 * (2 * torch.rand(len(batch_cases), 1, 1, 1, 1, generator=gen) - 1)
         return (x - 0.5) * scale + 0.5 + shift
 
-    def anatomy_loss(logits, batch_cases, y=None):
-        y = torch.stack([targets[c] for c in batch_cases]).to(device) if y is None else y.to(device)
-        return F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=pos_weight)
+    def anatomy_loss(logits, y):
+        return F.binary_cross_entropy_with_logits(logits.float(), y.to(device), pos_weight=pos_weight)
 
     def with_synthetic_lesions(x, batch_cases):
         """Pretraining only: 0-3 extra liver lesions per volume, painted on the
@@ -296,12 +297,7 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
             y = torch.tensor(np.array([np.array(chosen[i]["answer"]["voxel"], float) / shapes[chosen[i]["case_id"]]
                                        for i in bb]), dtype=torch.float32, device=device)
             losses.append(F.l1_loss(torch.sigmoid(net.box(fused[bb])), y))
-        loss = sum(losses) / len(losses)
-        with_masks = [c for c in batch_cases if c in targets]
-        if with_masks and p.get("anatomy_weight", 0) > 0 and not frozen:
-            rows_m = torch.tensor([batch_cases.index(c) for c in with_masks], device=device)
-            loss = loss + p["anatomy_weight"] * anatomy_loss(anat[rows_m], with_masks)
-        return loss
+        return sum(losses) / len(losses)
 
     def validate() -> float:
         net.eval()
@@ -334,7 +330,7 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
 
     def pretraining_loss(batch):
         x, y = with_synthetic_lesions(images(batch), batch)
-        return anatomy_loss(model.tokens(x.to(device))[1], batch, y)
+        return anatomy_loss(model.tokens(x.to(device))[1], y)
 
     if anat_steps:
         anat_params = list(net.vit.parameters()) + list(net.anat.parameters())
