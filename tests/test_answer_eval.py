@@ -200,6 +200,28 @@ def test_encoder3d_trains_saves_safetensors_and_answers(mini, tmp_path):
     with pytest.raises(Exception, match="not an encoder3d run"):
         Encoder3DAnswerer.load(tmp_path)
     assert a.cfg.vocab and a.cfg.labels and a.cfg.concept_version == 2
+    # The answer prior the heads add to: train answer counts per question kind.
+    from collections import Counter
+
+    from volvqa.qa.audit import key_of
+    expect: dict = {}
+    for it in items.values():
+        if it["split"] == "train" and it["answer_type"] in ("binary", "categorical"):
+            expect.setdefault(key_of(it), Counter())[str(it["answer"]).lower()] += 1
+    assert expect and a.cfg.answer_prior == {k: dict(v) for k, v in expect.items()}
+    # Free text (volvqa answer): the question kind, and so the prior's key, comes from the registry.
+    for it in items.values():
+        kind = a.question_kind({"qid": "q", "question": it["question"]})
+        got = (kind["template_id"], kind["answer_type"], kind["key"])
+        assert got == (it["template_id"], it["answer_type"], key_of(it)), it["question"]
+    binary = next(it for it in items.values() if it["answer_type"] == "binary")
+    ct = next(p for p in mini.glob(f"data/{binary['case_id']}/ct.nii.gz"))
+    r = CliRunner().invoke(main, ["answer", "--volume", str(ct), "--model", f"encoder3d:{run}",
+                                  "--question", binary["question"]])
+    assert r.exit_code == 0 and r.stdout.strip() in ("yes", "no"), r.output
+    r = CliRunner().invoke(main, ["answer", "--volume", str(ct), "--model", f"encoder3d:{run}",
+                                  "--question", "What is the patient's favourite colour?"])
+    assert r.exit_code == 1 and "cannot answer" in r.stdout
     # A question stage on another run's encoder: no pretraining, and the
     # frozen encoder comes out exactly as it went in.
     run3 = tmp_path / "runs" / "tiny3"
@@ -281,6 +303,44 @@ def test_grounded_cache_never_serves_another_volume():
         q = {"qid": "q", "case_id": cid, "question": "What is the volume of the liver in ml?"}
         got.append(ans.answer(vol, q).answer)
     assert got == ["0.5 ml", "0.7 ml", "1.0 ml", "1.3 ml", "1.7 ml", "2.2 ml"]
+
+
+def test_encoder3d_answer_prior_log_frequencies():
+    """Hand-worked: 3 yes and 1 no in train give log(4/6) and log(2/6) with
+    add-one counts; leaving a training item's own case (1 yes) out gives
+    log(3/5) and log(2/5); an unseen kind is uniform; numbers get none."""
+    import math
+
+    from volvqa.models.encoder3d import Encoder3DAnswerer, Encoder3DConfig
+    a = Encoder3DAnswerer(Encoder3DConfig(answer_prior={"rec.x|organ=liver": {"yes": 3, "no": 1}}), net=None)
+    item = {"qid": "c:rec.x:organ=liver", "template_id": "rec.x", "answer_type": "binary",
+            "options": {"A": "Yes", "B": "No"}, "key": "rec.x|organ=liver"}
+    assert a.prior_log_odds(item, ["A", "B"]) == pytest.approx([math.log(4 / 6), math.log(2 / 6)])
+    assert a.prior_log_odds(item, ["A", "B"], {"yes": 1}) == pytest.approx([math.log(3 / 5), math.log(2 / 5)])
+    assert a.prior_log_odds(dict(item, key="rec.y|"), ["A", "B"]) == pytest.approx([math.log(0.5)] * 2)
+    assert a.prior_log_odds(dict(item, answer_type="numeric"), ["A", "B"]) == [0.0, 0.0]
+    yes, _ = a.prior_answer_logits([dict(item, options=None)])
+    assert float(yes[0]) == pytest.approx(math.log(4 / 2))
+
+
+def test_encoder3d_question_phrasings_are_every_paraphrase(mini):
+    """Training draws among all paraphrases of an item's template: each
+    rendered one is distinct, parses back to the template, and the item's own
+    question is among them."""
+    from volvqa.models.train_encoder3d import question_phrasings
+    from volvqa.qa.templates import TEMPLATES
+    items = [json.loads(x) for x in (mini / "out" / "qa.jsonl").read_text().splitlines()]
+    seen = set()
+    for it in items:
+        if it["template_id"] in seen:
+            continue
+        seen.add(it["template_id"])
+        ph = question_phrasings(it)
+        assert it["question"] in ph and len(ph) == len(set(TEMPLATES[it["template_id"]].paraphrases)) > 0
+        for q in ph:
+            assert it["template_id"] in {tid for tid, _ in parse_question(q)}, q
+    assert len(seen) > 20 and any(len(question_phrasings(it)) > 1 for it in items)
+    assert question_phrasings({"qid": "c:x", "template_id": "no.such", "question": "Why?"}) == ["Why?"]
 
 
 def test_encoder3d_anatomy_targets_match_block_counts():

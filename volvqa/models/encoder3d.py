@@ -74,19 +74,23 @@ class Encoder3DConfig:
     hu_window: tuple[float, float] = HU_WINDOW
     resize: str = "trilinear"                          # "area" (runs since anatomy pretraining) or "trilinear"
     concept_version: int = 1                           # 2: concept tokens also carry intensity and ml, named
+    # Question kind -> {answer: train count} for yes/no and categorical
+    # questions: option scores add its log frequency (see Encoder3DAnswerer.mc_logits).
+    answer_prior: dict = field(default_factory=dict)
     seed: int = 0
 
 
 PRESETS = {
     "cpu-small": dict(grid=(32, 96, 96), patch=(4, 12, 12), hidden=192, vit_layers=4, heads=4,
-                      visual_tokens=(4, 4, 4), text_layers=2, anatomy_epochs=200,
-                      freeze_encoder=True, views=4, epochs=80, cases_per_step=4, questions_per_case=32, lr=5e-4),
+                      visual_tokens=(4, 4, 4), text_layers=2, anatomy_epochs=150,
+                      freeze_encoder=True, views=4, epochs=60, paraphrase_augment=True, cases_per_step=4,
+                      questions_per_case=32, lr=5e-4),
     # For tests only: a minute-scale run of the same code path.
     "cpu-tiny": dict(grid=(16, 48, 48), patch=(4, 16, 16), hidden=64, vit_layers=1, heads=2, visual_tokens=(1, 1, 1),
-                     text_layers=1, anatomy_epochs=2, freeze_encoder=True, views=2,
+                     text_layers=1, anatomy_epochs=2, freeze_encoder=True, views=2, paraphrase_augment=True,
                      epochs=5, cases_per_step=4, questions_per_case=16, lr=1e-3),
     "gpu": dict(grid=(32, 256, 256), patch=(4, 16, 16), hidden=768, vit_layers=12, heads=12, visual_tokens=(4, 8, 8),
-                text_layers=4, anatomy_epochs=40, freeze_encoder=True, views=4,
+                text_layers=4, anatomy_epochs=40, freeze_encoder=True, views=4, paraphrase_augment=True,
                 epochs=60, cases_per_step=8, questions_per_case=32, lr=1e-4),
 }
 
@@ -332,10 +336,43 @@ class Encoder3DAnswerer:
                 out[i, j] = torch.tensor(encode_text(it["options"][letter], self.index, self.cfg.max_len // 2))
         return out
 
-    def mc_logits(self, fused, items: list[dict]):
+    def prior_log_odds(self, item: dict, letters: list[str], exclude: dict | None = None) -> list[float]:
+        """Log train frequency (add-one) of each option as this question kind's
+        answer; ``exclude`` holds counts to leave out (a training item's own
+        case, so training never sees its own answer in the prior)."""
+        if item["answer_type"] not in ("binary", "categorical") or not self.cfg.answer_prior:
+            return [0.0] * len(letters)
+        from volvqa.qa.audit import key_of
+        counts = self.cfg.answer_prior.get(item.get("key") or key_of(item), {})
+        exclude = exclude or {}
+        texts = [item["options"][k].lower() for k in letters]
+        n = [max(counts.get(t, 0) - exclude.get(t, 0), 0) + 1 for t in texts]
+        return [math.log(c / sum(n)) for c in n]
+
+    def prior_answer_logits(self, items: list[dict], prior_exclude: list[dict | None] | None = None):
+        """The prior's log frequencies for the free-answer heads: (N,) yes-vs-no
+        log odds and (N, labels) categorical log frequencies (zeros without a prior)."""
+        import torch
+        yes = torch.zeros(len(items))
+        cat = torch.zeros(len(items), max(len(self.cfg.labels), 1))
+        for i, it in enumerate(items):
+            ex = prior_exclude[i] if prior_exclude else None
+            if it["answer_type"] == "binary":
+                lp = self.prior_log_odds(dict(it, options={"A": "yes", "B": "no"}), ["A", "B"], ex)
+                yes[i] = lp[0] - lp[1]
+            elif it["answer_type"] == "categorical" and self.cfg.labels:
+                opts = {str(j): lab for j, lab in enumerate(self.cfg.labels)}
+                cat[i] = torch.tensor(self.prior_log_odds(dict(it, options=opts), list(opts), ex))
+        return yes, cat
+
+    def mc_logits(self, fused, items: list[dict], prior_exclude: list[dict | None] | None = None):
         """Option scores from the answer heads (yes/no logit, closeness of a
         number to the numeric head's estimate on a log scale, categorical
-        log-probability); categorical options add a learned text-matching score."""
+        log-probability); categorical options add a learned text-matching score.
+        Yes/no and categorical options also add the log frequency of their
+        answer in train for the question kind (logit adjustment), so the heads
+        learn what the image changes about the question-only prior, which 27
+        training scans give too few examples per kind to learn alongside."""
         import torch
         opts = self._options_tensor(items).to(fused.device)
         # Numbers and yes/no are scored by their answer heads alone: a learned
@@ -352,24 +389,52 @@ class Encoder3DAnswerer:
         label_index = {lab: i for i, lab in enumerate(self.cfg.labels)}
         bonus = torch.zeros_like(logits)
         for i, it in enumerate(items):
-            for j, letter in enumerate(sorted(it["options"])[: logits.shape[1]]):
+            letters = sorted(it["options"])[: logits.shape[1]]
+            prior = self.prior_log_odds(it, letters, prior_exclude[i] if prior_exclude else None)
+            for j, letter in enumerate(letters):
+                bonus[i, j] += prior[j]
                 text = it["options"][letter]
                 if it["answer_type"] == "binary":
-                    bonus[i, j] = yes[i] if text.lower() == "yes" else -yes[i]
+                    bonus[i, j] += yes[i] if text.lower() == "yes" else -yes[i]
                 elif it["answer_type"] == "numeric":
                     try:
                         v = signed_log(float(text.split()[0]))
                     except (ValueError, IndexError):
                         continue
-                    bonus[i, j] = -4.0 * torch.abs(num[i] - v)
+                    bonus[i, j] += -4.0 * torch.abs(num[i] - v)
                 elif cat is not None and text in label_index:
-                    bonus[i, j] = cat[i, label_index[text]]
+                    bonus[i, j] += cat[i, label_index[text]]
         padded = logits <= -1e3  # option slots beyond the item's options
         return torch.where(head_only[:, None], bonus.masked_fill(padded, -1e4), logits + bonus)
+
+    @staticmethod
+    def question_kind(item: dict) -> dict | None:
+        """A free-text item (``volvqa answer``) with its question kind filled
+        in from the template registry: answer type, and the key the answer
+        prior is looked up by; None when the question matches no kind."""
+        if "answer_type" in item:
+            return item
+        from volvqa.models.grounded import parse_question
+        from volvqa.qa.templates import TEMPLATES
+        readings = parse_question(item.get("question", ""))
+        if not readings:
+            return None
+        tid, params = readings[0]
+        t = TEMPLATES[tid]
+        keep = params if t.key_params is None else {k: v for k, v in params.items() if k in t.key_params}
+        key = f"{tid}|" + ",".join(f"{k}={keep[k]}" for k in sorted(keep))
+        return dict(item, template_id=tid, answer_type=t.answer_type, key=key)
 
     def answer(self, volume, item: dict) -> Prediction:
         import torch
         t0 = time.perf_counter()
+        kind = self.question_kind(item)
+        if kind is None:
+            from volvqa.models.grounded import supported_kinds
+            msg = ("cannot answer: the question matches no question kind encoder3d was built for; supported: "
+                   + "; ".join(supported_kinds()))
+            return Prediction(item.get("qid", ""), msg, msg, self.name, time.perf_counter() - t0)
+        item = kind
         key = volume  # identity, not id(): ids are reused once a volume is freed
         if self._vol_cache is None or self._vol_cache[0] is not key:
             with torch.no_grad():
@@ -387,11 +452,13 @@ class Encoder3DAnswerer:
                 v = float(self.net.numeric(fused)[0, 0])
                 out = f"{math.copysign(math.expm1(abs(v)), v):.2f}"
             elif item.get("answer_type") == "binary":
-                out = "yes" if float(self.net.yesno(fused)[0, 0]) > 0 else "no"
+                yes_logit = self.net.yesno(fused)[0, 0] + self.prior_answer_logits([item])[0][0]
+                out = "yes" if float(yes_logit) > 0 else "no"
             elif item.get("answer_type") == "bbox":
                 b = torch.sigmoid(self.net.box(fused))[0].numpy()
                 shape = np.array(volume.shape * 2, float) - 1
                 out = str([int(round(x)) for x in b * shape])
             else:
-                out = self.cfg.labels[int(torch.argmax(self.net.category(fused)[0]))] if self.cfg.labels else ""
+                scores = torch.log_softmax(self.net.category(fused)[0], -1) + self.prior_answer_logits([item])[1][0]
+                out = self.cfg.labels[int(torch.argmax(scores))] if self.cfg.labels else ""
         return Prediction(item["qid"], out, out, self.name, time.perf_counter() - t0)

@@ -49,6 +49,27 @@ def _cached_cases(qa_dir: Path, cases: dict, case_ids: list[str], with_masks: se
     return out
 
 
+def question_phrasings(item: dict) -> list[str]:
+    """Every paraphrase of the item's template with its parameters (the
+    item's own question among them). Training draws one per step: on a
+    small build the generator's hashed paraphrase choice can line up with the
+    answer by chance (demo: "Is there hepatic steatosis by the liver-to-spleen
+    ..." is "yes" for 6 of 7 training items), a shortcut a text encoder
+    learns instead of reading the scan."""
+    from volvqa.models.grounded import _INT_FIELDS, _params_from_qid
+    from volvqa.qa.generate import render_question
+    from volvqa.qa.templates import TEMPLATES
+    t = TEMPLATES.get(item.get("template_id", ""))
+    if t is None:
+        return [item["question"]]
+    params = {k: int(v) if k in _INT_FIELDS else v for k, v in _params_from_qid(item["qid"]).items()}
+    try:
+        out = {render_question(t, params, k) for k in range(len(t.paraphrases))}
+    except (KeyError, IndexError, ValueError):  # parameters the qid does not carry
+        return [item["question"]]
+    return sorted(out | {item["question"]})
+
+
 # A lesion channel's target is its share of the block over this, capped at 1:
 # half the cells a lesion touches hold under 5% of it, invisible on the grid
 # (a detector given the liver mask finds cells holding over 5% against cells
@@ -159,9 +180,25 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
     np.random.seed(seed)
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    texts = [it["question"] for it in train_items] + [o for it in train_items for o in (it.get("options") or {}).values()]
+    phrasings = {it["qid"]: question_phrasings(it) if p.get("paraphrase_augment") else [it["question"]]
+                 for it in train_items}
+    texts = ([q for it in train_items for q in phrasings[it["qid"]]]
+             + [o for it in train_items for o in (it.get("options") or {}).values()])
     labels = sorted({str(it["answer"]) for it in items if it["answer_type"] == "categorical"} |
                     {o for it in items if it["answer_type"] == "categorical" for o in (it.get("options") or {}).values()})
+    # The question-only prior the answer heads start from (logit adjustment):
+    # train answer counts per question kind, and per case to leave a training
+    # item's own case out of its prior.
+    from collections import Counter
+
+    from volvqa.qa.audit import key_of
+    answer_prior: dict[str, Counter] = {}
+    own_counts: dict[tuple[str, str], Counter] = {}
+    for it in train_items:
+        it["key"] = it.get("key") or key_of(it)
+        if it["answer_type"] in ("binary", "categorical"):
+            answer_prior.setdefault(it["key"], Counter())[str(it["answer"]).lower()] += 1
+            own_counts.setdefault((it["key"], it["case_id"]), Counter())[str(it["answer"]).lower()] += 1
     case_ids = sorted({it["case_id"] for it in train_items + val_items})
     train_case_ids = {it["case_id"] for it in train_items}
     use_anatomy = p.get("anatomy_epochs", 0) > 0
@@ -174,7 +211,8 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
                           visual_tokens=tuple(p["visual_tokens"]), text_layers=p["text_layers"],
                           vocab=build_vocab(texts), labels=labels,
                           anatomy=list(ANATOMY_CHANNELS) if anatomy_cases else [], resize="area",
-                          concept_version=2, seed=seed)
+                          concept_version=2, seed=seed,
+                          answer_prior={k: dict(sorted(c.items())) for k, c in sorted(answer_prior.items())})
     net = _net(cfg).to(device)
     if init_from is not None:
         _load_encoder(net, cfg, Path(init_from))
@@ -271,12 +309,15 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
             its = rng.sample(by_case[c], min(len(by_case[c]), p["questions_per_case"]))
             chosen += its
             rows += [bi] * len(its)
-        q = torch.tensor([encode_text(it["question"], index, cfg.max_len) for it in chosen], device=device)
+        q = torch.tensor([encode_text(rng.choice(phrasings[it["qid"]]), index, cfg.max_len) for it in chosen],
+                         device=device)
         fused = net.fuse(q, vis[torch.tensor(rows, device=device)])
         losses = []
+        own = [own_counts.get((it["key"], it["case_id"])) for it in chosen]
+        prior_yes, prior_cat = (t.to(device) for t in answerer.prior_answer_logits(chosen, own))
         mc = [i for i, it in enumerate(chosen) if it.get("options")]
         if mc:
-            logits = answerer.mc_logits(fused[mc], [chosen[i] for i in mc])
+            logits = answerer.mc_logits(fused[mc], [chosen[i] for i in mc], [own[i] for i in mc])
             target = torch.tensor([sorted(chosen[i]["options"]).index(chosen[i]["correct_option"]) for i in mc],
                                   device=device)
             losses.append(F.cross_entropy(logits, target))
@@ -287,11 +328,13 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
         yn = [i for i, it in enumerate(chosen) if it["answer_type"] == "binary"]
         if yn:
             y = torch.tensor([1.0 if chosen[i]["answer"] == "yes" else 0.0 for i in yn], device=device)
-            losses.append(F.binary_cross_entropy_with_logits(net.yesno(fused[yn]).squeeze(-1), y))
+            yes_logit = net.yesno(fused[yn]).squeeze(-1) + prior_yes[yn]
+            losses.append(F.binary_cross_entropy_with_logits(yes_logit, y))
         cat = [i for i, it in enumerate(chosen) if it["answer_type"] == "categorical" and str(it["answer"]) in label_index]
         if cat:
             y = torch.tensor([label_index[str(chosen[i]["answer"])] for i in cat], device=device)
-            losses.append(F.cross_entropy(net.category(fused[cat]), y))
+            cat_logp = torch.log_softmax(net.category(fused[cat]), -1) + prior_cat[cat]
+            losses.append(F.cross_entropy(cat_logp, y))
         bb = [i for i, it in enumerate(chosen) if it["answer_type"] == "bbox"]
         if bb:
             y = torch.tensor(np.array([np.array(chosen[i]["answer"]["voxel"], float) / shapes[chosen[i]["case_id"]]
