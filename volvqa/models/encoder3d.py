@@ -415,6 +415,7 @@ class Encoder3DAnswerer:
         if "answer_type" in item:
             return item
         from volvqa.models.grounded import parse_question
+        from volvqa.qa.generate import _param_key
         from volvqa.qa.templates import TEMPLATES
         readings = parse_question(item.get("question", ""))
         if not readings:
@@ -422,8 +423,7 @@ class Encoder3DAnswerer:
         tid, params = readings[0]
         t = TEMPLATES[tid]
         keep = params if t.key_params is None else {k: v for k, v in params.items() if k in t.key_params}
-        key = f"{tid}|" + ",".join(f"{k}={keep[k]}" for k in sorted(keep))
-        return dict(item, template_id=tid, answer_type=t.answer_type, key=key)
+        return dict(item, template_id=tid, answer_type=t.answer_type, key=f"{tid}|{_param_key(keep)}")
 
     def answer(self, volume, item: dict) -> Prediction:
         import torch
