@@ -336,18 +336,21 @@ class Encoder3DAnswerer:
                 out[i, j] = torch.tensor(encode_text(it["options"][letter], self.index, self.cfg.max_len // 2))
         return out
 
-    def prior_log_odds(self, item: dict, letters: list[str], exclude: dict | None = None) -> list[float]:
-        """Log train frequency (add-one) of each option as this question kind's
-        answer; ``exclude`` holds counts to leave out (a training item's own
-        case, so training never sees its own answer in the prior)."""
+    def prior_logp(self, item: dict, answers: list[str], exclude: dict | None = None) -> list[float]:
+        """Log train frequency (add-one, over ``answers``) of each answer to
+        this question kind; ``exclude`` holds counts to leave out (a training
+        item's own case, so training never sees its own answer in the prior)."""
         if item["answer_type"] not in ("binary", "categorical") or not self.cfg.answer_prior:
-            return [0.0] * len(letters)
+            return [0.0] * len(answers)
         from volvqa.qa.audit import key_of
         counts = self.cfg.answer_prior.get(item.get("key") or key_of(item), {})
         exclude = exclude or {}
-        texts = [item["options"][k].lower() for k in letters]
-        n = [max(counts.get(t, 0) - exclude.get(t, 0), 0) + 1 for t in texts]
+        n = [max(counts.get(a.lower(), 0) - exclude.get(a.lower(), 0), 0) + 1 for a in answers]
         return [math.log(c / sum(n)) for c in n]
+
+    def prior_log_odds(self, item: dict, letters: list[str], exclude: dict | None = None) -> list[float]:
+        """``prior_logp`` of the item's options, in the order of ``letters``."""
+        return self.prior_logp(item, [item["options"][k] for k in letters], exclude)
 
     def prior_answer_logits(self, items: list[dict], prior_exclude: list[dict | None] | None = None):
         """The prior's log frequencies for the free-answer heads: (N,) yes-vs-no
@@ -358,11 +361,10 @@ class Encoder3DAnswerer:
         for i, it in enumerate(items):
             ex = prior_exclude[i] if prior_exclude else None
             if it["answer_type"] == "binary":
-                lp = self.prior_log_odds(dict(it, options={"A": "yes", "B": "no"}), ["A", "B"], ex)
+                lp = self.prior_logp(it, ["yes", "no"], ex)
                 yes[i] = lp[0] - lp[1]
             elif it["answer_type"] == "categorical" and self.cfg.labels:
-                opts = {str(j): lab for j, lab in enumerate(self.cfg.labels)}
-                cat[i] = torch.tensor(self.prior_log_odds(dict(it, options=opts), list(opts), ex))
+                cat[i] = torch.tensor(self.prior_logp(it, self.cfg.labels, ex))
         return yes, cat
 
     def mc_logits(self, fused, items: list[dict], prior_exclude: list[dict | None] | None = None):

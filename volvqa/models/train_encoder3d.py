@@ -267,7 +267,6 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
         cz, cy, cx = cell_grid
         gz, gy, gx = cfg.grid
         kz, ky, kx = gz // cz, gy // cy, gx // cx
-        zz, yy, xx = torch.meshgrid(torch.arange(gz), torch.arange(gy), torch.arange(gx), indexing="ij")
         liver_c, les_c, seg0, les_seg0 = (col[k] for k in ("organ:liver", "lesion:liver", "part:liver_segment_1",
                                                             "lesion@liver_segment_1"))
         for b in range(len(batch_cases)):
@@ -277,14 +276,21 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
                 iz, iy, ix = cell // (cy * cx), (cell // cx) % cy, cell % cx
                 centre = torch.tensor([(iz + 0.5) * kz, (iy + 0.5) * ky, (ix + 0.5) * kx])
                 radius = torch.tensor([kz, ky, kx]) * (0.5 + torch.rand(3, generator=gen) * 1.0)
+                # The weight is 0 beyond d = 1 + 0.5 / min radius: only the box around that is computed.
+                reach = radius * (1.0 + 0.5 / radius.min())
+                box = tuple(slice(max(int(math.floor(c - r)), 0), min(int(math.ceil(c + r)) + 1, n))
+                            for c, r, n in zip(centre.tolist(), reach.tolist(), cfg.grid))
+                zz, yy, xx = torch.meshgrid(*[torch.arange(sl.start, sl.stop) for sl in box], indexing="ij")
                 d = torch.sqrt(((zz - centre[0]) / radius[0]) ** 2 + ((yy - centre[1]) / radius[1]) ** 2
                                + ((xx - centre[2]) / radius[2]) ** 2)
                 weight = torch.clamp((1.0 - d) * radius.min() + 0.5, 0.0, 1.0)
                 hyper = float(torch.rand(1, generator=gen)) < 0.15
                 contrast = (0.06 + 0.04 * float(torch.rand(1, generator=gen))) if hyper else \
                     -(0.04 + 0.09 * float(torch.rand(1, generator=gen)))
-                x[b, 0] += contrast * weight
-                cover = F.avg_pool3d((weight > 0.5).float()[None, None], (kz, ky, kx))[0, 0].flatten()
+                x[b, 0][box] += contrast * weight
+                inside_lesion = torch.zeros(tuple(cfg.grid))
+                inside_lesion[box] = (weight > 0.5).float()
+                cover = F.avg_pool3d(inside_lesion[None, None], (kz, ky, kx))[0, 0].flatten()
                 cover = torch.clamp(cover / LESION_FULL_COVERAGE, max=1.0)
                 y[b, :, les_c] = torch.maximum(y[b, :, les_c], cover)
                 seg = y[b][:, seg0:seg0 + 8].argmax(1)
