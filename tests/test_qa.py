@@ -76,6 +76,14 @@ def test_build_outputs_and_loaders(built):
         assert (out / "cases" / c / "findings.json").is_file() and (out / "cases" / c / "report.txt").is_file()
     card = (out / "dataset_card.md").read_text()
     assert "Shortcut audit" in card and "CC0" in card
+    # Phantoms annotate their whole vocabulary, and no phantom mask fails quality control.
+    from volvqa.synth.dataset import PHANTOM_ANNOTATES
+    info = json.loads((out / "build.json").read_text())
+    assert set(info["annotates"]) == PHANTOM_ANNOTATES and info["qc"]["mode"] == "exclude"
+    qc = json.loads((out / "qc.json").read_text())
+    assert qc["cases_with_findings"] == 0 and qc["cases"] == {}
+    assert "## What the masks annotate" in card and "No structure failed a check." in card
+    assert all(json.loads((out / "cases" / c / "qc.json").read_text())["findings"] == [] for c in cases.case_id)
 
 
 def test_answers_equal_phantom_truth(built):

@@ -4,12 +4,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from volvqa import labels as L
 from volvqa.cli import main
 from volvqa.io import load_labelmap, load_volume
+from volvqa.qa.context import organ_text
 from volvqa.segment import ReferenceSegmenter
 from volvqa.segment.monai_seg import MonaiSegmenter, dice_per_label, train_seg
 
@@ -158,7 +160,8 @@ def test_build_qa_segment_all_and_grounded_predicted_mode(tmp_path):
     assert r.exit_code == 0, r.output
     info = json.loads((pred_out / "build.json").read_text())
     assert info["segmenter"]["segment_all"] is True
-    assert info["annotated_lesion_organs"] == []   # an organ-only network cannot say 'no lesion'
+    # An organ-only network annotates its organs only: it cannot say 'no lesion'.
+    assert info["annotates"] and not any(L.is_lesion(n) for n in info["annotates"])
     ref_out = tmp_path / "qa_ref"
     r = CliRunner().invoke(main, ["build-qa", str(m), "--out", str(ref_out)])
     assert r.exit_code == 0, r.output
@@ -181,7 +184,30 @@ def test_build_qa_segment_all_and_grounded_predicted_mode(tmp_path):
     assert out["model"] == "grounded-predicted"
     seg = MonaiSegmenter.load(run, device="cpu").segment(load_volume(ct))
     liver_ml = (seg.array == L.CANONICAL_IDS["liver"]).sum() * np.prod(load_volume(ct).spacing_mm) / 1000
-    if out["answer"].startswith("cannot answer"):  # no liver, or one cut by the scan's edge
-        assert "masks lack" in out["answer"]
+    if out["answer"].startswith("cannot answer"):  # no liver, one cut by the scan's edge, or an implausible one
+        assert "masks lack" in out["answer"] or "liver mask failed quality control" in out["answer"]
     else:
         assert abs(float(out["answer"].split()[0]) - liver_ml) <= 0.05 * liver_ml + 0.1
+    # Keep only the structures on which the dataset's masks and the network agree.
+    agree_out = tmp_path / "qa_agree"
+    r = CliRunner().invoke(main, ["build-qa", str(m), "--out", str(agree_out), "--require-agreement",
+                                  f"monai:{run}", "--device", "cpu", "--include-flagged"])
+    assert r.exit_code == 0, r.output
+    qc = json.loads((agree_out / "qc.json").read_text())
+    assert qc["require_agreement"] == f"monai:{run}"
+    assert len(list((agree_out / "agreement").glob("*_seg.nii.gz"))) == len(list(data.glob("*/ct.nii.gz")))
+    for cid, rep in qc["cases"].items():
+        # The network segments no lesion: every lesion class is left out, as are organs it disagrees on.
+        assert {"liver_tumor", "kidney_cyst", "pancreatic_cyst"} <= set(rep["excluded"])
+        assert all(why.startswith(("sources disagree", "agreement not checked")) for why in rep["excluded"].values())
+        agreed = [json.loads(x) for x in (agree_out / "qa.jsonl").read_text().splitlines() if x.strip()]
+        for it in (i for i in agreed if i["case_id"] == cid):
+            assert "lesion" not in it["question"], it["question"]
+            assert not any(organ_text(n) in it["question"] for n in rep["excluded"]
+                           if n in ("spleen", "liver", "kidney_left", "kidney_right")), it["question"]
+    # The oracle over that build applies the same requirement: it answers its own questions 100%.
+    if (agree_out / "qa.jsonl").read_text().strip():
+        preds = tmp_path / "agree.jsonl"
+        assert predict(agree_out, "grounded", "all", preds, progress=False) > 0
+        scores = evaluate(agree_out, [preds])
+        assert next(iter(scores.values()))["overall"]["score"] == pytest.approx(1.0)

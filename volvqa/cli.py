@@ -162,9 +162,14 @@ def cache(manifest, store, volume, masks, label_spec, case_id, overwrite, series
 @click.option("--case-id", default=None, help="Case id (default: the volume's file name).")
 @click.option("--min-lesion-mm3", type=float, default=None,
               help="Drop lesion components below this volume (default 50 mm^3).")
+@click.option("--annotates", default=None,
+              help="Comma-separated canonical structures the masks annotate (default: read off the label spec "
+                   "or mask folder); an annotated structure without voxels is absent, any other unknown.")
+@click.option("--qc", "qc_mode", type=click.Choice(["exclude", "warn", "off"]), default="exclude", show_default=True,
+              help="Mask quality control: exclude failing structures (reported as unknown), only warn, or skip.")
 @_with_load_opts
-def findings(volume, masks, label_spec, json_out, report_out, case_id, min_lesion_mm3, series_uid,
-             allow_non_ct, max_voxels):
+def findings(volume, masks, label_spec, json_out, report_out, case_id, min_lesion_mm3, annotates, qc_mode,
+             series_uid, allow_non_ct, max_voxels):
     """Measure organs and lesions (mm, ml, HU; RAS) and write findings JSON and a report."""
     from volvqa.findings import DEFAULT_MIN_LESION_MM3, extract
     from volvqa.findings.report import render_text, structured_report
@@ -173,13 +178,18 @@ def findings(volume, masks, label_spec, json_out, report_out, case_id, min_lesio
     for out in (json_out, report_out):
         if out is not None and not out.parent.exists():
             raise VolvqaInputError(out, "output folder does not exist")
+    from volvqa.qc import qc_labelmap
     v = load_volume(volume, series_uid=series_uid, allow_non_ct=allow_non_ct, max_voxels=max_voxels)
-    lm = load_labelmap(masks, label_spec, reference=v)
+    lm = load_labelmap(masks, label_spec, reference=v, annotates=annotates)
     cid = case_id or volume.name.split(".nii")[0]
+    lm, qc_report = qc_labelmap(v, lm, qc_mode, case_id=cid)
+    for fnd in qc_report["findings"]:
+        click.echo(f"volvqa: qc: {fnd['structure']}: {fnd['check']}: {fnd['message']}", err=True)
     f = extract(v, lm, case_id=cid,
                 min_lesion_mm3=DEFAULT_MIN_LESION_MM3 if min_lesion_mm3 is None else min_lesion_mm3)
     d = f.to_dict()
     d["report"] = structured_report(f)
+    d["qc"] = qc_report
     write_text_atomic(json_out, json.dumps(d, indent=1, sort_keys=True) + "\n")
     if report_out is not None:
         write_text_atomic(report_out, render_text(f))
@@ -204,8 +214,14 @@ def findings(volume, masks, label_spec, json_out, report_out, case_id, min_lesio
               help="Replace the dataset's masks with the segmenter's (a predicted-mask benchmark).")
 @click.option("--device", default=None, help="Segmenter device: auto | cpu | cuda | cuda:N | mps.")
 @click.option("--gpus-per-task", type=float, default=None, help="GPUs each Ray segmentation task requests.")
+@click.option("--qc", "qc_mode", type=click.Choice(["exclude", "warn", "off"]), default=None,
+              help="Mask quality control (default: the manifest's 'qc:', else exclude): exclude failing "
+                   "structures and the questions resting on them, only report them, or skip.")
+@click.option("--require-agreement", default=None,
+              help="Keep only structures on which the masks agree with this second source "
+                   "(a segmenter backend: monai:runs/NAME | totalsegmentator[...]).")
 def build_qa_cmd(manifest, out, workers, engine, ray_address, shard, no_finalize, merge_only, n_options,
-                 include_flagged, segmenter, segment_all, device, gpus_per_task):
+                 include_flagged, segmenter, segment_all, device, gpus_per_task, qc_mode, require_agreement):
     """Build the benchmark of a dataset manifest: findings, questions, options, audit, export."""
     from volvqa.qa.build import BuildConfig, build_qa, cases_for, finalize
     from volvqa.datasets.manifest import load_manifest
@@ -220,7 +236,7 @@ def build_qa_cmd(manifest, out, workers, engine, ray_address, shard, no_finalize
     cfg = BuildConfig(manifest=manifest, out=out, workers=workers, engine=engine, shard=sh,
                       n_options=int(n_options), include_flagged=include_flagged, finalize=not no_finalize,
                       ray_address=ray_address, segmenter=segmenter, segment_all=segment_all, device=device,
-                      gpus_per_task=gpus_per_task)
+                      gpus_per_task=gpus_per_task, qc=qc_mode, require_agreement=require_agreement)
     if merge_only:
         m = load_manifest(manifest)
         res = finalize(m, cases_for(m), out, cfg)
@@ -376,8 +392,12 @@ def evaluate_cmd(qa_dir, pred_files, json_out, report_out, perturbation, model):
 @click.option("--masks", multiple=True, type=click.Path(path_type=Path),
               help="Masks for grounded mode (repeat to merge, e.g. a label map and its parts).")
 @click.option("--labels", "label_spec", multiple=True, help="Label spec of each --masks (default auto).")
-@click.option("--lesion-annotations", default="liver,kidney,pancreas", show_default=True,
-              help="Organ families whose lesions the masks annotate (a 'no lesion' answer is then meaningful).")
+@click.option("--annotates", default=None,
+              help="Comma-separated canonical structures the masks annotate (default: read off the label spec or "
+                   "mask folder; with --labels auto/canonical, what the masks hold). Nothing is answered about "
+                   "a structure they do not annotate.")
+@click.option("--qc", "qc_mode", type=click.Choice(["exclude", "warn", "off"]), default="exclude", show_default=True,
+              help="Mask quality control: structures whose masks fail it are not answered about.")
 @click.option("--segmenter", default=None,
               help="Grounded predicted mode: segment the scan with this backend instead of --masks "
                    "(monai:runs/NAME | totalsegmentator[:fast][+...]).")
@@ -385,7 +405,7 @@ def evaluate_cmd(qa_dir, pred_files, json_out, report_out, perturbation, model):
 @click.option("--json", "as_json", is_flag=True, help="Print the prediction with its evidence as JSON.")
 @click.option("--png", "png_out", type=click.Path(path_type=Path), help="Key slice with the evidence box.")
 @_with_load_opts
-def answer_cmd(volume, question, options_text, model, masks, label_spec, lesion_annotations, segmenter, device,
+def answer_cmd(volume, question, options_text, model, masks, label_spec, annotates, qc_mode, segmenter, device,
                as_json, png_out, series_uid, allow_non_ct, max_voxels):
     """Answer one question about one scan, with its evidence."""
     from volvqa.io import load_volume
@@ -399,11 +419,11 @@ def answer_cmd(volume, question, options_text, model, masks, label_spec, lesion_
     v = load_volume(volume, series_uid=series_uid, allow_non_ct=allow_non_ct, max_voxels=max_voxels)
     if model == "grounded" and segmenter:
         from volvqa.models.grounded import GroundedAnswerer
-        from volvqa.segment import lesion_families, segmenter_masks
+        from volvqa.segment import segmenter_masks
         if masks:
             raise click.UsageError("give --masks or --segmenter, not both")
-        ans = GroundedAnswerer(segmenter_masks(segmenter, device), annotated=lesion_families(segmenter),
-                               name="grounded-predicted", mode="mc" if options_text else "free")
+        ans = GroundedAnswerer(segmenter_masks(segmenter, device), name="grounded-predicted",
+                               mode="mc" if options_text else "free", qc=qc_mode)
     elif model == "grounded":
         from volvqa.models.grounded import GroundedAnswerer, fixed_masks
         if not masks:
@@ -414,9 +434,8 @@ def answer_cmd(volume, question, options_text, model, masks, label_spec, lesion_
         if len(specs) != len(masks):
             raise click.BadParameter("give one --labels per --masks, or one for all")
         src = list(masks) if len(masks) > 1 else masks[0]
-        ans = GroundedAnswerer(fixed_masks(src, specs if len(masks) > 1 else specs[0]),
-                               annotated=lesion_annotations.split(","),
-                               mode="mc" if options_text else "free")
+        ans = GroundedAnswerer(fixed_masks(src, specs if len(masks) > 1 else specs[0], annotates=annotates),
+                               mode="mc" if options_text else "free", qc=qc_mode)
     elif model.startswith("encoder3d:"):
         from volvqa.models.encoder3d import Encoder3DAnswerer
         ans = Encoder3DAnswerer.load(model.split(":", 1)[1])
@@ -439,6 +458,87 @@ def answer_cmd(volume, question, options_text, model, masks, label_spec, lesion_
         write_png(png_out, render_png(v, None, boxes=pred.evidence["bbox_voxel"], centre=c, views=("axial",),
                                       title=question[:80]))
     if pred.answer.startswith("cannot answer"):
+        sys.exit(1)
+
+
+@main.command("qc")
+@click.argument("manifest", required=False, type=click.Path(path_type=Path))
+@click.option("--volume", type=click.Path(path_type=Path), help="One CT instead of a manifest.")
+@click.option("--masks", multiple=True, type=click.Path(path_type=Path), help="Masks of --volume (repeat to merge).")
+@click.option("--labels", "label_spec", multiple=True, help="Label spec of each --masks (default auto).")
+@click.option("--annotates", default=None, help="Comma-separated structures --masks annotate (default: inferred).")
+@click.option("--compare", "compare_with", default=None,
+              help="Second label source to compare per structure: a segmenter backend (monai:runs/NAME | "
+                   "totalsegmentator[...]); with a manifest also a folder of <case>_seg.nii.gz; with --volume "
+                   "also a label map or mask folder.")
+@click.option("--compare-labels", default="auto", show_default=True, help="Label spec of a --compare file.")
+@click.option("--device", default="auto", show_default=True, help="Device of a --compare segmenter.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write findings and agreement as JSON.")
+@_with_load_opts
+def qc_cmd(manifest, volume, masks, label_spec, annotates, compare_with, compare_labels, device, json_out,
+           series_uid, allow_non_ct, max_voxels):
+    """Mask quality control: one line per failed check (case, structure, check, reason); with --compare,
+    per-structure agreement with a second source (Dice, volume difference, centroid distance).
+    Exit status 1 when anything is flagged, 0 when clean."""
+    from volvqa.io.atomic import write_text_atomic
+    from volvqa.qc.compare import compare
+    from volvqa.qc.run import agreement_table, qc_dataset
+    if (manifest is None) == (volume is None):
+        raise click.UsageError("give a MANIFEST or --volume (not both)")
+    if json_out is not None and not json_out.parent.exists():
+        raise VolvqaInputError(json_out, "output folder does not exist")
+    errors: dict[str, str] = {}
+    if volume is not None:
+        from volvqa.io import load_labelmap, load_volume
+        from volvqa.qc import check_case
+        if not masks:
+            raise click.UsageError("--volume needs --masks")
+        specs = list(label_spec) or ["auto"]
+        specs = specs * len(masks) if len(specs) == 1 else specs
+        if len(specs) != len(masks):
+            raise click.BadParameter("give one --labels per --masks, or one for all")
+        v = load_volume(volume, series_uid=series_uid, allow_non_ct=allow_non_ct, max_voxels=max_voxels)
+        lm = load_labelmap(list(masks) if len(masks) > 1 else masks[0], specs if len(masks) > 1 else specs[0],
+                           reference=v, annotates=annotates)
+        cid = volume.name.split(".nii")[0]
+        found = [f.to_dict() for f in check_case(v, lm, cid)]
+        agreement = {}
+        if compare_with:
+            if compare_with.startswith(("monai:", "totalsegmentator")):
+                from volvqa.segment import cached_segmenter
+                other = cached_segmenter(compare_with, device).segment(v)
+            else:
+                other = load_labelmap(Path(compare_with), compare_labels, reference=v)
+            agreement[cid] = compare(v, lm, other)
+    else:
+        found, agreement, errors = qc_dataset(manifest, compare_with, device)
+    for f in found:
+        click.echo(f"{f['case_id']}\t{f['structure']}\t{f['check']}\t{f['message']}")
+    disagree = 0
+    for cid, rows in sorted(agreement.items()):
+        for r in rows:
+            if r.agree is False:
+                disagree += 1
+                click.echo(f"{cid}\t{r.structure}\tagreement\t{r.reason}")
+    table = agreement_table(agreement) if agreement else []
+    if table:
+        click.echo("\nstructure\tcompared\tboth present\tmean Dice\tmin Dice\tdisagree\tnot compared")
+        for row in table:
+            fmt = (lambda x: "-" if x is None else f"{x:.3f}")
+            click.echo(f"{row['structure']}\t{row['compared']}\t{row['both_present']}\t{fmt(row['mean_dice'])}\t"
+                       f"{fmt(row['min_dice'])}\t{row['disagree']}\t{row['not_compared']}")
+    for cid, e in sorted(errors.items()):
+        click.echo(f"volvqa: case {cid} failed: {e}", err=True)
+    n_cases = len({f["case_id"] for f in found})
+    click.echo(f"{len(found)} findings in {n_cases} cases" + (f", {disagree} disagreements" if agreement else "")
+               + (f", {len(errors)} cases failed" if errors else ""), err=True)
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps({"findings": found, "errors": errors,
+                                                "agreement": {k: [r.to_dict() for r in v] for k, v in agreement.items()},
+                                                "agreement_table": table}, indent=1, sort_keys=True) + "\n")
+    if errors:
+        sys.exit(2)
+    if found or disagree:
         sys.exit(1)
 
 

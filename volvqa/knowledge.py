@@ -101,3 +101,101 @@ def splenomegaly_grade(volume_ml: float) -> str:
         if volume_ml < upper:
             return grade
     return "severe"  # pragma: no cover
+
+
+# --- Mask quality control (volvqa.qc) ---------------------------------------------------------
+# Generous plausibility limits: they catch broken masks (a 10x volume error, a
+# 5 ml liver, a "liver" sitting on lung), not unusual patients (a big spleen,
+# a fatty liver, an unenhanced or an arterial-phase scan). Each limit is
+# wider than the published normal range by a margin for disease.
+
+@dataclass(frozen=True)
+class Plausible:
+    volume_ml: tuple[float, float] | None   # complete organ; the upper limit also applies when cut by the scan edge
+    median_hu: tuple[float, float] | None   # median HU of the mask's voxels, any contrast phase
+    single: bool = False                     # one organ: more than 2 sizeable pieces is a broken mask
+    max_fat_share: float | None = None       # solid organ: share of voxels at fat HU, when its median is >= 0 HU
+
+
+QC_PLAUSIBLE: dict[str, Plausible] = {
+    "liver": Plausible((400.0, 8000.0), (-80.0, 250.0), single=True, max_fat_share=0.10),
+    "spleen": Plausible((15.0, 6000.0), (-20.0, 280.0), single=True, max_fat_share=0.10),
+    "kidney_left": Plausible((20.0, 5000.0), (-50.0, 450.0), single=True, max_fat_share=0.20),
+    "kidney_right": Plausible((20.0, 5000.0), (-50.0, 450.0), single=True, max_fat_share=0.20),
+    "pancreas": Plausible((10.0, 400.0), (-100.0, 250.0), single=True),
+    "gallbladder": Plausible((2.0, 500.0), (-50.0, 250.0), single=True),
+    "aorta": Plausible(None, (-20.0, 900.0)),
+    "inferior_vena_cava": Plausible(None, (-20.0, 700.0)),
+}
+#: Fat attenuation (Yoshizumi 1999 use -190..-30 HU; the upper end is lowered to stay clear of fatty parenchyma).
+QC_FAT_HU = (-190.0, -50.0)
+#: A piece of a single organ is sizeable when it holds this share of the organ.
+QC_SIZEABLE_PIECE = 0.05
+QC_MAX_SIZEABLE_PIECES = 2
+#: Share of the mask's voxels that must lie inside its median-HU band.
+QC_MIN_BAND_SHARE = 0.5
+#: A left/right structure whose centroid lies beyond the midline by more than this (mm) is on the wrong side.
+QC_SIDE_MARGIN_MM = 10.0
+#: Two masks of a per-structure folder sharing more than this share of the smaller one.
+QC_MAX_OVERLAP_SHARE = 0.10
+#: Structures checked for side: those named *_left / *_right among these stems.
+QC_SIDED = ("kidney", "adrenal_gland", "lung_upper_lobe", "lung_lower_lobe", "lung_middle_lobe", "autochthon",
+            "iliopsoas", "gluteus_maximus", "gluteus_medius", "gluteus_minimus", "hip", "femur", "humerus",
+            "scapula", "clavicula", "rib", "iliac_artery", "iliac_vena")
+#: Organs that cannot be missing once their level is in the scan, and the
+#: landmarks (any present) that show the level is: an empty mask of one is a
+#: failed mask, not an absent organ.
+QC_NOT_REMOVABLE = {"liver": ("gallbladder", "spleen"),
+                    "aorta": ("liver", "spleen", "kidney_left", "kidney_right", "pancreas"),
+                    "pancreas": ("spleen",)}
+#: Pairwise agreement between two label sources (``volvqa qc --compare``).
+QC_AGREE_MIN_DICE = 0.70
+QC_AGREE_MAX_VOLUME_DIFF = 0.25      # |A - B| / mean(A, B)
+QC_AGREE_MAX_CENTROID_MM = 15.0
+
+RULES.update({r.key: r for r in [
+    Rule("qc_volume",
+         "Organ volume outside a generous adult range (liver 0.4-8 l, spleen 15 ml-6 l, kidney 20 ml-5 l each, "
+         "pancreas 10-400 ml, gallbladder 2-500 ml) is an implausible mask (a unit or spacing error, a mask on "
+         "the wrong structure); the lower limit only applies to an organ not cut by the scan's edge.",
+         "Normal ranges: liver ~1.5 l (Heinemann A et al., Liver Transpl 1999;5:366-368); spleen 120-300 ml, "
+         "massive splenomegaly > 1.5 l (Bezerra AS et al., AJR 2005;184:1510-1513); kidney 120-250 ml each, "
+         "polycystic kidneys up to several litres (Cheong B et al., Clin J Am Soc Nephrol 2007;2:38-45; "
+         "Grantham JJ et al., NEJM 2006;354:2122-2130); pancreas ~70 ml in adults (Saisho Y et al., "
+         "Pancreas 2007;35:e25); limits widened by volvqa to stay clear of disease"),
+    Rule("qc_hu",
+         "Median HU of an organ mask outside its band for any contrast phase (liver -80..250, spleen -20..280, "
+         "kidney -50..450, pancreas -100..250, gallbladder -50..250, aorta -20..900, IVC -20..700), or fewer "
+         "than half its voxels inside the band, is a mask on other tissue (lung, fat, bone, air). A liver or "
+         "spleen (kidney) mask with a median of 0 HU or more and over 10% (20%) of its voxels at fat "
+         "attenuation (-190..-50 HU) covers fat around the organ: a misplaced mask (a solid organ's own voxels "
+         "reach fat values only in severe steatosis, whose median is below 0 HU).",
+         "Unenhanced values: Lamba R et al., AJR 2014;203:1013-1020; steatosis down to about -40 HU: Kodama Y "
+         "et al., AJR 2007;188:1307-1312; enhanced parenchyma and vessels: Bae KT, Radiology 2010;256:32-61; "
+         "fat -190..-30 HU: Yoshizumi T et al., Radiology 1999;211:283-286"),
+    Rule("qc_side",
+         "A structure named left (right) lies on the patient's left (right) of the midline (the spine's "
+         "centroid, else the body's); beyond it by more than 10 mm it is mislabelled.",
+         "Anatomy; situs inversus (about 1 in 10,000) is the exception: such a case is listed in qc.json"),
+    Rule("qc_pieces",
+         "A single organ (liver, spleen, a kidney, pancreas, gallbladder) in more than 2 pieces each holding "
+         ">= 5% of it (26-connectivity, its lesions included) is a fragmented mask.",
+         "volvqa rule in the spirit of Label Critic (Bassi PRAS et al., 2024: automatic checks that decide "
+         "which AI-made labels can be trusted); splenules are far below 5% of the spleen"),
+    Rule("qc_lesion_outside",
+         "A lesion component (>= 50 mm^3) that does not touch its organ's mask is outside its organ.",
+         "volvqa rule: an exophytic lesion still touches its organ"),
+    Rule("qc_overlap",
+         "Two masks of a per-structure folder sharing more than 10% of the smaller one contradict each other.",
+         "volvqa rule: one voxel holds one structure"),
+    Rule("qc_empty",
+         "An empty mask of the liver, aorta or pancreas while a landmark at its level is present (gallbladder or "
+         "spleen for the liver; liver, spleen, a kidney or pancreas for the aorta; spleen for the pancreas) is "
+         "a failed mask, not an absent organ.",
+         "Anatomy: these organs are not removed whole (a liver transplant replaces the liver)"),
+    Rule("qc_agreement",
+         "Two label sources agree on a structure when Dice >= 0.70, the volume difference is <= 25% of their "
+         "mean and the centroids lie within 15 mm; both absent also agree.",
+         "volvqa thresholds; Dice below 0.7 is the usual mark of a failed organ segmentation (e.g. "
+         "Wasserthal J et al., Radiology: AI 2023 report organ Dice mostly > 0.9)"),
+]})

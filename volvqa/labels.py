@@ -235,6 +235,40 @@ BUILTIN_SPECS: dict[str, dict] = {
 }
 
 
+def expand_names(name: str) -> tuple[str, ...]:
+    """Canonical structures a canonical name stands for (``kidney``: both kidneys)."""
+    if name == BILATERAL_KIDNEY:
+        return ("kidney_left", "kidney_right")
+    return (name,)
+
+
+def spec_annotates(spec) -> frozenset[str] | None:
+    """Structures a resolved label spec maps onto (its annotation scope), or
+    None for ``auto``/``canonical``, whose scope is what the files hold."""
+    if not isinstance(spec, Mapping):
+        return None
+    return frozenset(x for v in spec.values() if v and v != IGNORE for x in expand_names(v))
+
+
+def check_structure_names(names, where=None) -> frozenset[str]:
+    """Validate a list of canonical structure names (``annotates:``)."""
+    if isinstance(names, str):
+        names = [n for n in names.replace(",", " ").split() if n]
+    if not isinstance(names, (list, tuple, set, frozenset)):
+        raise VolvqaInputError(where, "annotates must be a list of canonical structure names")
+    out, bad = set(), []
+    for n in names:
+        c = canonical_name(str(n))
+        if c is None:
+            bad.append(str(n))
+        else:
+            out.update(expand_names(c))
+    if bad:
+        raise VolvqaInputError(where, f"annotates names structures outside the canonical vocabulary: "
+                               f"{', '.join(bad[:10])}")
+    return frozenset(out)
+
+
 def resolve_label_spec(spec, where: str | os.PathLike | None = None) -> dict | str:
     """Turn a label spec into a mapping ``dataset id or file stem -> canonical name``.
 

@@ -56,6 +56,11 @@ class LabelMap:
     parts: optional second layer with sub-segments (``liver_segment_1..8``,
         ``pancreas_head|body|tail``) that overlap organs and lesions; same
         grid, its own ids in ``part_labels``.
+    annotates: the canonical structures the source annotates (organs,
+        lesion classes, sub-segments). A structure is *present* (voxels),
+        *absent* (annotated, no voxel: a splenectomy, a segmenter that finds
+        no gallbladder) or *unknown* (not annotated: nothing may be said
+        about it). None means "what the map holds", so nothing is absent.
     """
 
     array: np.ndarray
@@ -64,6 +69,7 @@ class LabelMap:
     parts: np.ndarray | None = None
     part_labels: dict[int, str] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    annotates: frozenset[str] | None = None
 
     def id_of(self, name: str) -> int | None:
         for i, n in self.labels.items():
@@ -74,3 +80,13 @@ class LabelMap:
     @property
     def names(self) -> list[str]:
         return [self.labels[i] for i in sorted(self.labels)]
+
+    @property
+    def present(self) -> frozenset[str]:
+        """Structures with voxels, in either layer."""
+        return frozenset(self.labels.values()) | frozenset(self.part_labels.values())
+
+    @property
+    def scope(self) -> frozenset[str]:
+        """What the source annotates: ``annotates`` plus whatever is present."""
+        return self.present | (self.annotates or frozenset())

@@ -133,8 +133,30 @@ def synthetic(m: Manifest) -> list[Case]:
             masks.append(safe_join(m, _rel(m, d / "parts.nii.gz"), what="parts"))
             spec.append("volvqa_parts")
         truth = d / "truth.json"
-        out.append(Case(d.name, ct, masks, spec, extra={"truth": truth} if truth.exists() else {}))
+        extra = {}
+        if truth.exists():
+            extra = {"truth": truth}
+            scope = synthetic_annotates(truth)
+            if scope is not None:
+                extra["annotates"] = scope
+        out.append(Case(d.name, ct, masks, spec, extra=extra))
     return out
+
+
+def synthetic_annotates(truth_path: Path) -> list[str] | None:
+    """What a synthetic case annotates, from its truth.json: the list written
+    with the case, else (folders written before it was) a phantom's full
+    vocabulary when the truth is a phantom's, else None (what the masks hold)."""
+    try:
+        truth = json.loads(truth_path.read_text())
+    except (OSError, ValueError) as e:
+        raise VolvqaInputError(truth_path, f"unreadable truth.json ({e})") from None
+    if isinstance(truth.get("annotates"), list):
+        return sorted(truth["annotates"])
+    if isinstance(truth.get("config"), dict) and "spleen_grade" in truth["config"]:
+        from volvqa.synth.dataset import PHANTOM_ANNOTATES
+        return sorted(PHANTOM_ANNOTATES)
+    return None
 
 
 LAYOUTS = {

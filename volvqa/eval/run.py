@@ -22,25 +22,27 @@ def load_qa(qa_dir: Path) -> tuple[list[dict], dict[str, dict], dict]:
         for r in pd.read_parquet(qa_dir / "cases.parquet").to_dict("records"):
             cases[r["case_id"]] = r
     info = json.loads((qa_dir / "build.json").read_text()) if (qa_dir / "build.json").is_file() else {}
+    info["qa_dir"] = str(qa_dir)
     return items, cases, info
 
 
 def make_answerer(spec: str, items: list[dict], cases: dict, info: dict, mode: str,
                   segmenter: str | None = None, device: str = "auto"):
     from volvqa.models.base import load_plugin
+    qc = info.get("qc") or {"mode": "exclude", "require_agreement": None}
     if spec == "grounded" and segmenter:
         from volvqa.models.grounded import GroundedAnswerer
-        from volvqa.segment import lesion_families, segmenter_masks
-        return GroundedAnswerer(segmenter_masks(segmenter, device), annotated=lesion_families(segmenter),
-                                name="grounded-predicted", mode=mode)
+        from volvqa.segment import segmenter_masks
+        return GroundedAnswerer(segmenter_masks(segmenter, device), name="grounded-predicted", mode=mode,
+                                qc=qc["mode"])
     if spec == "prior":
         from volvqa.models.prior import PriorAnswerer
         return PriorAnswerer([it for it in items if it["split"] == "train"])
     if spec == "grounded":
-        from volvqa.models.grounded import GroundedAnswerer, dataset_masks
-        return GroundedAnswerer(dataset_masks(cases), annotated=info.get("annotated_lesion_organs",
-                                                                            ["liver", "kidney", "pancreas"]),
-                                name="grounded-oracle", mode=mode)
+        from volvqa.models.grounded import GroundedAnswerer, agreement_masks, dataset_masks
+        other = agreement_masks(info["qa_dir"], qc["require_agreement"]) if qc.get("require_agreement") else None
+        return GroundedAnswerer(dataset_masks(cases), name="grounded-oracle", mode=mode, qc=qc["mode"],
+                                other_for=other)
     if spec.startswith("encoder3d:"):
         from volvqa.models.encoder3d import Encoder3DAnswerer
         return Encoder3DAnswerer.load(spec.split(":", 1)[1])

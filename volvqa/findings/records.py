@@ -66,6 +66,25 @@ class Findings:
     dropped_lesion_components: dict[str, int]
     params: dict[str, Any]
     source: str = ""
+    #: Structures the masks annotate (organs, lesion classes, sub-segments);
+    #: None in findings written before annotation scopes existed.
+    annotated: list[str] | None = None
+    #: Sub-segments with voxels (liver_segment_N, pancreas_head ...).
+    parts: list[str] = field(default_factory=list)
+    #: Structures taken out by mask quality control: name -> reason.
+    excluded: dict[str, str] = field(default_factory=dict)
+
+    def status(self, name: str) -> str:
+        """``present`` | ``absent`` (annotated, no voxel) | ``unknown`` (not
+        annotated, or excluded by quality control) for a canonical name."""
+        if name in self.excluded:
+            return "unknown"
+        if name in self.organs or name in self.parts or any(x.label == name for x in self.lesions) \
+                or self.dropped_lesion_components.get(name):
+            return "present"
+        if self.annotated is not None and name in self.annotated:
+            return "absent"
+        return "unknown"
 
     def lesions_of(self, organ_prefix: str) -> list[LesionFindings]:
         return [les for les in self.lesions if les.organ.startswith(organ_prefix)]

@@ -66,6 +66,27 @@ def lesion_line(les: LesionFindings) -> str:
             f"(slice {les.axial_slice}), volume {les.volume_ml:.1f} ml, mean {les.hu_mean:.0f} HU")
 
 
+def _lesions_annotated(f: Findings, organ: str) -> bool | None:
+    """Whether the masks annotate this organ's lesions (None: findings too old to say)."""
+    if f.annotated is None:
+        return None
+    fam = "kidney" if organ.startswith("kidney") else organ
+    from volvqa import labels as L
+    return any(f.status(n) != "unknown" for n, o in L.LESION_ORGAN.items() if o == fam)
+
+
+def structure_states(f: Findings, names=REPORT_ORGANS) -> dict[str, str]:
+    """present | absent | not annotated | excluded by quality control (reason), per structure."""
+    out = {}
+    for n in names:
+        st = f.status(n)
+        if n in f.excluded:
+            out[n] = f"excluded by quality control ({f.excluded[n]})"
+        else:
+            out[n] = {"present": "present", "absent": "absent", "unknown": "not annotated"}[st]
+    return out
+
+
 def structured_report(f: Findings) -> dict:
     flags = organ_flags(f)
     organs = {}
@@ -85,6 +106,7 @@ def structured_report(f: Findings) -> dict:
                      "axial_slice": les.axial_slice, "volume_ml": round(les.volume_ml, 2),
                      "location": les.location, "attenuation": les.attenuation} for les in f.lesions],
         "rules": sorted({fl["rule"] for v in flags.values() for fl in v}),
+        "structures": structure_states(f),
     }
 
 
@@ -92,8 +114,9 @@ def render_text(f: Findings) -> str:
     """RadGPT-style findings and impression."""
     rep = structured_report(f)
     lines = [f"CASE: {f.case_id}", "", "FINDINGS:"]
-    names = [n for n in REPORT_ORGANS if n in f.organs] + \
-            sorted({les.organ for les in f.lesions if les.organ not in f.organs})
+    states = rep["structures"]
+    names = [n for n in REPORT_ORGANS if n in f.organs or (f.annotated is not None and states[n] != "present")]
+    names += sorted({les.organ for les in f.lesions if les.organ not in f.organs})
     impressions = []
     for name in names:
         pretty = _PRETTY.get(name, name.replace("_", " ").capitalize())
@@ -107,10 +130,17 @@ def render_text(f: Findings) -> str:
             for fl in rep["organs"][name]["flags"]:
                 text += f"; {fl['flag']}"
                 impressions.append(f"{pretty}: {fl['flag']}.")
-        else:
+        elif f.annotated is None:
             text = f"{pretty.upper()}: not segmented"
+        else:
+            text = f"{pretty.upper()}: {states.get(name, 'not annotated')}"
+        annotated = _lesions_annotated(f, name)
         if les_here:
             text += f". {len(les_here)} lesion{'s' if len(les_here) > 1 else ''}:"
+        elif o is None:
+            text += "."
+        elif annotated is False:
+            text += ". Lesions not annotated."
         else:
             text += ". No lesion."
         lines.append(text)

@@ -159,7 +159,7 @@ def split_by_side(kidney: np.ndarray, reference: Volume, offset=(0, 0, 0)) -> tu
 
 def load_labelmap(source: str | os.PathLike | Sequence[str | os.PathLike], label_spec="auto", *,
                   reference: Volume, ignore_unmapped: bool = False,
-                  max_voxels: int | None = None) -> LabelMap:
+                  max_voxels: int | None = None, annotates=None) -> LabelMap:
     """Load masks onto ``reference``'s grid with canonical ids (``volvqa.labels``).
 
     source: a label-map NIfTI, a folder of binary per-structure NIfTI masks
@@ -174,12 +174,23 @@ def load_labelmap(source: str | os.PathLike | Sequence[str | os.PathLike], label
     the ``parts`` layer; an organ given only by its sub-segments (e.g. the
     TotalSegmentator ``liver_segments`` task alone) is their union.
     A label named ``kidney`` (both kidneys, as in KiTS) is split by side.
+
+    Annotation scope (``LabelMap.annotates``): for a label map read with a
+    mapping spec, every name the spec maps (a mapped id with no voxel is an
+    absent structure); with ``auto``/``canonical``, only the names the file
+    holds (nothing can be absent); for a mask folder, every mapped file,
+    empty ones included. Sub-segments count by family: Couinaud segments
+    (or pancreas parts) are annotated when any of them has voxels or a
+    file. ``annotates`` (a list of canonical names, e.g. a manifest's
+    ``annotates:``) replaces the inferred scope; structures with voxels are
+    always in it.
     """
     max_voxels = max_voxels_from_env() if max_voxels is None else int(max_voxels)
     sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     specs = label_spec if isinstance(label_spec, (list, tuple)) else [label_spec] * len(sources)
     if len(specs) != len(sources):
         raise VolvqaInputError(None, f"{len(sources)} mask sources but {len(specs)} label specs")
+    explicit = None if annotates is None else L.check_structure_names(annotates, where=sources[0] if sources else None)
     acc = _Layers(reference)
     for src, spec in zip(sources, specs):
         src = Path(src)
@@ -190,7 +201,19 @@ def load_labelmap(source: str | os.PathLike | Sequence[str | os.PathLike], label
             _add_mask_folder(acc, src, spec, reference, ignore_unmapped, max_voxels)
         else:
             _add_label_file(acc, src, spec, reference, ignore_unmapped, max_voxels)
-    return acc.finish(reference)
+    lm = acc.finish(reference)
+    lm.annotates = (explicit if explicit is not None else part_families(acc.scope)) | lm.present
+    return lm
+
+
+def part_families(names) -> frozenset[str]:
+    """``names`` with each sub-segment replaced by its whole family (all
+    Couinaud segments, or all pancreas parts): a source that delineates one
+    segment delineates them all."""
+    out = {n for n in names if not L.is_part(n)}
+    for parent in {L.PART_PARENT[n] for n in names if L.is_part(n)}:
+        out |= {p for p, par in L.PART_PARENT.items() if par == parent}
+    return frozenset(out)
 
 
 _KIDNEY_TMP = 255  # a temporary id for "both kidneys" until split by side
@@ -204,6 +227,8 @@ class _Layers:
         self.parts: np.ndarray | None = None
         self.overlaps: dict[str, int] = {}
         self.sources: list[str] = []
+        self.scope: set[str] = set()           # structures the sources annotate
+        self.source_voxels: dict[str, int] = {}  # per-structure mask voxels before overlaps (folders)
         self.empty = True
         self.counts: np.ndarray | None = None  # label counts of ``primary`` while still valid
 
@@ -259,9 +284,11 @@ class _Layers:
         if self.parts is not None:
             pnames = {v: k for k, v in L.PART_IDS.items()}
             part_labels = {int(i): pnames[int(i)] for i in np.unique(self.parts) if i != 0}
+        meta = {"overlap_voxels": self.overlaps, "sources": sorted(set(self.sources))}
+        if self.source_voxels:
+            meta["source_voxels"] = dict(sorted(self.source_voxels.items()))
         return LabelMap(array=self.primary, labels=labels, affine=reference.affine.copy(), parts=self.parts,
-                        part_labels=part_labels, meta={"overlap_voxels": self.overlaps,
-                                                       "sources": sorted(set(self.sources))})
+                        part_labels=part_labels, meta=meta)
 
 
 _LESION_LUT = np.zeros(256, bool)
@@ -298,6 +325,10 @@ def _add_label_file(acc: _Layers, src: Path, spec, reference: Volume, ignore_unm
     unmapped = [str(i) for i, n in mapping.items() if n is None]
     if unmapped and not ignore_unmapped:
         raise VolvqaInputError(src, f"label ids not in the label spec: {', '.join(unmapped[:20])}")
+    held = {x for n in mapping.values() if n and n != L.IGNORE for x in L.expand_names(n)}
+    mapped = L.spec_annotates(spec)
+    # Sub-segments by family from what the file holds; the rest from the spec.
+    acc.scope |= {n for n in (held if mapped is None else mapped) if not L.is_part(n)} | {n for n in held if L.is_part(n)}
     lut = {"primary": np.zeros(top + 1, np.uint8), "parts": np.zeros(top + 1, np.uint8)}
     for i, n in mapping.items():
         if n and n != L.IGNORE:
@@ -333,6 +364,7 @@ def _add_mask_folder(acc: _Layers, src: Path, spec, reference: Volume, ignore_un
                                "'ignore', or pass ignore_unmapped)")
     # Organs first, lesions last (they overwrite), parts in their own layer.
     todo.sort(key=lambda t: (L.is_lesion(t[0]), t[0]))
+    acc.scope |= {x for name, _f in todo for x in L.expand_names(name)}
     for name, f in todo:
         arr, aff = _read_labels(f, max_voxels)
         if arr.max() > 1 and len(np.unique(arr)) > 2:
@@ -340,6 +372,7 @@ def _add_mask_folder(acc: _Layers, src: Path, spec, reference: Volume, ignore_un
                                    "values; expected a binary mask (0 and 1)")
         layer, cid = _canonical_id(name)
         on_ref = _on_reference(f, np.where(arr > 0, cid, 0).astype(np.uint8), aff, reference)
+        acc.source_voxels[name] = acc.source_voxels.get(name, 0) + int(np.count_nonzero(on_ref))
         if layer == "parts":
             acc.add_parts(on_ref)
         else:

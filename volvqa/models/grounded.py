@@ -21,7 +21,7 @@ from volvqa.findings.records import Findings
 from volvqa.models.base import Prediction
 from volvqa.qa.context import ORGAN_TEXT, CaseContext
 from volvqa.qa.options import fmt
-from volvqa.qa.templates import TEMPLATES, Template
+from volvqa.qa.templates import TEMPLATES, Template, unmet_requirement
 from volvqa.records import LabelMap, Volume
 
 _NAME_OF = {v: k for k, v in ORGAN_TEXT.items()}
@@ -123,26 +123,37 @@ def pick_option(t: Template, answer, options: dict[str, str], evidence: dict | N
 
 class GroundedAnswerer:
     """Answers from masks. ``labelmap_for(volume, item) -> LabelMap`` supplies them
-    (the dataset's masks in oracle mode, a segmenter's in predicted mode)."""
+    (the dataset's masks in oracle mode, a segmenter's in predicted mode); the
+    label map's annotation scope says what may be answered, and mask quality
+    control (``qc``: exclude | warn | off, as in build-qa) turns structures
+    whose masks fail it unknown. ``other_for`` (same signature) gives a second
+    source that structures must agree with (build-qa --require-agreement)."""
 
-    def __init__(self, labelmap_for: Callable[[Volume, dict], LabelMap], *, annotated=("liver", "kidney", "pancreas"),
-                 name: str = "grounded", mode: str = "mc"):
+    def __init__(self, labelmap_for: Callable[[Volume, dict], LabelMap], *, name: str = "grounded",
+                 mode: str = "mc", qc: str = "exclude",
+                 other_for: Callable[[Volume, dict], LabelMap] | None = None):
+        from volvqa.qc import check_mode
         self.labelmap_for = labelmap_for
-        self.annotated = set(annotated)
         self.name = name
         self.mode = mode
-        self._cache: tuple[Volume, Findings, bool] | None = None
+        self.qc = check_mode(qc)
+        self.other_for = other_for
+        self._cache: tuple[Volume, Findings] | None = None
 
-    def findings(self, volume: Volume, item: dict) -> tuple[Findings, bool]:
+    def findings(self, volume: Volume, item: dict) -> Findings:
         # The cache holds the volume itself and compares identity: an id() key
         # can be reused by the next case's volume once this one is freed.
+        from volvqa.qc import qc_labelmap
         key = volume
         if self._cache and self._cache[0] is key:
-            return self._cache[1], self._cache[2]
+            return self._cache[1]
         lm = self.labelmap_for(volume, item)
+        other = self.other_for(volume, item) if self.other_for is not None else None
+        lm, _report = qc_labelmap(volume, lm, self.qc, case_id=item.get("case_id", ""), other=other,
+                                  require_agreement=other is not None)
         f = extract(volume, lm, case_id=item.get("case_id", ""))
-        self._cache = (key, f, lm.parts is not None)
-        return f, lm.parts is not None
+        self._cache = (key, f)
+        return f
 
     def resolve(self, item: dict) -> list[tuple[str, dict]]:
         if item.get("template_id") in TEMPLATES:
@@ -156,15 +167,22 @@ class GroundedAnswerer:
             msg = ("cannot answer: the question matches no supported question kind; supported: "
                    + "; ".join(supported_kinds()))
             return Prediction(item.get("qid", ""), msg, msg, self.name, time.perf_counter() - t0)
-        f, has_parts = self.findings(volume, item)
-        ctx = CaseContext(item.get("case_id", ""), f, self.annotated, has_parts=has_parts, exhaustive=True)
+        f = self.findings(volume, item)
+        ctx = CaseContext(item.get("case_id", ""), f, exhaustive=True)
         for tid, params in readings:
             t = TEMPLATES[tid]
+            if unmet_requirement(t, params, ctx) is not None:
+                continue
             for inst in t.fn(ctx):
-                if _same(inst.params, params):
+                if _same(inst.params, params) and unmet_requirement(t, inst.params, ctx) is None:
                     return self._reply(t, inst, item, time.perf_counter() - t0)
-        msg = (f"cannot answer: the masks lack what '{TEMPLATES[readings[0][0]].subtype}' needs "
-               f"({TEMPLATES[readings[0][0]].needs})")
+        tid, params = readings[0]
+        t = TEMPLATES[tid]
+        missing = unmet_requirement(t, params, ctx)
+        if missing is not None:
+            msg = f"cannot answer: {missing}"
+        else:
+            msg = f"cannot answer: the masks lack what '{t.subtype}' needs ({t.needs})"
         return Prediction(item.get("qid", ""), msg, msg, self.name, time.perf_counter() - t0)
 
     def _reply(self, t: Template, inst, item: dict, seconds: float) -> Prediction:
@@ -179,7 +197,8 @@ class GroundedAnswerer:
 
 
 def dataset_masks(case_rows: dict[str, dict]):
-    """``labelmap_for`` that loads a case's masks as the build recorded them (oracle mode)."""
+    """``labelmap_for`` that loads a case's masks as the build recorded them
+    (oracle mode), with the annotation scope the build used."""
     import json as _json
 
     from volvqa.io import load_labelmap
@@ -188,19 +207,39 @@ def dataset_masks(case_rows: dict[str, dict]):
         row = case_rows[item["case_id"]]
         masks = _json.loads(row["masks"])
         spec = _json.loads(row["label_spec"])
+        scope = _json.loads(row["annotates"]) if row.get("annotates") else None
         if isinstance(spec, list) and len(masks) == 1:
             spec = spec[0]
-        return load_labelmap(masks if len(masks) > 1 else masks[0], spec, reference=volume)
+        return load_labelmap(masks if len(masks) > 1 else masks[0], spec, reference=volume, annotates=scope)
     return labelmap_for
 
 
-def fixed_masks(path, label_spec="auto"):
+def agreement_masks(qa_dir, backend: str):
+    """``other_for`` reading the second source a build cached under
+    ``<qa>/agreement/`` (build-qa --require-agreement)."""
+    from pathlib import Path
+
+    from volvqa.io import load_labelmap
+    from volvqa.qa.build import segmentation_paths
+    from volvqa.segment import segmenter_annotates
+    scope = sorted(segmenter_annotates(backend))
+
+    def other_for(volume: Volume, item: dict) -> LabelMap:
+        seg, parts = segmentation_paths(Path(qa_dir), item["case_id"], "agreement")
+        src = [seg, parts] if parts.is_file() else seg
+        return load_labelmap(src, ["canonical", "volvqa_parts"] if parts.is_file() else "canonical",
+                             reference=volume, annotates=scope)
+    return other_for
+
+
+def fixed_masks(path, label_spec="auto", annotates=None):
     """``labelmap_for`` for one scan's mask file or folder (``volvqa answer --masks``)."""
     from volvqa.io import load_labelmap
 
     def labelmap_for(volume: Volume, item: dict) -> LabelMap:
-        return load_labelmap(path, label_spec, reference=volume)
+        return load_labelmap(path, label_spec, reference=volume, annotates=annotates)
     return labelmap_for
 
 
-__all__ = ["GroundedAnswerer", "dataset_masks", "fixed_masks", "parse_question", "supported_kinds"]
+__all__ = ["GroundedAnswerer", "agreement_masks", "dataset_masks", "fixed_masks", "parse_question",
+           "supported_kinds"]

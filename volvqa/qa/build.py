@@ -25,8 +25,6 @@ from volvqa.datasets.manifest import Case, Manifest, assign_split, load_cases, l
 from volvqa.errors import VolvqaInputError
 from volvqa.io.atomic import write_text_atomic
 
-DEFAULT_ANNOTATED = ("liver", "kidney", "pancreas")
-
 
 @dataclass
 class BuildConfig:
@@ -44,6 +42,8 @@ class BuildConfig:
     segment_all: bool | None = None  # True: predicted masks replace the dataset's (predicted-mode benchmark)
     device: str | None = None
     gpus_per_task: float | None = None
+    qc: str | None = None                # exclude | warn | off; None: the manifest's ``qc:``, else exclude
+    require_agreement: str | None = None  # a second source (segmenter backend) that must agree per structure
 
 
 def segmenter_settings(m: Manifest, cfg: BuildConfig) -> dict | None:
@@ -69,19 +69,47 @@ def segmenter_settings(m: Manifest, cfg: BuildConfig) -> dict | None:
             "gpus_per_task": float(d.get("gpus_per_task", 0)), "segment_all": bool(d.get("segment_all", False))}
 
 
-def annotated_lesion_organs(m: Manifest, seg: dict | None = None) -> list[str]:
-    """Organ families whose lesions the dataset annotates (a 'no lesion' is then a real no).
-    With predicted masks replacing the dataset's, those the segmenter outputs."""
-    if seg is not None and seg["segment_all"]:
-        from volvqa.segment import lesion_families
-        return lesion_families(seg["backend"])
-    if "lesion_annotations" in m.options:
-        return sorted(m.options["lesion_annotations"])
-    if m.layout == "synthetic":
-        return ["kidney", "liver", "pancreas", "spleen"]
-    names = set(m.labels.values()) if isinstance(m.labels, dict) else set()
-    fams = sorted({L.LESION_ORGAN[n] for n in names if n in L.LESION_ORGAN})
-    return fams or list(DEFAULT_ANNOTATED)
+def manifest_annotates(m: Manifest) -> list[str] | None:
+    """The manifest's ``annotates:`` (canonical names), checked against its
+    label spec: a name the spec never produces could only ever be absent."""
+    raw = m.options.get("annotates")
+    if raw is None:
+        return None
+    names = L.check_structure_names(raw, where=m.path)
+    mapped = L.spec_annotates(m.labels) if isinstance(m.labels, dict) else None
+    if mapped is not None:
+        never = sorted(n for n in names if n not in mapped)
+        if never:
+            raise VolvqaInputError(m.path, f"annotates lists {', '.join(never)}, which its labels never map to")
+    return sorted(names)
+
+
+def case_annotates(m: Manifest, c: Case, seg: dict | None) -> list[str] | None:
+    """What a case's masks annotate when it cannot be read off the masks
+    alone: a segmenter's output classes, the manifest's ``annotates:``, a
+    synthetic case's recorded scope; None: inferred while loading
+    (``volvqa.io.load_labelmap``)."""
+    masks = c.masks if isinstance(c.masks, list) else ([c.masks] if c.masks else [])
+    if seg is not None and (seg["segment_all"] or not masks):
+        from volvqa.segment import segmenter_annotates
+        return sorted(segmenter_annotates(seg["backend"]))
+    declared = manifest_annotates(m)
+    if declared is not None:
+        return declared
+    if c.extra.get("generate"):
+        from volvqa.synth.dataset import PHANTOM_ANNOTATES
+        return sorted(PHANTOM_ANNOTATES)
+    return c.extra.get("annotates")
+
+
+def qc_settings(m: Manifest, cfg: BuildConfig) -> dict:
+    """QC mode (``--qc`` over the manifest's ``qc:``, default exclude) and
+    the second source structures must agree with, if any."""
+    from volvqa.qc import check_mode
+    mode = cfg.qc or str(m.options.get("qc", "exclude"))
+    check_mode(mode, m.path)
+    other = cfg.require_agreement or m.options.get("require_agreement")
+    return {"mode": mode, "require_agreement": str(other) if other else None}
 
 
 def cases_for(m: Manifest) -> list[Case]:
@@ -100,33 +128,35 @@ def cases_for(m: Manifest) -> list[Case]:
     return out
 
 
-def _task(c: Case, out: Path, seed: int, annotated: list[str], seg: dict | None = None) -> dict:
+def _task(m: Manifest, c: Case, out: Path, seg: dict | None, qc: dict, device: str = "auto") -> dict:
     masks = c.masks if isinstance(c.masks, list) else ([c.masks] if c.masks else [])
     use_seg = seg is not None and (seg["segment_all"] or not masks)
     return {"case_id": c.case_id, "ct": str(c.ct), "masks": [] if use_seg else [str(p) for p in masks],
             "label_spec": c.label_spec if isinstance(c.label_spec, list) else c.label_spec,
-            "split": c.split, "out": str(out), "seed": seed, "annotated": annotated,
-            "generate": c.extra.get("generate"),
+            "split": c.split, "out": str(out), "seed": m.seed, "annotates": case_annotates(m, c, seg),
+            "generate": c.extra.get("generate"), "qc": qc["mode"],
+            "agreement": {"backend": qc["require_agreement"], "device": seg["device"] if seg else device}
+            if qc["require_agreement"] else None,
             "segmenter": {"backend": seg["backend"], "device": seg["device"]} if use_seg else None}
 
 
-def segmentation_paths(out: Path, case_id: str) -> tuple[Path, Path]:
-    d = out / "segmentations"
+def segmentation_paths(out: Path, case_id: str, folder: str = "segmentations") -> tuple[Path, Path]:
+    d = out / folder
     return d / f"{case_id}_seg.nii.gz", d / f"{case_id}_parts.nii.gz"
 
 
-def _segment_case(task: dict, v):
+def _segment_case(task: dict, v, key: str = "segmenter", folder: str = "segmentations"):
     """The segment stage for one case: predicted masks, cached under
-    ``<out>/segmentations/`` (parts first, label map last, both atomic, so an
+    ``<out>/<folder>/`` (parts first, label map last, both atomic, so an
     existing label map means a finished case). Returns (mask paths, specs,
     the LabelMap when it was just made, else None)."""
     from volvqa.io import nifti, save_labelmap
     from volvqa.segment import cached_segmenter
-    seg_path, parts_path = segmentation_paths(Path(task["out"]), task["case_id"])
+    seg_path, parts_path = segmentation_paths(Path(task["out"]), task["case_id"], folder)
     lm = None
     if not seg_path.is_file():
         seg_path.parent.mkdir(parents=True, exist_ok=True)
-        lm = cached_segmenter(task["segmenter"]["backend"], task["segmenter"]["device"]).segment(v)
+        lm = cached_segmenter(task[key]["backend"], task[key]["device"]).segment(v)
         if lm.parts is not None:
             nifti.write_nifti(parts_path, lm.parts, lm.affine)
         save_labelmap(lm, seg_path)
@@ -188,12 +218,17 @@ def _process_case(task: dict) -> None:
         masks, spec = [m for m, _ in keep], [s for _, s in keep]
     if lm is None:
         lm = load_labelmap(masks if len(masks) > 1 else masks[0],
-                           spec if len(masks) > 1 or not isinstance(spec, list) else spec[0], reference=v)
+                           spec if len(masks) > 1 or not isinstance(spec, list) else spec[0], reference=v,
+                           annotates=task.get("annotates"))
+    elif task.get("annotates") is not None:
+        lm.annotates = frozenset(task["annotates"]) | lm.present
+    lm, qc_report = run_case_qc(task, v, lm)
     f = extract(v, lm, case_id=cid)
-    ctx = CaseContext(cid, f, set(task["annotated"]), has_parts=lm.parts is not None)
+    ctx = CaseContext(cid, f)
     items = case_items(ctx, task["seed"])
     wd = work_dir(out, cid)
     wd.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(wd / "qc.json", json.dumps(qc_report, indent=1, sort_keys=True) + "\n")
     img_dir = out / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     for z in sorted({it["key_slice"] for it in items if it["key_slice"] is not None}):
@@ -212,17 +247,36 @@ def _process_case(task: dict) -> None:
     write_text_atomic(wd / "findings.json", json.dumps(d, indent=1, sort_keys=True) + "\n")
     write_text_atomic(wd / "report.txt", render_text(f))
     meta = {"case_id": cid, "ct": task["ct"], "shape": list(v.shape), "spacing_mm": list(v.spacing_mm),
-            "n_lesions": len(f.lesions), "masks": masks, "label_spec": spec}
+            "n_lesions": len(f.lesions), "masks": masks, "label_spec": spec,
+            "annotates": sorted(lm.scope | set(f.excluded)), "qc_excluded": f.excluded}
     write_text_atomic(wd / "case.json", json.dumps(meta, sort_keys=True) + "\n")
     write_text_atomic(wd / "items.json", json.dumps(items, sort_keys=True) + "\n")
+
+
+def run_case_qc(task: dict, v, lm):
+    """Quality control of one case's masks (``volvqa.qc``): the label map to
+    use (failing structures unknown in exclude mode) and the case's report.
+    With ``agreement``, the second source is segmented (cached under
+    ``<out>/agreement/``) and only structures on which both agree are kept."""
+    from volvqa.qc import qc_labelmap
+    other = None
+    if task.get("agreement"):
+        from volvqa.io import load_labelmap
+        from volvqa.segment import segmenter_annotates
+        masks, specs, other = _segment_case(task, v, key="agreement", folder="agreement")
+        if other is None:
+            other = load_labelmap(masks if len(masks) > 1 else masks[0], specs if len(masks) > 1 else specs[0],
+                                  reference=v, annotates=sorted(segmenter_annotates(task["agreement"]["backend"])))
+    return qc_labelmap(v, lm, task.get("qc", "exclude"), case_id=task["case_id"], other=other,
+                       require_agreement=other is not None)
 
 
 def run_cases(tasks: list[dict], cfg: BuildConfig, gpus_per_task: float = 0) -> list[dict]:
     if cfg.engine == "ray":
         from pipelines.ray_engine import run_ray
         # Cases that run a segmenter ask Ray for a GPU share; the others stay CPU tasks.
-        seg = [t for t in tasks if t.get("segmenter")]
-        rest = [t for t in tasks if not t.get("segmenter")]
+        seg = [t for t in tasks if t.get("segmenter") or t.get("agreement")]
+        rest = [t for t in tasks if not (t.get("segmenter") or t.get("agreement"))]
         results = []
         if seg:
             results += run_ray(process_case, seg, address=cfg.ray_address, progress=cfg.progress,
@@ -240,8 +294,8 @@ def build_qa(cfg: BuildConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cases = cases_for(m)
     seg = segmenter_settings(m, cfg)
-    annotated = annotated_lesion_organs(m, seg)
-    tasks = [_task(c, out, m.seed, annotated, seg) for c in cases]
+    qc = qc_settings(m, cfg)
+    tasks = [_task(m, c, out, seg, qc, cfg.device or "auto") for c in cases]
     if cfg.shard is not None:
         i, n = cfg.shard
         tasks = [t for k, t in enumerate(tasks) if k % n == i]
@@ -285,6 +339,8 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
     errors = _errors(out)
     raw: list[dict] = []
     case_rows = []
+    scopes: dict[str, list[str]] = {}
+    qc_reports: dict[str, dict] = {}
     for c in cases:
         wd = work_dir(out, c.case_id)
         row = {"case_id": c.case_id, "split": c.split, "ct": str(c.ct), "error": errors.get(c.case_id)}
@@ -295,10 +351,13 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
             raw += its
             meta = json.loads((wd / "case.json").read_text())
             row.update(n_lesions=meta["n_lesions"], shape=meta["shape"], spacing_mm=meta["spacing_mm"],
-                       masks=json.dumps(meta.get("masks")), label_spec=json.dumps(meta.get("label_spec")))
+                       masks=json.dumps(meta.get("masks")), label_spec=json.dumps(meta.get("label_spec")),
+                       annotates=json.dumps(meta.get("annotates")))
+            scopes[c.case_id] = meta.get("annotates") or []
+            qc_reports[c.case_id] = json.loads((wd / "qc.json").read_text())
             dest = out / "cases" / c.case_id
             dest.mkdir(parents=True, exist_ok=True)
-            for name in ("findings.json", "report.txt"):
+            for name in ("findings.json", "report.txt", "qc.json"):
                 src = (wd / name).read_bytes()
                 if not (dest / name).exists() or (dest / name).read_bytes() != src:
                     from volvqa.io.atomic import write_bytes_atomic
@@ -328,16 +387,21 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
     write_parquet(out / "qa.parquet", final)
     write_cases_parquet(out / "cases.parquet", case_rows)
     write_text_atomic(out / "audit.json", json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    qc = qc_settings(m, cfg)
+    qc_summary = qc_overview(qc_reports, qc)
+    write_text_atomic(out / "qc.json", json.dumps(qc_summary, indent=1, sort_keys=True) + "\n")
     seg = segmenter_settings(m, cfg)
+    annotates = {n: sum(n in s_ for s_ in scopes.values()) for n in sorted(set().union(*scopes.values()))} \
+        if scopes else {}
     build_info = {"dataset": m.name, "manifest": m.path.name, "seed": m.seed, "n_options": cfg.n_options,
-                  "annotated_lesion_organs": annotated_lesion_organs(m, seg),
+                  "annotates": annotates, "qc": qc,
                   "numeric_items_dropped_central": central_dropped}
     if seg is not None:
         build_info["segmenter"] = {"backend": seg["backend"], "segment_all": seg["segment_all"]}
     write_text_atomic(out / "build.json", json.dumps(build_info, indent=1, sort_keys=True) + "\n")
     card = dataset_card(m.name, {"path": str(m.path.name), "layout": m.layout, "seed": m.seed, "license": m.license},
                         final, rows, flagged, cfg.include_flagged, len(cases), [c for c in case_rows if c["error"]],
-                        central_dropped)
+                        central_dropped, annotates=annotates, qc=qc_summary)
     write_text_atomic(out / "dataset_card.md", card)
     used = {it["image"] for it in final if it.get("image")}
     for p in sorted((out / "images").glob("*.png")) if (out / "images").exists() else []:
@@ -346,6 +410,24 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
     subtypes = sorted({it["subtype"] for it in final})
     return {"questions": len(final), "subtypes": len(subtypes), "numeric_items_dropped_central": central_dropped,
             "categories": sorted({it["category"] for it in final}), "flagged": flagged}
+
+
+def qc_overview(reports: dict[str, dict], qc: dict) -> dict:
+    """The build's ``qc.json``: settings, counts per check and per
+    structure, and each case's findings and exclusions."""
+    by_check: dict[str, int] = {}
+    by_structure: dict[str, int] = {}
+    for r in reports.values():
+        for f in r.get("findings", []):
+            by_check[f["check"]] = by_check.get(f["check"], 0) + 1
+        for n in r.get("excluded", {}):
+            by_structure[n] = by_structure.get(n, 0) + 1
+    return {"mode": qc["mode"], "require_agreement": qc["require_agreement"],
+            "cases_with_findings": sum(1 for r in reports.values() if r.get("findings") or r.get("excluded")),
+            "findings_per_check": dict(sorted(by_check.items())),
+            "excluded_per_structure": dict(sorted(by_structure.items())),
+            "cases": {k: {"findings": r.get("findings", []), "excluded": r.get("excluded", {})}
+                      for k, r in sorted(reports.items()) if r.get("findings") or r.get("excluded")}}
 
 
 def clean(out: Path) -> None:

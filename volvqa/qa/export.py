@@ -65,13 +65,15 @@ def write_parquet(path: Path, items: list[dict]) -> None:
 def write_cases_parquet(path: Path, cases: list[dict]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
-    keys = ["case_id", "split", "ct", "masks", "label_spec", "n_items", "n_lesions", "shape", "spacing_mm", "error"]
+    keys = ["case_id", "split", "ct", "masks", "label_spec", "annotates", "n_items", "n_lesions", "shape",
+            "spacing_mm", "error"]
     table = pa.table({
         "case_id": [c["case_id"] for c in cases],
         "split": [c["split"] for c in cases],
         "ct": [c["ct"] for c in cases],
         "masks": [c.get("masks") for c in cases],
         "label_spec": [c.get("label_spec") for c in cases],
+        "annotates": [c.get("annotates") for c in cases],
         "n_items": pa.array([c.get("n_items") for c in cases], pa.int64()),
         "n_lesions": pa.array([c.get("n_lesions") for c in cases], pa.int64()),
         "shape": pa.array([c.get("shape") for c in cases], pa.list_(pa.int64())),
@@ -84,7 +86,8 @@ def write_cases_parquet(path: Path, cases: list[dict]) -> None:
 
 
 def dataset_card(name: str, manifest: dict, items: list[dict], audit_rows: dict, excluded: list[str],
-                 include_flagged: bool, n_cases: int, errors: list[dict], central_dropped: int = 0) -> str:
+                 include_flagged: bool, n_cases: int, errors: list[dict], central_dropped: int = 0,
+                 annotates: dict[str, int] | None = None, qc: dict | None = None) -> str:
     by_cat = Counter(it["category"] for it in items)
     by_split = Counter(it["split"] for it in items)
     per_sub = defaultdict(Counter)
@@ -124,9 +127,53 @@ def dataset_card(name: str, manifest: dict, items: list[dict], audit_rows: dict,
         lines.append(f"Flagged subtypes {verb}: " + ", ".join(sorted(excluded)) + ".")
     else:
         lines.append("No subtype was flagged.")
+    lines += _annotation_section(annotates or {}, n_cases - len(errors))
+    if qc is not None:
+        lines += _qc_section(qc)
     lines += ["", "## Files", "",
               "- `qa.jsonl`, `qa.parquet`: one row per question (options A.. in order, `correct_option`, boxes in "
               "voxels of the canonical RAS grid and in mm, evidence, key slice and its PNG)",
               "- `cases.parquet`: one row per case; `cases/<case>/findings.json` and `report.txt`",
               "- `images/`: axial key slices, W400/L50, radiological orientation", ""]
     return "\n".join(lines)
+
+
+def _annotation_section(annotates: dict[str, int], n_ok: int) -> list[str]:
+    """What the masks annotate: only these structures carry questions; an
+    annotated structure without voxels is absent, any other is unknown."""
+    from volvqa import labels as L
+    lines = ["", "## What the masks annotate", "",
+             "Questions rest only on annotated structures: an annotated structure with no voxel in a case is "
+             "*absent* there (e.g. after surgery); a structure the masks do not annotate is *unknown* and "
+             "carries no question.", ""]
+    if not annotates:
+        return lines + ["No case was processed."]
+    groups = [("Organs and other structures", lambda n: not L.is_lesion(n) and not L.is_part(n)),
+              ("Lesion classes", L.is_lesion), ("Sub-segments", L.is_part)]
+    for title, pick in groups:
+        names = [n for n in annotates if pick(n)]
+        if not names:
+            lines.append(f"- {title}: none")
+            continue
+        full = [n for n in names if annotates[n] == n_ok]
+        partial = [f"{n} ({annotates[n]} of {n_ok} cases)" for n in names if annotates[n] != n_ok]
+        lines.append(f"- {title}: " + ", ".join(full + partial))
+    return lines
+
+
+def _qc_section(qc: dict) -> list[str]:
+    lines = ["", "## Mask quality control", "",
+             f"Mode `{qc['mode']}`" + (f", structures must agree with `{qc['require_agreement']}`"
+                                      if qc.get("require_agreement") else "") +
+             ". Checks and thresholds: `volvqa.knowledge` (rules `qc_*`); per case in `cases/<case>/qc.json`, "
+             "all cases in `qc.json`.", ""]
+    if not qc.get("cases_with_findings"):
+        return lines + ["No structure failed a check."]
+    lines.append(f"Cases with a finding: {qc['cases_with_findings']}.")
+    if qc.get("findings_per_check"):
+        lines.append("Findings per check: " + ", ".join(f"{k} {v}" for k, v in qc["findings_per_check"].items()) + ".")
+    if qc.get("excluded_per_structure"):
+        verb = "Excluded" if qc["mode"] == "exclude" or qc.get("require_agreement") else "Would be excluded (warn mode)"
+        lines.append(f"{verb} (structure: cases): " + ", ".join(f"{k}: {v}" for k, v in
+                                                               qc["excluded_per_structure"].items()) + ".")
+    return lines

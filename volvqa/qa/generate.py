@@ -12,7 +12,7 @@ import numpy as np
 
 from volvqa.jsonable import jsonable
 from volvqa.qa.context import CaseContext, organ_text
-from volvqa.qa.templates import TEMPLATES, Template
+from volvqa.qa.templates import TEMPLATES, Template, unmet_requirement
 
 
 def _pick(seed: int, *parts: str, n: int) -> int:
@@ -39,10 +39,14 @@ def render_question(t: Template, params: dict, paraphrase_index: int) -> str:
 
 
 def case_items(ctx: CaseContext, seed: int, templates: dict[str, Template] | None = None) -> list[dict[str, Any]]:
-    """All raw items one case yields, in registry order."""
+    """All raw items one case yields, in registry order. An item whose
+    template requirements the masks do not meet (a structure they do not
+    annotate) is never emitted, whatever the template function yields."""
     out = []
     for t in (templates or TEMPLATES).values():
         for inst in t.fn(ctx):
+            if unmet_requirement(t, inst.params, ctx) is not None:
+                continue
             pk = _param_key(inst.params)
             kp = inst.params if t.key_params is None else {k: inst.params[k] for k in t.key_params if k in inst.params}
             k = _pick(seed, ctx.case_id, t.id, pk, n=len(t.paraphrases))

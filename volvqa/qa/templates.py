@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from volvqa import knowledge as K
-from volvqa.qa.context import CaseContext, organ_text
+from volvqa import labels as L
+from volvqa.qa.context import GROUPS, CaseContext, organ_text
 
 CATEGORIES = ("Recognition", "Measurement", "Visual Reasoning", "Medical Reasoning", "Localization")
 ANSWER_TYPES = ("binary", "numeric", "categorical", "bbox")
@@ -54,9 +55,62 @@ class Template:
     #: Parameters that identify the question kind for priors, pools and balance
     #: (None: all); per-lesion identifiers such as the slice are left out.
     key_params: tuple[str, ...] | None = None
+    #: What the masks must annotate for the question to be asked, formatted
+    #: with the instance's parameters: ``organ:NAME`` (the structure is
+    #: present or absent, not unknown), ``lesions:FAMILY`` (the family's
+    #: lesions are annotated), ``kind:FAMILY:KIND`` (that lesion kind is),
+    #: ``parts:ORGAN`` (its sub-segments are). Checked for every generated
+    #: item (``unmet_requirement``), and named by the grounded answerer
+    #: when it cannot answer.
+    requires: tuple[str, ...] = ()
 
     def subtype_of(self, params: dict) -> str:
         return self.subtype.format(**{k: organ_text(v) if isinstance(v, str) else v for k, v in params.items()})
+
+
+def _family(name: str) -> str:
+    return "kidney" if name.startswith("kidney") else name
+
+
+def unmet_requirement(t: Template, params: dict, ctx: CaseContext) -> str | None:
+    """Why the case's masks cannot carry this question, as a clause ("the
+    masks do not annotate the spleen", "the liver mask failed quality
+    control (...)"), or None when every one of ``t.requires`` is met. A
+    requirement naming a parameter the reading lacks is skipped."""
+    f = ctx.findings
+    for req in t.requires:
+        try:
+            req = req.format(**params)
+        except (KeyError, IndexError):
+            continue
+        kind, _, what = req.partition(":")
+        if kind == "organ" and ctx.status(what) == "unknown":
+            return _why(f, what)
+        if kind == "lesions" and not ctx.annotated(_family(what)):
+            fam = _family(what)
+            if ctx.status(fam) == "unknown":
+                return _why(f, fam)
+            les = [n for n, o in L.LESION_ORGAN.items() if o == fam]
+            bad = [n for n in les if n in f.excluded]
+            if bad:
+                return f"the {organ_text(fam)} lesion masks failed quality control ({f.excluded[bad[0]]})"
+            return f"the masks do not annotate {organ_text(fam)} lesions"
+        if kind == "kind":
+            fam, _, k = what.partition(":")
+            if not ctx.kind_annotated(fam, k):
+                return f"the masks do not annotate {organ_text(fam)} {k}s as such"
+        if kind == "parts" and not ctx.has_parts(what):
+            return "the masks do not annotate the Couinaud segments" if what == "liver" else \
+                f"the masks do not annotate the {organ_text(what)}'s parts"
+    return None
+
+
+def _why(f, name: str) -> str:
+    members = GROUPS.get(name, (name,))
+    bad = [m for m in members if m in f.excluded]
+    if bad:
+        return f"the {organ_text(bad[0])} mask failed quality control ({f.excluded[bad[0]]})"
+    return f"the masks do not annotate the {organ_text(name)}"
 
 
 TEMPLATES: dict[str, Template] = {}
@@ -95,10 +149,11 @@ def _yn(b: bool) -> str:
 LESION_FAMILIES = ("liver", "kidney", "pancreas", "colon")
 VOLUME_ORGANS = ("liver", "spleen", "kidney_left", "kidney_right", "pancreas", "gallbladder")
 HU_ORGANS = ("liver", "spleen", "kidney_left", "kidney_right", "pancreas")
-#: Structures never in an abdominal CT field of view, for negative presence questions.
-ABSENT_CANDIDATES = ("brain", "thyroid_gland", "heart", "urinary_bladder", "prostate", "esophagus")
-PRESENT_CANDIDATES = ("liver", "spleen", "kidney_left", "kidney_right", "pancreas", "gallbladder", "stomach",
-                      "aorta")
+#: Organs a patient may lack after surgery, and the landmark whose full
+#: craniocaudal extent in the scan shows that the organ's place is in view
+#: (an organ the scan does not reach is not "absent").
+PRESENCE_LANDMARKS = {"gallbladder": ("liver",), "spleen": ("liver",), "kidney_left": ("kidney_right", "liver"),
+                      "kidney_right": ("kidney_left", "liver")}
 CONTACT_ORGANS = ("liver", "spleen", "kidney_left", "kidney_right", "pancreas", "gallbladder", "stomach",
                   "aorta", "inferior_vena_cava", "colon", "small_bowel")
 
@@ -138,6 +193,7 @@ LOCATION_LABELS = {
 
 @register(id="rec.lesion_exists", category="Recognition", subtype="{organ} lesion existence",
           answer_type="binary", needs="organ present; the dataset annotates its lesions",
+          requires=('lesions:{organ}',),
           paraphrases=("Is there a lesion in the {organ}?", "Does the {organ} contain any lesion?",
                        "Are any lesions visible in the {organ}?"))
 def lesion_exists(ctx):
@@ -153,12 +209,15 @@ def lesion_exists(ctx):
 
 @register(id="rec.kidney_kind_exists", category="Recognition", subtype="kidney {kind} existence",
           answer_type="binary", needs="a kidney; kidney tumors and cysts annotated separately",
+          requires=('lesions:kidney', 'kind:kidney:{kind}'),
           paraphrases=("Is there a kidney {kind} in this scan?", "Does either kidney have a {kind}?",
                        "Can you see a renal {kind}?"))
 def kidney_kind_exists(ctx):
     if not _family_organs(ctx, "kidney") or not ctx.annotated("kidney"):
         return
     for kind in ("tumor", "cyst"):
+        if not ctx.kind_annotated("kidney", kind):
+            continue
         les = [x for x in ctx.lesions("kidney") if x.kind == kind]
         boxes = [les[0].bbox_voxel] if les else _family_box(ctx, "kidney")
         z = les[0].axial_slice if les else _z(ctx, _family_organs(ctx, "kidney")[0].centroid_mm)
@@ -167,25 +226,42 @@ def kidney_kind_exists(ctx):
 
 @register(id="rec.organ_presence", category="Recognition", subtype="{organ} presence", answer_type="binary",
           needs="an abdominal scan (organs that may have been removed: gallbladder, kidneys, spleen)",
+          requires=('organ:{organ}',),
           paraphrases=("Is the {organ} present in this scan?", "Does this CT show a {organ}?",
                        "Can a {organ} be seen in this image?"))
 def organ_presence(ctx):
-    if ctx.organ("liver") is None:  # not an abdominal field of view
-        return
+    if ctx.organ("liver") is None and ctx.organ("kidney_left") is None and ctx.organ("kidney_right") is None:
+        return  # not an abdominal field of view
     for n in ("gallbladder", "kidney_left", "kidney_right", "spleen"):
         o = ctx.organ(n)
         if o is not None:
             yield Instance({"organ": n}, "yes", {"voxels": o.voxels}, [o.bbox_voxel], _z(ctx, o.centroid_mm))
-        else:
-            # Absent anywhere: the answer rests on the whole scan, so the box is the scan's.
-            shape = ctx.findings.shape
-            liver = ctx.organ("liver")
-            yield Instance({"organ": n}, "no", {"voxels": 0}, [[0, 0, 0, shape[0] - 1, shape[1] - 1, shape[2] - 1]],
-                           _z(ctx, liver.centroid_mm))
+            continue
+        if ctx.status(n) != "absent":
+            continue  # not annotated: nothing can be said
+        landmark = _in_view_landmark(ctx, n)
+        if landmark is None:
+            continue  # its place may lie outside the scan
+        # Absent anywhere: the answer rests on the whole scan, so the box is the scan's.
+        shape = ctx.findings.shape
+        yield Instance({"organ": n}, "no", {"voxels": 0, "annotated": True, "in_view_landmark": landmark.name},
+                       [[0, 0, 0, shape[0] - 1, shape[1] - 1, shape[2] - 1]], _z(ctx, landmark.centroid_mm))
+
+
+def _in_view_landmark(ctx, name: str):
+    """A present organ whose whole craniocaudal extent lies inside the scan
+    and that brackets ``name``'s usual level, or None."""
+    nz = ctx.findings.shape[2]
+    for lm_name in PRESENCE_LANDMARKS[name]:
+        o = ctx.organ(lm_name)
+        if o is not None and o.bbox_voxel[2] > 0 and o.bbox_voxel[5] < nz - 1:
+            return o
+    return None
 
 
 @register(id="rec.splenomegaly", category="Recognition", subtype="splenomegaly detection", answer_type="binary",
           needs="complete spleen", rule="splenomegaly",
+          requires=('organ:spleen',),
           paraphrases=("Does the patient have splenomegaly?", "Is the spleen enlarged?",
                        "Is there splenomegaly in this scan?"))
 def splenomegaly(ctx):
@@ -200,6 +276,7 @@ def splenomegaly(ctx):
 
 @register(id="meas.organ_volume", category="Measurement", subtype="{organ} volume", answer_type="numeric",
           unit="ml", decimals=1, needs="complete organ",
+          requires=('organ:{organ}',),
           paraphrases=("What is the volume of the {organ} in ml?", "How large is the {organ} (volume, ml)?",
                        "Estimate the {organ} volume in milliliters."))
 def organ_volume(ctx):
@@ -212,6 +289,7 @@ def organ_volume(ctx):
 
 @register(id="meas.organ_hu", category="Measurement", subtype="{organ} mean HU", answer_type="numeric",
           unit="HU", decimals=1, signed=True, needs="organ present",
+          requires=('organ:{organ}',),
           paraphrases=("What is the mean attenuation of the {organ} in HU?",
                        "What is the average Hounsfield unit value of the {organ} parenchyma?",
                        "Give the {organ}'s mean density in HU."))
@@ -225,6 +303,7 @@ def organ_hu(ctx):
 
 @register(id="meas.hu_ratio", category="Measurement", subtype="{organ}/spleen HU ratio", answer_type="numeric",
           decimals=2, needs="organ and spleen present, spleen mean above 0 HU",
+          requires=('organ:{organ}', 'organ:spleen'),
           paraphrases=("What is the {organ}-to-spleen attenuation ratio?",
                        "Compute the ratio of mean {organ} HU to mean spleen HU.",
                        "What is the {organ}/spleen Hounsfield unit ratio?"))
@@ -240,6 +319,7 @@ def hu_ratio(ctx):
 
 @register(id="meas.largest_lesion_volume", category="Measurement", subtype="largest {organ} lesion volume",
           answer_type="numeric", unit="ml", decimals=2, needs="at least one lesion in the organ",
+          requires=('lesions:{organ}',),
           paraphrases=("What is the volume of the largest {organ} lesion in ml?",
                        "How big is the largest lesion in the {organ} (ml)?",
                        "Estimate the volume of the biggest {organ} lesion in milliliters."))
@@ -254,6 +334,7 @@ def largest_lesion_volume(ctx):
 
 @register(id="meas.tumor_burden", category="Measurement", subtype="{organ} tumor burden", answer_type="numeric",
           unit="%", decimals=2, needs="complete organ with at least one lesion",
+          requires=('lesions:{organ}',),
           paraphrases=("What percentage of the {organ} volume is occupied by lesions?",
                        "What is the {organ} tumor burden (lesion volume as % of organ volume)?",
                        "How much of the {organ}, in percent of its volume, is lesion?"))
@@ -272,6 +353,7 @@ def tumor_burden(ctx):
 
 @register(id="vr.lesion_count", category="Visual Reasoning", subtype="{organ} lesion counting",
           answer_type="numeric", integer=True, needs="organ present; lesions annotated",
+          requires=('lesions:{organ}',),
           paraphrases=("How many lesions are in the {organ}?", "Count the lesions in the {organ}.",
                        "What is the number of {organ} lesions?"))
 def lesion_count(ctx):
@@ -285,6 +367,7 @@ def lesion_count(ctx):
 
 @register(id="vr.lesion_count_by_location", category="Visual Reasoning", subtype="{organ} lesion count by location",
           answer_type="numeric", integer=True, needs="lesions with a location (segments, parts or poles)",
+          requires=('lesions:{organ}',),
           paraphrases=("How many {organ} lesions are located {where}?",
                        "Count the {organ} lesions {where}.",
                        "What is the number of lesions {where} of the {organ}?"))
@@ -308,6 +391,7 @@ def lesion_count_by_location(ctx):
 
 @register(id="vr.largest_lesion_diameter", category="Visual Reasoning", subtype="largest {organ} lesion diameter",
           answer_type="numeric", unit="mm", decimals=1, needs="a lesion in the organ",
+          requires=('lesions:{organ}',),
           paraphrases=("What is the longest axial diameter of the largest {organ} lesion in mm?",
                        "How long is the largest {organ} lesion on axial images (mm)?",
                        "Measure the largest {organ} lesion's long axis in millimeters."))
@@ -323,6 +407,7 @@ def largest_lesion_diameter(ctx):
 
 @register(id="vr.largest_lesion_slice", category="Visual Reasoning", subtype="largest {organ} lesion slice",
           answer_type="numeric", integer=True, needs="a lesion in the organ",
+          requires=('lesions:{organ}',),
           paraphrases=("On which axial slice (index) is the largest {organ} lesion widest?",
                        "Which axial slice number shows the longest diameter of the largest {organ} lesion?"))
 def largest_lesion_slice(ctx):
@@ -336,6 +421,7 @@ def largest_lesion_slice(ctx):
 
 @register(id="vr.largest_lesion_location", category="Visual Reasoning", subtype="largest {organ} lesion location",
           answer_type="categorical", needs="a lesion with a location (segment masks, pancreas axis, kidney extent)",
+          requires=('lesions:{organ}',),
           paraphrases=("Where is the largest {organ} lesion located?", "In which part of the {organ} is its largest lesion?",
                        "Which {organ} region holds the largest lesion?"))
 def largest_lesion_location(ctx):
@@ -350,6 +436,7 @@ def largest_lesion_location(ctx):
 @register(id="vr.largest_lesion_attenuation", category="Visual Reasoning",
           subtype="largest {organ} lesion attenuation", answer_type="categorical",
           needs="a lesion in the organ and the organ's parenchyma",
+          requires=('lesions:{organ}',),
           paraphrases=("Is the largest {organ} lesion hypoattenuating, isoattenuating or hyperattenuating?",
                        "How does the largest {organ} lesion's density compare with the {organ}?",
                        "What is the attenuation of the largest {organ} lesion relative to the {organ}?"))
@@ -366,6 +453,7 @@ def largest_lesion_attenuation(ctx):
 
 @register(id="vr.kidney_volume_comparison", category="Visual Reasoning", subtype="kidney volume comparison",
           answer_type="categorical", needs="both kidneys complete",
+          requires=('organ:kidney_left', 'organ:kidney_right'),
           paraphrases=("Which kidney is larger, the left or the right?", "Is the left or the right kidney bigger by volume?"))
 def kidney_volume_comparison(ctx):
     a, b = ctx.complete("kidney_left"), ctx.complete("kidney_right")
@@ -377,6 +465,7 @@ def kidney_volume_comparison(ctx):
 
 @register(id="vr.kidney_lesion_asymmetry", category="Visual Reasoning", subtype="bilateral kidney lesion asymmetry",
           answer_type="categorical", needs="both kidneys, kidney lesions annotated, at least one lesion",
+          requires=('lesions:kidney',),
           paraphrases=("Which kidney has more lesions: left, right, or are they equal?",
                        "Compare the number of lesions in the left and right kidneys."))
 def kidney_lesion_asymmetry(ctx):
@@ -390,6 +479,7 @@ def kidney_lesion_asymmetry(ctx):
 
 @register(id="vr.lesion_outlier", category="Visual Reasoning", subtype="{organ} lesion outlier", answer_type="binary",
           needs=">= 3 lesions in the organ", rule="lesion_outlier",
+          requires=('lesions:{organ}',),
           paraphrases=("Is the largest {organ} lesion at least three times the volume of the second largest?",
                        "Does one {organ} lesion dominate, being 3x or more the volume of the next largest?"))
 def lesion_outlier(ctx):
@@ -404,12 +494,13 @@ def lesion_outlier(ctx):
 
 @register(id="vr.liver_lesion_clustering", category="Visual Reasoning", subtype="liver lesion clustering",
           answer_type="categorical", needs=">= 2 liver lesions and liver segment masks", rule="liver_lesion_clustering",
+          requires=('lesions:liver', 'parts:liver'),
           paraphrases=("How are the liver lesions distributed across the Couinaud segments?",
                        "Are the liver lesions clustered in one segment or widely distributed?"))
 def liver_lesion_clustering(ctx):
     les = ctx.lesions("liver")
     segs = [_loc_text(x) for x in les]
-    if len(les) >= 2 and all(segs) and ctx.annotated("liver"):
+    if len(les) >= 2 and all(segs) and ctx.annotated("liver") and ctx.has_parts("liver"):
         counts = sorted((segs.count(s) for s in set(segs)), reverse=True)
         top = counts[0] / len(les)
         top2 = sum(counts[:2]) / len(les)
@@ -422,6 +513,7 @@ def liver_lesion_clustering(ctx):
 
 @register(id="vr.organ_enlargement", category="Visual Reasoning", subtype="{organ} enlargement", answer_type="binary",
           needs="complete kidney", rule="kidney_enlarged",
+          requires=('organ:{organ}',),
           paraphrases=("Is the {organ} enlarged?", "Is the {organ} longer than normal?",
                        "Does the {organ} appear enlarged in length?"))
 def organ_enlargement(ctx):
@@ -436,6 +528,7 @@ def organ_enlargement(ctx):
 @register(id="vr.lesion_organ_hu_difference", category="Visual Reasoning",
           subtype="{organ} tumor-organ HU difference", answer_type="numeric", unit="HU", decimals=1, signed=True,
           needs="a lesion in the organ",
+          requires=('lesions:{organ}',),
           paraphrases=("By how many HU does the largest {organ} lesion differ from the {organ} parenchyma (lesion minus organ)?",
                        "What is the attenuation difference in HU between the largest {organ} lesion and the {organ}?"))
 def lesion_organ_hu_difference(ctx):
@@ -449,6 +542,7 @@ def lesion_organ_hu_difference(ctx):
 
 @register(id="vr.adjacent_organ", category="Visual Reasoning", subtype="{organ} adjacent organ",
           answer_type="categorical", needs="an organ touching another (shared voxel face)",
+          requires=('organ:{organ}',),
           paraphrases=("Which of these structures is in contact with the {organ}?",
                        "Which organ directly touches the {organ}?", "What structure borders the {organ}?"))
 def adjacent_organ(ctx):
@@ -468,6 +562,7 @@ def adjacent_organ(ctx):
 
 @register(id="vr.multi_organ_burden", category="Visual Reasoning", subtype="multi-organ lesion burden comparison",
           answer_type="categorical", needs="lesions in at least two organ families",
+          requires=(),
           paraphrases=("Which organ has the largest total lesion volume?",
                        "Among the liver, kidneys and pancreas, where is the lesion burden (total volume) highest?"))
 def multi_organ_burden(ctx):
@@ -482,6 +577,7 @@ def multi_organ_burden(ctx):
 
 @register(id="vr.organ_aggregation", category="Visual Reasoning", subtype="{organ} combined volume",
           answer_type="numeric", unit="ml", decimals=1, needs="all summed organs complete",
+          requires=('organ:{organ}',),
           paraphrases=("What is the combined volume of the {organ} in ml?", "Add up the volumes of the {organ} (ml).",
                        "What is the total volume of the {organ}, in milliliters?"))
 def organ_aggregation(ctx):
@@ -498,6 +594,7 @@ def organ_aggregation(ctx):
 
 @register(id="med.splenomegaly_grade", category="Medical Reasoning", subtype="splenomegaly grading",
           answer_type="categorical", needs="complete spleen", rule="splenomegaly",
+          requires=('organ:spleen',),
           paraphrases=("How would you grade the spleen size (normal, mild, moderate or severe splenomegaly)?",
                        "What is the splenomegaly grade?", "Grade the spleen: normal, mild, moderate or severe enlargement?"))
 def splenomegaly_grade(ctx):
@@ -509,6 +606,7 @@ def splenomegaly_grade(ctx):
 
 @register(id="med.fatty_liver", category="Medical Reasoning", subtype="fatty liver", answer_type="binary",
           needs="liver and spleen", rule="fatty_liver_ls_ratio",
+          requires=('organ:liver', 'organ:spleen'),
           paraphrases=("Does the patient have a fatty liver?", "Is there hepatic steatosis by the liver-to-spleen ratio?",
                        "Is the liver fatty (liver/spleen attenuation below 1.0)?"))
 def fatty_liver(ctx):
@@ -522,6 +620,7 @@ def fatty_liver(ctx):
 
 @register(id="med.steatosis_grade", category="Medical Reasoning", subtype="hepatic steatosis grade",
           answer_type="categorical", needs="liver and spleen", rule="steatosis_grade",
+          requires=('organ:liver', 'organ:spleen'),
           paraphrases=("What is the grade of hepatic steatosis?", "Grade the liver fat: none, mild or moderate-to-severe?"))
 def steatosis(ctx):
     liv, s = ctx.organ("liver"), ctx.organ("spleen")
@@ -534,6 +633,7 @@ def steatosis(ctx):
 
 @register(id="med.pancreatic_steatosis", category="Medical Reasoning", subtype="pancreatic steatosis",
           answer_type="binary", needs="pancreas and spleen", rule="pancreatic_steatosis",
+          requires=('organ:pancreas', 'organ:spleen'),
           paraphrases=("Is there pancreatic steatosis?", "Is the pancreas fatty (pancreas/spleen attenuation below 0.70)?"))
 def pancreatic_steatosis(ctx):
     p, s = ctx.organ("pancreas"), ctx.organ("spleen")
@@ -546,6 +646,7 @@ def pancreatic_steatosis(ctx):
 
 @register(id="med.pancreatic_t_stage", category="Medical Reasoning", subtype="pancreatic tumor T-stage",
           answer_type="categorical", needs="a pancreatic tumor", rule="pancreas_t_stage",
+          requires=('lesions:pancreas',),
           paraphrases=("What is the T-stage of the pancreatic tumor by size (AJCC 8th edition)?",
                        "Based on its greatest dimension, what T category is the pancreatic tumor?"))
 def pancreatic_t_stage(ctx):
@@ -559,6 +660,7 @@ def pancreatic_t_stage(ctx):
 
 @register(id="med.renal_mass_type", category="Medical Reasoning", subtype="renal mass characterization",
           answer_type="categorical", needs="a kidney lesion", rule="renal_cyst_hu",
+          requires=('lesions:kidney',),
           paraphrases=("Is the largest renal lesion a simple cyst or a solid mass by its attenuation?",
                        "By HU, is the largest kidney lesion cystic or solid?"))
 def renal_mass_type(ctx):
@@ -572,6 +674,7 @@ def renal_mass_type(ctx):
 
 @register(id="med.lesion_type", category="Medical Reasoning", subtype="{organ} lesion type", answer_type="categorical",
           needs="a lesion whose class says tumor or cyst",
+          requires=('lesions:{organ}', 'kind:{organ}:cyst', 'kind:{organ}:tumor'),
           paraphrases=("Is the largest {organ} lesion a cyst or a tumor?", "What type is the largest {organ} lesion: cyst or tumor?"))
 def lesion_type(ctx):
     for fam in ("liver", "kidney", "pancreas"):
@@ -584,6 +687,7 @@ def lesion_type(ctx):
 
 @register(id="med.pancreatic_cyst_resection", category="Medical Reasoning", subtype="pancreatic cyst resection criterion",
           answer_type="binary", needs="a pancreatic cyst", rule="pancreatic_cyst_resection",
+          requires=('lesions:pancreas',),
           paraphrases=("Does the largest pancreatic cyst meet the size criterion for resection (> 3 cm or > 3 ml)?",
                        "Is the pancreatic cyst large enough (over 3 cm or 3 ml) to consider surgery?"))
 def pancreatic_cyst_resection(ctx):
@@ -599,6 +703,7 @@ def pancreatic_cyst_resection(ctx):
 
 @register(id="loc.organ_bbox", category="Localization", subtype="{organ} bounding box", answer_type="bbox",
           needs="organ present",
+          requires=('organ:{organ}',),
           paraphrases=("Give the 3D bounding box of the {organ}.", "Where is the {organ}? Answer with its 3D bounding box.",
                        "Localize the {organ} with a bounding box."))
 def organ_bbox(ctx):
@@ -611,6 +716,7 @@ def organ_bbox(ctx):
 
 @register(id="loc.largest_lesion_bbox", category="Localization", subtype="largest {organ} lesion bounding box",
           answer_type="bbox", needs="a lesion in the organ",
+          requires=('lesions:{organ}',),
           paraphrases=("Give the 3D bounding box of the largest {organ} lesion.",
                        "Localize the largest lesion in the {organ} with a 3D bounding box."))
 def largest_lesion_bbox(ctx):
@@ -640,6 +746,7 @@ _LESION_REF = "the {organ} lesion whose longest axial diameter lies on slice {sl
 
 @register(id="vr.lesion_location", category="Visual Reasoning", subtype="{organ} lesion location",
           answer_type="categorical", needs="lesions with a location", key_params=("organ",),
+          requires=('lesions:{organ}',),
           paraphrases=("Where is " + _LESION_REF + "?", "In which part of the {organ} is " + _LESION_REF + "?"))
 def lesion_location(ctx):
     for fam in ("liver", "pancreas"):
@@ -651,6 +758,7 @@ def lesion_location(ctx):
 
 @register(id="vr.kidney_lesion_side", category="Visual Reasoning", subtype="kidney lesion side",
           answer_type="categorical", needs="kidney lesions", key_params=(),
+          requires=('lesions:kidney',),
           paraphrases=("Which kidney holds the renal lesion whose longest axial diameter lies on slice {slice}?",
                        "Is the kidney lesion on slice {slice} in the left or the right kidney?"))
 def kidney_lesion_side(ctx):
@@ -662,6 +770,7 @@ def kidney_lesion_side(ctx):
 
 @register(id="meas.lesion_volume", category="Measurement", subtype="{organ} lesion volume", answer_type="numeric",
           unit="ml", decimals=2, needs="lesions", key_params=("organ",),
+          requires=('lesions:{organ}',),
           paraphrases=("What is the volume in ml of " + _LESION_REF + "?", "How large (ml) is " + _LESION_REF + "?"))
 def lesion_volume(ctx):
     for fam in ("liver", "kidney", "pancreas"):
@@ -673,6 +782,7 @@ def lesion_volume(ctx):
 
 @register(id="vr.lesion_diameter", category="Visual Reasoning", subtype="{organ} lesion diameter",
           answer_type="numeric", unit="mm", decimals=1, needs="lesions", key_params=("organ",),
+          requires=('lesions:{organ}',),
           paraphrases=("What is the longest axial diameter (mm) of " + _LESION_REF + "?",
                        "How long is the long axis of " + _LESION_REF + ", in mm?"))
 def lesion_diameter(ctx):
@@ -686,6 +796,7 @@ def lesion_diameter(ctx):
 
 @register(id="vr.lesion_attenuation", category="Visual Reasoning", subtype="{organ} lesion attenuation",
           answer_type="categorical", needs="lesions and the organ's parenchyma", key_params=("organ",),
+          requires=('lesions:{organ}',),
           paraphrases=("Is " + _LESION_REF + " hypo-, iso- or hyperattenuating?",
                        "How dense is " + _LESION_REF + " compared with the {organ}?"))
 def lesion_attenuation(ctx):
@@ -700,6 +811,7 @@ def lesion_attenuation(ctx):
 
 @register(id="med.each_lesion_type", category="Medical Reasoning", subtype="{organ} lesion cyst or tumor",
           answer_type="categorical", needs="lesions whose class says tumor or cyst", key_params=("organ",),
+          requires=('lesions:{organ}', 'kind:{organ}:cyst', 'kind:{organ}:tumor'),
           paraphrases=("Is " + _LESION_REF + " a cyst or a tumor?", "What kind of lesion is " + _LESION_REF + "?"))
 def each_lesion_type(ctx):
     for fam in ("liver", "kidney", "pancreas"):
@@ -711,10 +823,11 @@ def each_lesion_type(ctx):
 
 @register(id="rec.segment_lesion_exists", category="Recognition", subtype="liver segment lesion existence",
           answer_type="binary", needs="liver segment masks; liver lesions annotated", key_params=(),
+          requires=('lesions:liver', 'parts:liver'),
           paraphrases=("Is there a lesion in Couinaud segment {segment} of the liver?",
                        "Does liver segment {segment} contain a lesion?"))
 def segment_lesion_exists(ctx):
-    if not (ctx.has_parts and ctx.organ("liver") and ctx.annotated("liver")):
+    if not (ctx.has_parts("liver") and ctx.organ("liver") and ctx.annotated("liver")):
         return
     les = ctx.lesions("liver")
     liver = ctx.organ("liver")
@@ -727,6 +840,7 @@ def segment_lesion_exists(ctx):
 
 @register(id="loc.lesion_bbox", category="Localization", subtype="{organ} lesion bounding box", answer_type="bbox",
           needs="lesions", key_params=("organ",),
+          requires=('lesions:{organ}',),
           paraphrases=("Give the 3D bounding box of " + _LESION_REF + ".",
                        "Localize " + _LESION_REF + " with a 3D bounding box."))
 def lesion_bbox(ctx):
@@ -740,6 +854,7 @@ def lesion_bbox(ctx):
 @register(id="rec.part_lesion_exists", category="Recognition", subtype="{organ} part lesion existence",
           answer_type="binary", needs="pancreas parts (masks or axis) or kidney poles; lesions annotated",
           key_params=("organ",),
+          requires=('lesions:{organ}',),
           paraphrases=("Is there a lesion {where} of the {organ}?", "Does the {organ} have a lesion {where}?"))
 def part_lesion_exists(ctx):
     for fam, places in (("pancreas", ("head", "body", "tail")), ("kidney_left", ("upper pole", "interpolar", "lower pole")),
@@ -759,6 +874,7 @@ def part_lesion_exists(ctx):
 
 @register(id="vr.denser_organ", category="Visual Reasoning", subtype="{organ} vs spleen attenuation",
           answer_type="categorical", needs="the organ and the spleen",
+          requires=('organ:{organ}', 'organ:spleen'),
           paraphrases=("Which is denser (higher mean HU), the {organ} or the spleen?",
                        "Does the {organ} or the spleen have the higher attenuation?"))
 def denser_organ(ctx):
@@ -773,6 +889,7 @@ def denser_organ(ctx):
 
 @register(id="meas.lesion_hu", category="Measurement", subtype="{organ} lesion mean HU", answer_type="numeric",
           unit="HU", decimals=1, signed=True, needs="lesions", key_params=("organ",),
+          requires=('lesions:{organ}',),
           paraphrases=("What is the mean attenuation (HU) of " + _LESION_REF + "?",
                        "Give the average Hounsfield unit value of " + _LESION_REF + "."))
 def lesion_hu(ctx):
@@ -785,6 +902,7 @@ def lesion_hu(ctx):
 
 @register(id="vr.lesion_short_axis", category="Visual Reasoning", subtype="{organ} lesion short axis",
           answer_type="numeric", unit="mm", decimals=1, needs="lesions", key_params=("organ",),
+          requires=('lesions:{organ}',),
           paraphrases=("What is the short axis (mm), perpendicular to the long axis on the same slice, of "
                        + _LESION_REF + "?", "How wide is " + _LESION_REF + " perpendicular to its long axis, in mm?"))
 def lesion_short_axis(ctx):
@@ -798,6 +916,7 @@ def lesion_short_axis(ctx):
 
 @register(id="vr.lesion_max_diameter", category="Visual Reasoning", subtype="{organ} lesion greatest 3D dimension",
           answer_type="numeric", unit="mm", decimals=1, needs="lesions", key_params=("organ",),
+          requires=('lesions:{organ}',),
           paraphrases=("What is the greatest 3D dimension (mm) of " + _LESION_REF + "?",
                        "What is the maximum diameter in 3D, in mm, of " + _LESION_REF + "?"))
 def lesion_max_diameter(ctx):

@@ -37,23 +37,36 @@ def make_segmenter(backend: str, device: str = "auto"):
                            "or totalsegmentator[:fast][+liver_lesions+kidney_cysts+...]")
 
 
-def lesion_families(backend: str) -> list[str]:
-    """Organ families whose lesions a segmenter outputs: only for these is a
-    predicted 'no lesion' an answer rather than a blind spot."""
+#: Canonical structures each extra TotalSegmentator task outputs (merged by ``volvqa.segment.totalseg``).
+TOTALSEG_TASK_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "liver_segments": tuple(f"liver_segment_{i}" for i in range(1, 9)),
+    "kidney_cysts": ("kidney_cyst",),
+    "liver_vessels": ("liver_vessels", "liver_tumor"),
+    "liver_lesions": ("liver_lesion",),
+    "lung_nodules": ("lung_nodule", "lung"),
+}
+
+
+def segmenter_annotates(backend: str) -> frozenset[str]:
+    """The structures a segmenter outputs: its annotation scope. A structure
+    it outputs and does not find is absent; one it never outputs is unknown
+    (an organ-only network cannot say "no lesion")."""
+    from volvqa import labels as L
     if backend.startswith("totalsegmentator"):
         from volvqa.segment.totalseg import parse_backend
         _fast, tasks = parse_backend(backend)
-        fams = {"kidney_cysts": "kidney", "liver_lesions": "liver", "liver_vessels": "liver", "lung_nodules": "lung"}
-        return sorted({fams[t] for t in tasks if t in fams})
+        names = {L.canonical_name(n) for n in L.TOTALSEG_TOTAL.values()}
+        for t in tasks:
+            names.update(TOTALSEG_TASK_OUTPUTS[t])
+        return frozenset(n for n in names if n)
     if backend.startswith("monai:"):
         import json
-        from volvqa import labels as L
         cfg = Path(backend.split(":", 1)[1]) / "config.json"
         if not cfg.is_file():
             raise VolvqaInputError(cfg.parent, "not a MONAI segmentation run (needs config.json and model.safetensors)")
-        names = json.loads(cfg.read_text())["model"]["labels"]
-        return sorted({L.LESION_ORGAN[n] for n in names if n in L.LESION_ORGAN})
-    return []
+        return frozenset(x for n in json.loads(cfg.read_text())["model"]["labels"] for x in L.expand_names(n))
+    raise VolvqaInputError(None, f"unknown segmenter backend {backend!r}: use monai:runs/NAME "
+                           "or totalsegmentator[:fast][+liver_lesions+kidney_cysts+...]")
 
 
 _LOADED: dict[tuple[str, str], object] = {}

@@ -144,7 +144,8 @@ class MonaiSegmenter:
                 left, _right = split_by_side(sub, volume, offset=[s.start for s in box])
                 on_input[box][sub & ~left] = L.CANONICAL_IDS[members[1]]
         present = {i: L.CANONICAL_NAMES[i] for i in present_ids(on_input)}
-        return LabelMap(on_input, present, volume.affine.copy(), meta={"segmenter": "monai"})
+        return LabelMap(on_input, present, volume.affine.copy(), meta={"segmenter": "monai"},
+                        annotates=frozenset(x for n in self.cfg.labels for x in L.expand_names(n)))
 
 
 class _Null:

@@ -251,8 +251,10 @@ class TotalSegmentatorSegmenter:
         part_labels = {i: part_names[i] for i in present_ids(parts)} if parts is not None else {}
         meta = {"segmenter": "totalsegmentator" + (":fast" if self.fast else ""),
                 "tasks": self.all_tasks, "device": self.device}
+        from volvqa.segment import segmenter_annotates
+        scope = segmenter_annotates("totalsegmentator" + "".join(f"+{t}" for t in self.tasks))
         return LabelMap(merged, present, volume.affine.copy(), parts=parts, part_labels=part_labels,
-                        meta=meta)
+                        meta=meta, annotates=scope)
 
     @staticmethod
     def _check_grid(pred: np.ndarray, volume: Volume, task: str) -> None:

@@ -25,11 +25,14 @@ from volvqa.arrays import present_ids
 from volvqa.io.atomic import write_text_atomic
 from volvqa.io.nifti import write_nifti
 from volvqa.records import LabelMap, Source, Volume
-from volvqa.synth.lesions import LesionDoesNotFit, LesionRequest, insert_lesions
+from volvqa.synth.lesions import LESION_LABELS, LesionDoesNotFit, LesionRequest, insert_lesions
 from volvqa.jsonable import jsonable
-from volvqa.synth.phantom import PhantomConfig, generate_phantom
+from volvqa.synth.phantom import PHANTOM_ORGANS, PhantomConfig, generate_phantom
 
 PARTS_SPEC = {i: n for n, i in L.PART_IDS.items()}
+#: What a phantom annotates: its organs, every lesion class lesions are
+#: inserted as (a phantom without one has none), and the sub-segments.
+PHANTOM_ANNOTATES = frozenset(PHANTOM_ORGANS) | frozenset(LESION_LABELS.values()) | frozenset(L.PART_IDS)
 #: Smallest lesion the retries shrink to: well above findings' 50 mm^3 floor.
 MIN_DIAMETER_MM = 7.0
 
@@ -56,6 +59,8 @@ def write_case(folder: Path, volume: Volume, labelmap: LabelMap, truth: dict) ->
         write_nifti(tmp / "seg.nii.gz", labelmap.array, labelmap.affine)
         if labelmap.parts is not None:
             write_nifti(tmp / "parts.nii.gz", labelmap.parts, labelmap.affine)
+        if labelmap.annotates is not None and "annotates" not in truth:
+            truth = dict(truth, annotates=sorted(labelmap.scope))
         write_text_atomic(tmp / "truth.json", json.dumps(jsonable(truth), indent=1, sort_keys=True) + "\n")
         if folder.exists():
             shutil.rmtree(folder)
@@ -160,7 +165,8 @@ def phantom_case(index: int, seed: int, *, lesions: bool = True, shape=None, spa
     v = Volume(ph.ct, ph.affine, tuple(cfg.spacing_mm), Source(case_id))
     lm = LabelMap(ph.labels, {i: L.CANONICAL_NAMES[i] for i in present_ids(ph.labels)},
                   ph.affine, parts=ph.parts,
-                  part_labels={i: PARTS_SPEC[i] for i in present_ids(ph.parts)} if ph.parts is not None else {})
+                  part_labels={i: PARTS_SPEC[i] for i in present_ids(ph.parts)} if ph.parts is not None else {},
+                  annotates=PHANTOM_ANNOTATES if ph.parts is not None else PHANTOM_ANNOTATES - frozenset(L.PART_IDS))
     truth = dict(ph.truth, case_id=case_id, lesions=[], skipped_lesions=[])
     if lesions:
         rng = np.random.default_rng([seed, index, 1])

@@ -116,7 +116,9 @@ def insert_lesions(volume: Volume, labelmap: LabelMap, requests: list[LesionRequ
     counts = label_counts(lab)
     out_l = LabelMap(lab, {i: n for i, n in sorted(labels.items()) if counts[i]}, labelmap.affine.copy(),
                      parts=None if labelmap.parts is None else labelmap.parts.copy(),
-                     part_labels=dict(labelmap.part_labels), meta=dict(labelmap.meta))
+                     part_labels=dict(labelmap.part_labels), meta=dict(labelmap.meta),
+                     annotates=None if labelmap.annotates is None else
+                     labelmap.annotates | {t["label"] for t in truth})
     return out_v, out_l, truth
 
 

@@ -57,6 +57,15 @@ NOISE_STD_HU = 12.0
 SPLEEN_GRADES_ML = {"normal": (120.0, 290.0), "mild": (340.0, 480.0), "moderate": (540.0, 760.0),
                     "severe": (850.0, 1100.0)}
 DEFAULT_SHAPE = (256, 256, 96)
+#: Every structure a phantom delineates (its annotation scope): an organ of
+#: this list with no voxel is absent (removed by a surgery variant, or a
+#: vertebra or rib outside the field of view), never unknown. Lesion
+#: classes and sub-segments are added by ``volvqa.synth.dataset``.
+PHANTOM_ORGANS = ("liver", "spleen", "kidney_left", "kidney_right", "pancreas", "gallbladder", "stomach",
+                  "aorta", "inferior_vena_cava", "colon", "small_bowel", "spinal_cord",
+                  "autochthon_left", "autochthon_right", "iliopsoas_left", "iliopsoas_right",
+                  *(f"vertebrae_{v}" for v in ("L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10", "T9", "T8")),
+                  *(f"rib_{side}_{k}" for side in ("left", "right") for k in range(7, 13)))
 DEFAULT_SPACING = (1.5, 1.5, 3.0)
 
 
