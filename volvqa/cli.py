@@ -521,12 +521,17 @@ def qc_cmd(manifest, volume, masks, label_spec, annotates, compare_with, compare
                 disagree += 1
                 click.echo(f"{cid}\t{r.structure}\tagreement\t{r.reason}")
     table = agreement_table(agreement) if agreement else []
-    if table:
+    shown = [row for row in table if row["compared"]]
+    if shown:
         click.echo("\nstructure\tcompared\tboth present\tmean Dice\tmin Dice\tdisagree\tnot compared")
-        for row in table:
+        for row in shown:
             fmt = (lambda x: "-" if x is None else f"{x:.3f}")
             click.echo(f"{row['structure']}\t{row['compared']}\t{row['both_present']}\t{fmt(row['mean_dice'])}\t"
                        f"{fmt(row['min_dice'])}\t{row['disagree']}\t{row['not_compared']}")
+    skipped = [row["structure"] for row in table if not row["compared"]]
+    if skipped:
+        click.echo(f"not compared (annotated by one source only): {len(skipped)} structures: "
+                   f"{', '.join(skipped[:12])}{' ...' if len(skipped) > 12 else ''}")
     for cid, e in sorted(errors.items()):
         click.echo(f"volvqa: case {cid} failed: {e}", err=True)
     n_cases = len({f["case_id"] for f in found})

@@ -73,6 +73,13 @@ def parse_question(question: str) -> list[tuple[str, dict]]:
                     ok = False
                     break
                 params[k] = _NAME_OF[v.lower()]
+            elif k == "organs":  # "liver, kidneys and pancreas" -> liver+kidney+pancreas
+                names = [w.strip().lower() for w in re.split(r",|\band\b", v) if w.strip()]
+                names = [n[:-1] if n == "kidneys" else n for n in names]
+                if not names or any(n not in _NAME_OF for n in names):
+                    ok = False
+                    break
+                params[k] = "+".join(_NAME_OF[n] for n in names)
             else:
                 params[k] = v
         if ok:

@@ -83,4 +83,8 @@ class CaseContext:
 
 
 def organ_text(name: str) -> str:
+    """Words for a structure; ``a+b+c`` (organ families) reads "a, b and c"."""
+    if "+" in name:
+        words = [organ_text(n) + ("s" if n == "kidney" else "") for n in name.split("+")]
+        return ", ".join(words[:-1]) + " and " + words[-1]
     return ORGAN_TEXT.get(name, name.replace("_", " "))

@@ -561,16 +561,18 @@ def adjacent_organ(ctx):
 
 
 @register(id="vr.multi_organ_burden", category="Visual Reasoning", subtype="multi-organ lesion burden comparison",
-          answer_type="categorical", needs="lesions in at least two organ families",
-          requires=(),
-          paraphrases=("Which organ has the largest total lesion volume?",
-                       "Among the liver, kidneys and pancreas, where is the lesion burden (total volume) highest?"))
+          answer_type="categorical", needs="lesions in at least two organ families whose lesions are annotated",
+          requires=(), key_params=(),
+          paraphrases=("Which of the {organs} has the largest total lesion volume?",
+                       "Among the {organs}, where is the lesion burden (total lesion volume) highest?"))
 def multi_organ_burden(ctx):
-    fams = [f for f in ("liver", "kidney", "pancreas") if ctx.annotated(f)]
+    # Only families whose lesions are annotated can be compared, and the
+    # question names them: an organ outside the list may hold more.
+    fams = [f for f in ("liver", "kidney", "pancreas", "spleen", "colon") if ctx.annotated(f)]
     burden = {f: sum(x.volume_ml for x in ctx.lesions(f)) for f in fams}
     if sum(v > 0 for v in burden.values()) >= 2:
         best = max(burden, key=lambda f: (burden[f], f))
-        yield Instance({}, organ_text(best), {"burden_ml": burden},
+        yield Instance({"organs": "+".join(fams)}, organ_text(best), {"burden_ml": burden},
                        [ctx.lesions(f)[0].bbox_voxel for f in fams if ctx.lesions(f)],
                        ctx.lesions(best)[0].axial_slice, label_set=[organ_text(f) for f in fams])
 
