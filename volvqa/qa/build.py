@@ -267,8 +267,10 @@ def run_case_qc(task: dict, v, lm):
         if other is None:
             other = load_labelmap(masks if len(masks) > 1 else masks[0], specs if len(masks) > 1 else specs[0],
                                   reference=v, annotates=sorted(segmenter_annotates(task["agreement"]["backend"])))
-    return qc_labelmap(v, lm, task.get("qc", "exclude"), case_id=task["case_id"], other=other,
-                       require_agreement=other is not None)
+    lm, report = qc_labelmap(v, lm, task.get("qc", "exclude"), case_id=task["case_id"], other=other,
+                             require_agreement=other is not None)
+    report["require_agreement"] = task["agreement"]["backend"] if task.get("agreement") else None
+    return lm, report
 
 
 def run_cases(tasks: list[dict], cfg: BuildConfig, gpus_per_task: float = 0) -> list[dict]:
@@ -354,10 +356,14 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
                        masks=json.dumps(meta.get("masks")), label_spec=json.dumps(meta.get("label_spec")),
                        annotates=json.dumps(meta.get("annotates")))
             scopes[c.case_id] = meta.get("annotates") or []
-            qc_reports[c.case_id] = json.loads((wd / "qc.json").read_text())
+            # Cases processed by a volvqa without quality control have no qc.json.
+            qc_reports[c.case_id] = json.loads((wd / "qc.json").read_text()) if (wd / "qc.json").is_file() else \
+                {"case_id": c.case_id, "mode": "not run", "findings": [], "excluded": {}}
             dest = out / "cases" / c.case_id
             dest.mkdir(parents=True, exist_ok=True)
             for name in ("findings.json", "report.txt", "qc.json"):
+                if not (wd / name).is_file():
+                    continue
                 src = (wd / name).read_bytes()
                 if not (dest / name).exists() or (dest / name).read_bytes() != src:
                     from volvqa.io.atomic import write_bytes_atomic
@@ -388,6 +394,12 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
     write_cases_parquet(out / "cases.parquet", case_rows)
     write_text_atomic(out / "audit.json", json.dumps(rows, indent=1, sort_keys=True) + "\n")
     qc = qc_settings(m, cfg)
+    modes = {r.get("mode") for r in qc_reports.values()}
+    if len(modes) == 1:  # what the cases ran with (shards merged later may not repeat the options)
+        qc["mode"] = modes.pop()
+    others = {r.get("require_agreement") for r in qc_reports.values()}
+    if len(others) == 1 and others != {None}:
+        qc["require_agreement"] = others.pop()
     qc_summary = qc_overview(qc_reports, qc)
     write_text_atomic(out / "qc.json", json.dumps(qc_summary, indent=1, sort_keys=True) + "\n")
     seg = segmenter_settings(m, cfg)
