@@ -98,17 +98,48 @@ def info(volume, series_uid, allow_non_ct, max_voxels, as_json):
 @main.command()
 @click.argument("input", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path))
+@click.option("--masks", multiple=True, type=click.Path(path_type=Path),
+              help="Masks of the CT to convert too: a label map, a mask folder, a DICOM SEG or RTSTRUCT "
+                   "(repeat to merge).")
+@click.option("--labels", "label_spec", multiple=True, help="Label spec of each --masks (default auto).")
+@click.option("--masks-out", type=click.Path(path_type=Path),
+              help="Canonical label map (canonical ids, on OUTPUT's grid); sub-segments go to <name>_parts.nii.gz.")
 @_with_load_opts
-def ingest(input, output, series_uid, allow_non_ct, max_voxels):
-    """Convert a CT (NIfTI, DICOM folder or zip) to canonical RAS int16 HU NIfTI."""
-    from volvqa.io import load_volume, save_volume
-    if not (output.name.endswith(".nii") or output.name.endswith(".nii.gz")):
-        raise VolvqaInputError(output, "output must end in .nii or .nii.gz")
-    if not output.parent.exists():
-        raise VolvqaInputError(output, "output folder does not exist")
+def ingest(input, output, masks, label_spec, masks_out, series_uid, allow_non_ct, max_voxels):
+    """Convert a CT (NIfTI, DICOM folder or zip) to canonical RAS int16 HU NIfTI, and its masks
+    (NIfTI, DICOM SEG, RTSTRUCT) to a canonical label map."""
+    from volvqa.io import load_labelmap, load_volume, save_labelmap, save_volume
+    outs = [output] + ([masks_out] if masks_out is not None else [])
+    for o in outs:
+        if not (o.name.endswith(".nii") or o.name.endswith(".nii.gz")):
+            raise VolvqaInputError(o, "output must end in .nii or .nii.gz")
+        if not o.parent.exists():
+            raise VolvqaInputError(o, "output folder does not exist")
+    if bool(masks) != (masks_out is not None):
+        raise click.UsageError("--masks and --masks-out go together")
     v = load_volume(input, series_uid=series_uid, allow_non_ct=allow_non_ct, max_voxels=max_voxels)
+    lm = None
+    if masks:
+        specs = list(label_spec) or ["auto"]
+        specs = specs * len(masks) if len(specs) == 1 else specs
+        if len(specs) != len(masks):
+            raise click.BadParameter("give one --labels per --masks, or one for all")
+        lm = load_labelmap(list(masks) if len(masks) > 1 else masks[0], specs if len(masks) > 1 else specs[0],
+                           reference=v)
     save_volume(v, output)
     click.echo(f"wrote {output} shape {list(v.shape)} spacing {[round(s, 4) for s in v.spacing_mm]} mm RAS")
+    if lm is not None:
+        from volvqa.io import nifti
+        save_labelmap(lm, masks_out)
+        msg = f"wrote {masks_out}: {', '.join(lm.names) or 'no structure'}"
+        if lm.parts is not None and lm.part_labels:
+            parts_out = masks_out.parent / (masks_out.name.split(".nii")[0] + "_parts.nii.gz")
+            nifti.write_nifti(parts_out, lm.parts, lm.affine)
+            msg += f"; {parts_out}: {', '.join(sorted(lm.part_labels.values()))}"
+        absent = sorted(lm.scope - lm.present)
+        if absent:
+            msg += f" (annotated, no voxel: {', '.join(absent)})"
+        click.echo(msg)
 
 
 @main.command()

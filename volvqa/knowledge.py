@@ -63,6 +63,36 @@ RULES: dict[str, Rule] = {r.key: r for r in [
          "Tanaka M et al. International consensus Fukuoka guidelines for IPMN, Pancreatology 2017"),
 ]}
 
+RULES.update({r.key: r for r in [
+    Rule("lung_nodule_density",
+         "Lung lesion density by its mean attenuation: solid >= -300 HU, part-solid -600 to -300 HU, "
+         "ground-glass < -600 HU (a volvqa approximation of the visual categories; partial volume lowers the "
+         "mean of small nodules on thick slices).",
+         "Ground-glass nodules average about -600 HU and lesions with solid components lie above it: Wang H et "
+         "al., Iran J Radiol 2018;15:e61846 (mean CT cut-offs -581 and -464 HU); solid-component thresholds "
+         "-400 to -160 HU: Lee JH et al., PLoS One 2018;13:e0205490; categories: Bankier AA et al. "
+         "(Fleischner glossary), Radiology 2024;310:e232558"),
+    Rule("fleischner_solid",
+         "Fleischner Society 2017, incidental solid pulmonary nodule (adult, single): size as the average of "
+         "long and short axis on the same slice, rounded to the nearest mm: < 6 mm (no routine follow-up in "
+         "low-risk patients), 6-8 mm (CT at 6-12 months), > 8 mm (CT at 3 months, PET/CT or tissue sampling). "
+         "Nodules are <= 30 mm; larger lesions are masses.",
+         "MacMahon H et al. Guidelines for management of incidental pulmonary nodules detected on CT images: "
+         "from the Fleischner Society 2017. Radiology 2017;284:228-243; Bankier AA et al. Recommendations for "
+         "measuring pulmonary nodules at CT. Radiology 2017;285:584-600"),
+    Rule("lung_rads_solid",
+         "Lung-RADS v2022, solid nodule at baseline screening, by mean diameter to one decimal place: "
+         "< 6 mm category 2, 6 to < 8 mm category 3, 8 to < 15 mm category 4A, >= 15 mm category 4B.",
+         "American College of Radiology. Lung-RADS v2022 (2022); Christensen J et al., Radiology "
+         "2024;310:e231436"),
+    Rule("lung_t_category",
+         "Lung cancer T category by the tumour's greatest dimension (AJCC 8th): T1a <= 1 cm, T1b > 1-2 cm, "
+         "T1c > 2-3 cm, T2a > 3-4 cm, T2b > 4-5 cm, T3 > 5-7 cm, T4 > 7 cm (size only: invasion and "
+         "separate nodules, which also set T, are not assessed from a mask).",
+         "Amin MB et al. (eds). AJCC Cancer Staging Manual, 8th ed. Springer 2017; Rami-Porta R et al., "
+         "J Thorac Oncol 2015;10:990-1003 (IASLC proposals for the T descriptors)"),
+]})
+
 SPLENOMEGALY_ML = 314.5
 SPLENOMEGALY_GRADES_ML = ((314.5, "normal"), (500.0, "mild"), (800.0, "moderate"), (float("inf"), "severe"))
 FATTY_LIVER_LS_RATIO = 1.0
@@ -139,7 +169,7 @@ QC_SIDE_MARGIN_MM = 10.0
 #: Two masks of a per-structure folder sharing more than this share of the smaller one.
 QC_MAX_OVERLAP_SHARE = 0.10
 #: Structures checked for side: those named *_left / *_right among these stems.
-QC_SIDED = ("kidney", "adrenal_gland", "lung_upper_lobe", "lung_lower_lobe", "lung_middle_lobe", "autochthon",
+QC_SIDED = ("kidney", "lung", "adrenal_gland", "lung_upper_lobe", "lung_lower_lobe", "lung_middle_lobe", "autochthon",
             "iliopsoas", "gluteus_maximus", "gluteus_medius", "gluteus_minimus", "hip", "femur", "humerus",
             "scapula", "clavicula", "rib", "iliac_artery", "iliac_vena")
 #: Organs that cannot be missing once their level is in the scan, and the
@@ -199,3 +229,48 @@ RULES.update({r.key: r for r in [
          "volvqa thresholds; Dice below 0.7 is the usual mark of a failed organ segmentation (e.g. "
          "Wasserthal J et al., Radiology: AI 2023 report organ Dice mostly > 0.9)"),
 ]})
+
+
+# --- Lung ---------------------------------------------------------------------------------------------
+
+LUNG_DENSITY_HU = ((-600.0, "ground-glass"), (-300.0, "part-solid"), (float("inf"), "solid"))
+FLEISCHNER_MAX_NODULE_MM = 30.0
+LUNG_RADS_SOLID_MM = ((6.0, "2"), (8.0, "3"), (15.0, "4A"), (float("inf"), "4B"))
+LUNG_T_MM = ((10.0, "T1a"), (20.0, "T1b"), (30.0, "T1c"), (40.0, "T2a"), (50.0, "T2b"), (70.0, "T3"),
+             (float("inf"), "T4"))
+
+
+def lung_density(mean_hu: float) -> str:
+    for upper, name in LUNG_DENSITY_HU:
+        if mean_hu < upper:
+            return name
+    return "solid"  # pragma: no cover
+
+
+def nodule_mean_diameter_mm(long_mm: float, short_mm: float) -> float:
+    """Fleischner / Lung-RADS nodule size: the average of long and short axis."""
+    return (long_mm + short_mm) / 2.0
+
+
+def fleischner_category(long_mm: float, short_mm: float) -> str:
+    """Size category of a solid nodule: the average diameter rounded to the nearest mm (half up)."""
+    d = float(int(nodule_mean_diameter_mm(long_mm, short_mm) + 0.5))
+    if d < 6.0:
+        return "< 6 mm"
+    return "6-8 mm" if d <= 8.0 else "> 8 mm"
+
+
+def lung_rads_category(long_mm: float, short_mm: float) -> str:
+    """Lung-RADS v2022 baseline category of a solid nodule: mean diameter to one decimal place."""
+    d = int(nodule_mean_diameter_mm(long_mm, short_mm) * 10 + 0.5) / 10.0
+    for upper, name in LUNG_RADS_SOLID_MM:
+        if d < upper:
+            return name
+    return "4B"  # pragma: no cover
+
+
+def lung_t_category(greatest_mm: float) -> str:
+    for upper, name in LUNG_T_MM:
+        if greatest_mm <= upper:
+            return name
+    return "T4"  # pragma: no cover

@@ -160,7 +160,14 @@ LESION_ORGAN: dict[str, str] = {
     "colon_lesion": "colon",
     "lung_nodule": "lung",
     "spleen_lesion": "spleen",
+    "lung_tumor": "lung",          # a mass (primary lung cancer); new names go last: ids stay stable
 }
+
+#: TotalSegmentator's lung lobes (organs of the ``lung`` family).
+LUNG_LOBES = ("lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right", "lung_middle_lobe_right",
+              "lung_lower_lobe_right")
+#: Whole lungs, for datasets that do not split lobes: both, or one per side.
+WHOLE_LUNGS = ("lung", "lung_left", "lung_right")
 
 #: Sub-segments live in LabelMap.parts (they overlap organs and lesions).
 PART_IDS: dict[str, int] = {
@@ -176,7 +183,7 @@ PART_PARENT: dict[str, str] = {
     "pancreas_tail": "pancreas",
 }
 
-_extra = ["liver_vessels", "lung", *LESION_ORGAN]
+_extra = ["liver_vessels", "lung", *LESION_ORGAN, "lung_left", "lung_right"]
 CANONICAL_IDS: dict[str, int] = {}
 for _i, _n in TOTALSEG_TOTAL.items():
     if _n == "kidney_cyst_left":
@@ -204,6 +211,13 @@ ALIASES: dict[str, str] = {
     "liver_tumour": "liver_tumor",
     "colon_cancer_primaries": "colon_lesion",
     "kidney_tumour": "kidney_tumor",
+    "lung_tumour": "lung_tumor",
+    "lung_cancer": "lung_tumor",
+    "lung_mass": "lung_tumor",
+    "nodule": "lung_nodule",
+    "left_lung": "lung_left",
+    "right_lung": "lung_right",
+    "lungs": "lung",
 }
 
 #: Name that stands for both kidneys in one mask (KiTS); the loader splits

@@ -61,6 +61,20 @@ def _check_source(rep: CheckReport, masks, spec, read_labels: bool, bad: list[st
     if not masks.exists():
         rep.missing.append(str(masks))
         return
+    from volvqa.io.dicom_masks import dicom_mask_names
+    try:
+        dicom_names = dicom_mask_names(masks)
+    except VolvqaInputError as e:
+        rep.unreadable.append(str(e))
+        return
+    if dicom_names is not None:  # DICOM SEG segments / RTSTRUCT ROIs, named like folder files
+        from volvqa.io.dicom_masks import normalise_name
+        for raw in dicom_names:
+            name = spec.get(raw, spec.get(normalise_name(raw))) if isinstance(spec, dict) else \
+                L.canonical_name(normalise_name(raw))
+            if name is None:
+                bad.append(raw)
+        return
     if masks.is_dir():
         for f in sorted(masks.iterdir()):
             if f.name.endswith(MASK_SUFFIXES):

@@ -19,6 +19,7 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
+from volvqa import knowledge as K
 from volvqa import labels as L
 from volvqa.arrays import gather, int16_stats, memory_order
 from volvqa.errors import VolvqaInputError
@@ -200,6 +201,10 @@ def extract(volume: Volume, labelmap: LabelMap, *, case_id: str = "",
                 max_diameter_3d_mm=max_diameter_3d(m, sp), bbox_voxel=bbox, bbox_mm=_bbox_mm(aff, bbox),
                 centroid_mm=_world(aff, cen_idx), centroid_voxel=cen_idx.tolist(), location={},
                 attenuation="unknown", hu_difference=float("nan"), touches=touches)
+            if L.LESION_ORGAN[name] == "lung":
+                les.density = K.lung_density(les.hu_mean)
+                les.attenuation = "n/a"   # against aerated lung, hypo/iso/hyper says nothing
+                les.location = _lung_lobe(touch_counts, labelmap)
             lesions.append(les)
             lesion_masks.append((les, gsl, m))
             if organ in organs:
@@ -218,7 +223,13 @@ def extract(volume: Volume, labelmap: LabelMap, *, case_id: str = "",
         if name in LENGTH_ORGANS:
             o.length_mm = max_diameter_3d(_whole_organ_mask(lab, labelmap, o, lesion_masks), sp)
 
+    lung_field = None
     for les, gsl, m in lesion_masks:
+        if les.organ == "lung":
+            if "lobe" not in les.location:
+                lung_field = _lung_field(volume, labelmap) if lung_field is None else lung_field
+                les.location = _lung_side_third(les, lung_field, aff)
+            continue
         les.location = _location(les, gsl, m, lab, labelmap, organs, organ_ids, aff)
         o = organs.get(les.organ)
         if o is not None:
@@ -338,3 +349,72 @@ def _pancreas_part_by_axis(lab, labelmap, pancreas: OrganFindings, les: LesionFi
     proj = (pts - mean) @ axis
     t = (float((np.asarray(les.centroid_mm) - mean) @ axis) - proj.min()) / max(proj.max() - proj.min(), 1e-6)
     return "head" if t < 1 / 3 else ("body" if t < 2 / 3 else "tail")
+
+
+def _lung_lobe(touch_counts, labelmap: LabelMap) -> dict:
+    """A lung lesion's lobe: the lobe mask its 26-neighbour ring touches most
+    (the lesion's own voxels carry its label, not the lobe's); {} without lobes."""
+    best, n_best = None, 0
+    for lobe in L.LUNG_LOBES:
+        i = labelmap.id_of(lobe)
+        if i is not None and touch_counts[i] > n_best:
+            best, n_best = lobe, int(touch_counts[i])
+    if best is None:
+        return {}
+    side = best.rsplit("_", 1)[1]
+    return {"lobe": best, "side": side, "method": "lobe masks"}
+
+
+def _lung_field(volume: Volume, labelmap: LabelMap) -> dict:
+    """Each lung's craniocaudal extent (world z, mm) and the midline (world x):
+    from ``lung_left`` / ``lung_right`` masks, else a ``lung`` mask split at the
+    midline, else the aerated lung field (voxels below -400 HU not connected to
+    the air around the body, in components of at least a tenth of the
+    largest), split at the midline. Lobe masks, when present, are used per
+    lesion instead (``_lung_lobe``)."""
+    from volvqa.qc.checks import midline_x
+    mid, _how = midline_x(volume, labelmap)
+    aff = volume.affine
+    lab = labelmap.array
+    ids = {n: labelmap.id_of(n) for n in ("lung_left", "lung_right", "lung", *L.LUNG_LOBES)}
+    if ids["lung_left"] is not None or ids["lung_right"] is not None:
+        sides = {s: lab == ids[f"lung_{s}"] for s in ("left", "right") if ids[f"lung_{s}"] is not None}
+        method = "lung masks"
+    else:
+        lobes = [ids[n] for n in ("lung", *L.LUNG_LOBES) if ids[n] is not None]
+        if lobes:
+            field = np.isin(lab, lobes)
+            method = "lung mask, split at the midline"
+        else:
+            air = volume.array < -400
+            cc = cc3d.connected_components(air, connectivity=6)
+            edge = np.unique(np.concatenate([cc[0].ravel(), cc[-1].ravel(), cc[:, 0].ravel(), cc[:, -1].ravel()]))
+            sizes = np.bincount(cc.ravel())
+            sizes[0] = 0
+            sizes[edge] = 0
+            keep = np.nonzero(sizes >= 0.1 * sizes.max())[0] if sizes.max() > 0 else []
+            field = np.isin(cc, keep)
+            method = "aerated lung field (HU < -400), split at the midline"
+        xs = aff[0, 0] * np.arange(lab.shape[0]) + aff[0, 3]
+        left_cols = xs < mid  # RAS: the patient's left has the smaller x
+        sides = {"left": field & left_cols[:, None, None], "right": field & ~left_cols[:, None, None]}
+    out = {"midline_x_mm": mid, "method": method, "z_mm": {}}
+    for side, m in sides.items():
+        zs = np.nonzero(m.any(axis=(0, 1)))[0]
+        if zs.size:
+            z = aff[2, 2] * zs + aff[2, 3]
+            out["z_mm"][side] = (float(z.min()), float(z.max()))
+    return out
+
+
+def _lung_side_third(les: LesionFindings, field: dict, aff) -> dict:
+    """Side by the lesion centroid against the midline; upper / middle / lower
+    third of that lung's craniocaudal extent in the scan."""
+    x, _y, z = les.centroid_mm
+    side = "left" if x < field["midline_x_mm"] else "right"
+    loc = {"side": side, "method": field["method"]}
+    if side in field["z_mm"]:
+        z0, z1 = field["z_mm"][side]
+        t = (z - z0) / max(z1 - z0, 1e-6)
+        loc["third"] = "upper" if t > 2 / 3 else ("lower" if t < 1 / 3 else "middle")
+    return loc

@@ -52,6 +52,7 @@ class LesionFindings:
     attenuation: str                 # hypo | iso | hyper (vs the organ's parenchyma)
     hu_difference: float             # lesion mean - parenchyma mean (HU)
     touches: list[str]               # organs in contact after a 1-voxel (26-neighbour) dilation
+    density: str | None = None       # lung lesions: solid | part-solid | ground-glass (knowledge.lung_density)
 
 
 @dataclass

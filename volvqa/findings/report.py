@@ -9,6 +9,7 @@ from volvqa.findings.records import Findings, LesionFindings
 
 REPORT_ORGANS = ("liver", "spleen", "pancreas", "kidney_right", "kidney_left", "gallbladder", "stomach",
                  "colon", "aorta", "inferior_vena_cava")
+_PRETTY_LUNG = {"lung": "Lungs"}
 _PRETTY = {"kidney_right": "Right kidney", "kidney_left": "Left kidney", "inferior_vena_cava": "IVC"}
 
 
@@ -54,13 +55,22 @@ def _loc_text(les: LesionFindings) -> str:
         return f"pancreatic {loc['part']}"
     if "pole" in loc:
         return f"{loc['pole']} pole"
+    if "lobe" in loc:
+        return LOBE_TEXT[loc["lobe"]]
+    if "side" in loc and "third" in loc:
+        return f"{loc['side']} lung, {loc['third']} third"
     return ""
+
+
+LOBE_TEXT = {"lung_upper_lobe_left": "left upper lobe", "lung_lower_lobe_left": "left lower lobe",
+             "lung_upper_lobe_right": "right upper lobe", "lung_middle_lobe_right": "right middle lobe",
+             "lung_lower_lobe_right": "right lower lobe"}
 
 
 def lesion_line(les: LesionFindings) -> str:
     loc = _loc_text(les)
     att = {"hypo": "hypoattenuating", "hyper": "hyperattenuating", "iso": "isoattenuating"}.get(
-        les.attenuation, "")
+        les.attenuation, les.density or "")
     words = " ".join(w for w in [att, les.kind] if w)
     return (f"{words}{' in ' + loc if loc else ''}, {les.long_axis_mm / 10:.1f} x {les.short_axis_mm / 10:.1f} cm "
             f"(slice {les.axial_slice}), volume {les.volume_ml:.1f} ml, mean {les.hu_mean:.0f} HU")
@@ -119,9 +129,17 @@ def render_text(f: Findings) -> str:
     names += sorted({les.organ for les in f.lesions if les.organ not in f.organs})
     impressions = []
     for name in names:
-        pretty = _PRETTY.get(name, name.replace("_", " ").capitalize())
+        pretty = _PRETTY.get(name, _PRETTY_LUNG.get(name, name.replace("_", " ").capitalize()))
         o = f.organs.get(name)
         les_here = [les for les in f.lesions if les.organ == name]
+        if o is None and les_here and name not in REPORT_ORGANS:  # lesions of an organ with no mask (lungs)
+            text = f"{pretty.upper()}: {len(les_here)} lesion{'s' if len(les_here) > 1 else ''}:"
+            lines.append(text)
+            lines += [f"  - Lesion {les.lesion_id}: {lesion_line(les)}." for les in les_here]
+            big = max(les_here, key=lambda x: x.volume_ml)
+            impressions.append(f"{pretty}: {len(les_here)} lesion{'s' if len(les_here) > 1 else ''}, "
+                               f"largest {big.long_axis_mm / 10:.1f} x {big.short_axis_mm / 10:.1f} cm.")
+            continue
         if o is not None:
             size = "incomplete in the field of view" if o.touches_border else f"volume {o.volume_ml:.1f} ml"
             text = f"{pretty.upper()}: {size}, mean attenuation {o.hu_mean:.0f} HU"

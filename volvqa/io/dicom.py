@@ -256,6 +256,7 @@ def read_series(path: str | os.PathLike, *, series_uid: str | None = None, max_v
     meta = {
         "format": "dicom",
         "series_uid": series_uid or None,
+        "frame_of_reference_uid": str(first.get("FrameOfReferenceUID", "") or "") or None,
         "modality": str(first.get("Modality", "") or ""),
         "series_description": str(first.get("SeriesDescription", "") or ""),
         "transfer_syntax": str(getattr(getattr(first, "file_meta", None), "TransferSyntaxUID", "") or ""),

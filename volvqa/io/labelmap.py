@@ -197,7 +197,10 @@ def load_labelmap(source: str | os.PathLike | Sequence[str | os.PathLike], label
         spec = L.resolve_label_spec(spec, where=src)
         if not src.exists():
             raise VolvqaInputError(src, "mask file or folder not found")
-        if src.is_dir():
+        from volvqa.io.dicom_masks import dicom_mask_files
+        if dicom_mask_files(src):
+            _add_dicom_masks(acc, src, spec, reference, ignore_unmapped)
+        elif src.is_dir():
             _add_mask_folder(acc, src, spec, reference, ignore_unmapped, max_voxels)
         else:
             _add_label_file(acc, src, spec, reference, ignore_unmapped, max_voxels)
@@ -362,21 +365,54 @@ def _add_mask_folder(acc: _Layers, src: Path, spec, reference: Volume, ignore_un
         raise VolvqaInputError(src, f"mask files not in the label spec: {', '.join(unmapped[:15])}"
                                f"{' ...' if len(unmapped) > 15 else ''} (map them, or set them to "
                                "'ignore', or pass ignore_unmapped)")
-    # Organs first, lesions last (they overwrite), parts in their own layer.
-    todo.sort(key=lambda t: (L.is_lesion(t[0]), t[0]))
-    acc.scope |= {x for name, _f in todo for x in L.expand_names(name)}
-    for name, f in todo:
+    def on_reference(f):
         arr, aff = _read_labels(f, max_voxels)
         if arr.max() > 1 and len(np.unique(arr)) > 2:
             raise VolvqaInputError(f, f"per-structure mask holds {len(np.unique(arr))} distinct "
                                    "values; expected a binary mask (0 and 1)")
+        return _on_reference(f, (arr > 0).astype(np.uint8), aff, reference) > 0
+    _merge_named(acc, [(name, f, lambda f=f: on_reference(f)) for name, f in todo])
+
+
+def _merge_named(acc: _Layers, todo) -> None:
+    """Merge named binary masks ``(canonical name, source, load() -> bool mask
+    on the reference grid)``: organs first, lesions last (they overwrite),
+    sub-segments in their own layer. Every name is annotated, empty or not."""
+    todo = sorted(todo, key=lambda t: (L.is_lesion(t[0]), t[0]))
+    acc.scope |= {x for name, _f, _load in todo for x in L.expand_names(name)}
+    for name, f, load in todo:
+        m = load()
         layer, cid = _canonical_id(name)
-        on_ref = _on_reference(f, np.where(arr > 0, cid, 0).astype(np.uint8), aff, reference)
-        acc.source_voxels[name] = acc.source_voxels.get(name, 0) + int(np.count_nonzero(on_ref))
+        on_ref = np.where(m, cid, 0).astype(np.uint8)
+        acc.source_voxels[name] = acc.source_voxels.get(name, 0) + int(np.count_nonzero(m))
         if layer == "parts":
             acc.add_parts(on_ref)
         else:
             acc.add_primary(on_ref, str(f))
+
+
+def _add_dicom_masks(acc: _Layers, src: Path, spec, reference: Volume, ignore_unmapped: bool) -> None:
+    """DICOM SEG segments / RTSTRUCT ROIs, named like mask-folder files: the
+    label spec maps their names (as written, or normalised: 'Liver Tumor' ->
+    'liver_tumor'); ``auto`` takes normalised names that are canonical or
+    known aliases."""
+    from volvqa.io.dicom_masks import normalise_name, read_dicom_masks
+    named = read_dicom_masks(src, reference)
+    unmapped, todo = [], []
+    for raw, mask, f in named:
+        norm = normalise_name(raw)
+        if isinstance(spec, dict):
+            name = spec.get(raw, spec.get(norm))
+        else:
+            name = L.canonical_name(norm)
+        if name is None:
+            unmapped.append(raw)
+        elif name != L.IGNORE:
+            todo.append((name, f, lambda m=mask: m))
+    if unmapped and not ignore_unmapped:
+        raise VolvqaInputError(src, f"segments / ROIs not in the label spec: {', '.join(unmapped[:15])} "
+                               "(map their names, or set them to 'ignore')")
+    _merge_named(acc, todo)
 
 
 def save_labelmap(labelmap: LabelMap, path: str | os.PathLike) -> None:

@@ -16,7 +16,10 @@ ORGAN_TEXT = {"liver": "liver", "spleen": "spleen", "kidney_left": "left kidney"
               "colon": "colon", "aorta": "aorta", "inferior_vena_cava": "inferior vena cava",
               "small_bowel": "small bowel", "urinary_bladder": "urinary bladder", "heart": "heart",
               "brain": "brain", "prostate": "prostate", "thyroid_gland": "thyroid gland",
-              "lung_upper_lobe_left": "left upper lung lobe", "esophagus": "esophagus"}
+              "lung_upper_lobe_left": "left upper lobe", "lung_lower_lobe_left": "left lower lobe",
+              "lung_upper_lobe_right": "right upper lobe", "lung_middle_lobe_right": "right middle lobe",
+              "lung_lower_lobe_right": "right lower lobe", "lung": "lung", "lung_left": "left lung",
+              "lung_right": "right lung", "esophagus": "esophagus"}
 
 #: Lesion classes of each organ family (``kidney`` covers both sides).
 FAMILY_LESIONS: dict[str, tuple[str, ...]] = {}
@@ -27,6 +30,11 @@ for _les, _org in L.LESION_ORGAN.items():
 #: Parameters of grouped names that stand for several structures.
 GROUPS = {"kidney": ("kidney_left", "kidney_right"), "kidneys": ("kidney_left", "kidney_right"),
           "liver and spleen": ("liver", "spleen")}
+#: Organ families whose lesion questions need no organ mask: a lung lesion's
+#: side and lobe come from lobe masks when there are any, else from the
+#: midline and the aerated lung field (``volvqa.findings.extract``).
+ORGAN_OPTIONAL_FAMILIES = ("lung",)
+LUNG_STRUCTURES = (*L.LUNG_LOBES, *L.WHOLE_LUNGS)
 
 
 @dataclass
@@ -50,6 +58,11 @@ class CaseContext:
     def status(self, name: str) -> str:
         """present | absent | unknown; a group (``kidney``) is present when any
         member is, unknown when any member is unknown."""
+        if name == "lung":  # any lung structure: lobes, whole lungs or one per side
+            states = [self.findings.status(m) for m in LUNG_STRUCTURES]
+            if "present" in states:
+                return "present"
+            return "absent" if "absent" in states else "unknown"
         members = GROUPS.get(name, (name,))
         states = [self.findings.status(m) for m in members]
         if "present" in states:
@@ -66,7 +79,7 @@ class CaseContext:
         """Whether the masks annotate this organ family's lesions, so that "no
         lesion" is an answer: some lesion class of the family is annotated
         (or has voxels), and the organ itself is not unknown."""
-        if self.status(family) == "unknown":
+        if self.status(family) == "unknown" and family not in ORGAN_OPTIONAL_FAMILIES:
             return False
         return any(self.findings.status(n) != "unknown" for n in FAMILY_LESIONS.get(family, ()))
 

@@ -927,3 +927,7 @@ def lesion_max_diameter(ctx):
             if ctx.annotated(fam):
                 yield Instance(_lesion_params(fam, x), round(x.max_diameter_3d_mm, 1),
                                {"max_diameter_3d_mm": x.max_diameter_3d_mm}, [x.bbox_voxel], x.axial_slice)
+
+
+# The chest family registers into the same registry (imported last: it uses ``register``).
+from volvqa.qa import chest as _chest  # noqa: E402,F401

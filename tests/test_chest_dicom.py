@@ -1,0 +1,281 @@
+"""Hospital mask formats (DICOM SEG, RTSTRUCT) and the chest family, on the
+shared real data: the dcmqi DICOM SEG liver, an RTSTRUCT written by rt-utils
+for the shared CT series, the real lung tumour of pyradiomics' lung2 and the
+KiTS19 case-0 label map."""
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from click.testing import CliRunner
+
+from tests.helpers import REAL_CT, write_nii
+from volvqa import knowledge as K
+from volvqa import labels as L
+from volvqa.cli import main
+from volvqa.findings import extract
+from volvqa.io import load_labelmap, load_volume, resample_nearest
+from volvqa.io.orientation import LPS_TO_RAS
+from volvqa.qa.context import CaseContext
+from volvqa.qa.generate import case_items
+
+REAL_TUMOR = REAL_CT.parent / "real_tumor"
+SEG_DIR = REAL_TUMOR / "dicom_seg_liver"
+
+
+def _need(path):
+    if not path.exists():
+        pytest.skip(f"shared real data not found at {path}")
+
+
+def _sitk_on(reference, path):
+    """A NRRD/NIfTI mask read by SimpleITK (LPS), mapped onto ``reference``'s grid through world coordinates."""
+    import SimpleITK as sitk
+    im = sitk.ReadImage(str(path))
+    arr = sitk.GetArrayFromImage(im).transpose(2, 1, 0)
+    aff = np.eye(4)
+    aff[:3, :3] = np.array(im.GetDirection()).reshape(3, 3) * np.array(im.GetSpacing())
+    aff[:3, 3] = im.GetOrigin()
+    return resample_nearest((arr > 0).astype(np.uint8), LPS_TO_RAS @ aff, reference.shape, reference.affine) > 0
+
+
+# --- DICOM SEG -------------------------------------------------------------------------------------
+
+def test_dicom_seg_equals_the_reference_nrrd(tmp_path):
+    _need(SEG_DIR / "liver.dcm")
+    v = load_volume(SEG_DIR / "ct-3slice")
+    lm = load_labelmap(SEG_DIR / "liver.dcm", "auto", reference=v)   # SegmentLabel "Liver" -> liver
+    assert set(lm.labels.values()) == {"liver"} and lm.annotates == {"liver"}
+    ref = _sitk_on(v, SEG_DIR / "liver_seg.nrrd")
+    assert ref.sum() > 100_000 and np.array_equal(lm.array == L.CANONICAL_IDS["liver"], ref)
+    # The same through a NIfTI copy of the CT stored in another voxel order: world coordinates, not indices.
+    flipped = tmp_path / "ct.nii.gz"
+    write_nii(flipped, v.array[::-1, :, ::-1], v.affine @ np.array([[-1, 0, 0, v.shape[0] - 1], [0, 1, 0, 0],
+                                                                       [0, 0, -1, v.shape[2] - 1], [0, 0, 0, 1]]))
+    v2 = load_volume(flipped)
+    lm2 = load_labelmap(SEG_DIR, {"Liver": "liver"}, reference=v2)   # the folder holding the SEG
+    assert np.array_equal(lm2.array, lm.array)
+    # Converted to a canonical label map by `volvqa ingest`, then read back.
+    r = CliRunner().invoke(main, ["ingest", str(SEG_DIR / "ct-3slice"), str(tmp_path / "ct3.nii.gz"), "--masks",
+                                  str(SEG_DIR / "liver.dcm"), "--masks-out", str(tmp_path / "labels.nii.gz")])
+    assert r.exit_code == 0, r.output
+    back = load_labelmap(tmp_path / "labels.nii.gz", "canonical", reference=load_volume(tmp_path / "ct3.nii.gz"))
+    assert np.array_equal(back.array, lm.array)
+
+
+def test_dicom_seg_of_another_series_is_refused(tmp_path):
+    _need(SEG_DIR / "liver.dcm")
+    ds = pydicom.dcmread(SEG_DIR / "liver.dcm")
+    ds.ReferencedSeriesSequence[0].SeriesInstanceUID = "1.2.3.4.5"
+    ds.save_as(tmp_path / "other_series.dcm")
+    ds = pydicom.dcmread(SEG_DIR / "liver.dcm")
+    ds.FrameOfReferenceUID = "1.2.3.4.6"
+    ds.save_as(tmp_path / "other_frame.dcm")
+    ct_uid = pydicom.dcmread(SEG_DIR / "ct-3slice" / "01.dcm", stop_before_pixels=True)
+    for f, uid, ct in (("other_series.dcm", "1.2.3.4.5", ct_uid.SeriesInstanceUID),
+                       ("other_frame.dcm", "1.2.3.4.6", ct_uid.FrameOfReferenceUID)):
+        r = CliRunner().invoke(main, ["findings", str(SEG_DIR / "ct-3slice"), "--masks", str(tmp_path / f),
+                                      "--json", str(tmp_path / "f.json")])
+        assert r.exit_code == 2 and not (tmp_path / "f.json").exists()
+        msg = r.output.strip()
+        assert len(msg.splitlines()) == 1 and uid in msg and str(ct) in msg and f in msg, msg
+
+
+# --- RTSTRUCT -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def rtstruct(tmp_path_factory):
+    """An RTSTRUCT written by rt-utils (an independent writer) from the
+    shared DICOM series' TotalSegmentator liver, and the reference mask."""
+    series = REAL_CT / "example_ct_dicom"
+    _need(series)
+    from rt_utils import RTStructBuilder
+    v = load_volume(series)
+    lm = load_labelmap(REAL_CT / "example_seg_dicom.nii.gz", "totalsegmentator", reference=v)
+    liver = lm.array == L.CANONICAL_IDS["liver"]
+    rt = RTStructBuilder.create_new(dicom_series_path=str(series))
+    inv = np.linalg.inv(v.affine)
+    planes = []
+    for ds in rt.series_data:  # rt-utils' own slice order and (row, column) layout
+        ipp = np.asarray(ds.ImagePositionPatient, float)
+        iop = np.asarray(ds.ImageOrientationPatient, float)
+        ps = np.asarray(ds.PixelSpacing, float)
+        rows, cols = np.mgrid[0:ds.Rows, 0:ds.Columns]
+        world = ipp + cols[..., None] * iop[:3] * ps[1] + rows[..., None] * iop[3:] * ps[0]
+        idx = np.rint((world @ LPS_TO_RAS[:3, :3].T) @ inv[:3, :3].T + inv[:3, 3]).astype(int)
+        planes.append(liver[idx[..., 0], idx[..., 1], idx[..., 2]])
+    rt.add_roi(mask=np.stack(planes, axis=-1), name="Liver")
+    out = tmp_path_factory.mktemp("rt") / "rtstruct.dcm"
+    rt.save(str(out))
+    return series, out, v, liver
+
+
+def test_rtstruct_round_trip(rtstruct):
+    series, path, v, liver = rtstruct
+    lm = load_labelmap(path, "auto", reference=v)
+    got = lm.array == L.CANONICAL_IDS["liver"]
+    dice = 2 * (got & liver).sum() / (got.sum() + liver.sum())
+    assert dice >= 0.97 and abs(got.sum() / liver.sum() - 1) <= 0.03, (dice, got.sum(), liver.sum())
+    # Findings through the CLI.
+    r = CliRunner().invoke(main, ["findings", str(series), "--masks", str(path), "--json", "/dev/null"])
+    assert r.exit_code == 0, r.output
+
+
+def test_rtstruct_wrong_frame_or_missing_slice(rtstruct, tmp_path):
+    series, path, v, _ = rtstruct
+    ds = pydicom.dcmread(path)
+    for ref in ds.ReferencedFrameOfReferenceSequence:
+        ref.FrameOfReferenceUID = "1.2.3.9"
+    for roi in ds.StructureSetROISequence:
+        roi.ReferencedFrameOfReferenceUID = "1.2.3.9"
+    ds.save_as(tmp_path / "wrong_frame.dcm")
+    ds = pydicom.dcmread(path)
+    c = ds.ROIContourSequence[0].ContourSequence[0]
+    pts = np.asarray([float(x) for x in c.ContourData]).reshape(-1, 3)
+    pts[:, 2] += 1.0   # half a 2 mm slice: a plane the CT lacks
+    c.ContourData = [f"{x:.4f}" for x in pts.ravel()]
+    ds.save_as(tmp_path / "between.dcm")
+    for name, words in (("wrong_frame.dcm", ["1.2.3.9", "FrameOfReferenceUID"]), ("between.dcm", ["slice the CT lacks"])):
+        r = CliRunner().invoke(main, ["answer", "--volume", str(series), "--masks", str(tmp_path / name),
+                                      "--question", "What is the volume of the liver in ml?"])
+        msg = r.output.strip()
+        assert r.exit_code == 2 and len(msg.splitlines()) == 1 and name in msg, msg
+        assert all(w in msg for w in words), msg
+
+
+# --- the chest family on the real lung tumour -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lung2():
+    _need(REAL_TUMOR / "lung2_ct.nii.gz")
+    v = load_volume(REAL_TUMOR / "lung2_ct.nii.gz")
+    lm = load_labelmap(REAL_TUMOR / "lung2_label.nii.gz", {1: "lung_tumor"}, reference=v)
+    return v, lm, extract(v, lm, case_id="lung2")
+
+
+def test_lung_tumour_findings_against_simpleitk(lung2):
+    import SimpleITK as sitk
+    v, lm, f = lung2
+    lab = sitk.ReadImage(str(REAL_TUMOR / "lung2_label.nii.gz"))
+    ct = sitk.ReadImage(str(REAL_TUMOR / "lung2_ct.nii.gz"))
+    shape = sitk.LabelShapeStatisticsImageFilter()
+    shape.ComputeFeretDiameterOn()
+    shape.Execute(lab)
+    inten = sitk.LabelIntensityStatisticsImageFilter()
+    inten.Execute(lab, ct)
+    assert len(f.lesions) == 1
+    x = f.lesions[0]
+    assert x.volume_ml == pytest.approx(shape.GetPhysicalSize(1) / 1000, rel=1e-3)
+    assert x.hu_mean == pytest.approx(inten.GetMean(1), abs=1e-6)
+    # Caliper (outer faces) vs Feret (voxel centres): within one voxel's extent (at most its diagonal).
+    feret = shape.GetFeretDiameter(1)
+    assert 0 <= x.max_diameter_3d_mm - feret <= float(np.linalg.norm(v.spacing_mm))
+    # Long axis: SimpleITK's Feret diameter on each axial slice, the largest, within one in-plane voxel.
+    arr = sitk.GetArrayFromImage(lab)
+    best = 0.0
+    for k in range(arr.shape[0]):
+        if arr[k].any():
+            s2 = sitk.GetImageFromArray(arr[k].astype(np.uint8))
+            s2.SetSpacing(lab.GetSpacing()[:2])
+            st = sitk.LabelShapeStatisticsImageFilter()
+            st.ComputeFeretDiameterOn()
+            st.Execute(s2)
+            best = max(best, st.GetFeretDiameter(1))
+    assert 0 <= x.long_axis_mm - best <= 2 * v.spacing_mm[0]
+    # By hand: the greatest dimension, 6.5-7.0 cm by either measure, is T3 (> 5 and <= 7 cm).
+    assert 50 < feret <= 70 and 50 < x.max_diameter_3d_mm <= 70
+    assert K.lung_t_category(x.max_diameter_3d_mm) == "T3"
+    assert x.density == "solid" and x.location["side"] == "left" and x.location["third"] == "lower"
+
+
+def test_lung_questions_end_to_end(lung2, tmp_path):
+    v, lm, f = lung2
+    items = {it["template_id"]: it for it in case_items(CaseContext("lung2", f), 0)}
+    assert items["med.lung_t_category"]["answer"] == "T3"
+    assert items["vr.lung_lesion_density"]["answer"] == "solid"
+    assert items["vr.lung_lesion_count"]["answer"] == 1
+    assert items["meas.lung_lesion_volume"]["answer"] == pytest.approx(48.43, abs=0.01)
+    assert "med.fleischner_category" not in items   # a 48 ml tumour is no incidental nodule
+    assert not any("liver" in it["question"] or "kidney" in it["question"] for it in items.values())
+    # build-qa over a CSV manifest (the CT cell and the mask cell, with a per-case label spec).
+    (tmp_path / "cases.csv").write_text("case_id,ct,masks\nlung2,lung2_ct.nii.gz,lung2_label.nii.gz\n")
+    m = tmp_path / "lung.yaml"
+    m.write_text(f"layout: csv\nroot: {REAL_TUMOR}\ncsv: cases.csv\nlabels: {{1: lung_tumor}}\n"
+                 "splits: {test: 1.0}\nseed: 0\n")
+    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "build-qa", str(m), "--out", str(tmp_path / "out"),
+                        "--include-flagged"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    # Every category is generated (a one-case build then drops what answer balancing cannot keep).
+    raw = json.loads((tmp_path / "out" / "work" / "lung2" / "items.json").read_text())
+    assert {"med.lung_t_category", "vr.lung_lesion_location", "loc.lung_lesion_bbox"} <= {it["template_id"] for it in raw}
+    assert {it["category"] for it in raw} == {"Recognition", "Measurement", "Visual Reasoning", "Medical Reasoning",
+                                              "Localization"}
+    built = [json.loads(x) for x in (tmp_path / "out" / "qa.jsonl").read_text().splitlines()]
+    assert built and {it["qid"] for it in built} <= {it["qid"] for it in raw}
+    # The grounded oracle answers every one of them.
+    preds = tmp_path / "p.jsonl"
+    from volvqa.eval.run import evaluate, predict
+    predict(tmp_path / "out", "grounded", "all", preds, progress=False)
+    assert next(iter(evaluate(tmp_path / "out", [preds]).values()))["overall"]["score"] == pytest.approx(1.0)
+
+
+def test_lung_rules_by_hand():
+    # Fleischner: the average of long and short axis rounded to the nearest mm.
+    assert K.fleischner_category(6.0, 4.9) == "< 6 mm"      # 5.45 -> 5
+    assert K.fleischner_category(6.0, 5.0) == "6-8 mm"      # 5.5 -> 6
+    assert K.fleischner_category(8.0, 8.0) == "6-8 mm"      # 8
+    assert K.fleischner_category(8.9, 8.0) == "6-8 mm"      # 8.45 -> 8
+    assert K.fleischner_category(9.0, 8.0) == "> 8 mm"      # 8.5 -> 9
+    # Lung-RADS v2022: mean diameter to one decimal.
+    assert [K.lung_rads_category(d, d) for d in (5.9, 5.96, 7.94, 7.96, 14.9, 15.0)] == ["2", "3", "3", "4A", "4A", "4B"]
+    assert [K.lung_t_category(mm) for mm in (10, 10.1, 20, 30, 30.1, 40, 50, 70, 70.1)] == \
+        ["T1a", "T1b", "T1b", "T1c", "T2a", "T2a", "T2b", "T3", "T4"]
+    assert [K.lung_density(h) for h in (-700, -600, -301, -300, 20)] == \
+        ["ground-glass", "part-solid", "part-solid", "solid", "solid"]
+
+
+# --- KiTS19 case 0: real kidney-tumour geometry, HU synthesised on its grid -------------------------
+
+def test_kits19_label_map_findings_against_simpleitk(tmp_path):
+    """KiTS19 stores the slice axis first (I, P, L): the kidney side must come from the affine."""
+    path = REAL_TUMOR / "kits19_case_00000_segmentation.nii.gz"
+    _need(path)
+    import SimpleITK as sitk
+    img = nib.load(path)
+    seg = np.asarray(img.dataobj)
+    rng = np.random.default_rng(0)
+    hu = np.full(seg.shape, 30, np.int16) + rng.integers(-8, 9, seg.shape, dtype=np.int16)
+    hu[seg == 1] += 120
+    hu[seg == 2] += 40
+    hu[:, :8, :] = -1000   # air in front of the body
+    ct_path = tmp_path / "imaging.nii"
+    nib.save(nib.Nifti1Image(hu, img.affine), str(ct_path))
+    v = load_volume(ct_path)
+    lm = load_labelmap(path, {1: "kidney", 2: "kidney_tumor"}, reference=v)
+    f = extract(v, lm, case_id="kits19_0")
+    les = f.lesions
+    lab = sitk.ReadImage(str(path))
+    st = sitk.LabelShapeStatisticsImageFilter()
+    st.ComputeFeretDiameterOn()
+    st.Execute(lab)
+    assert sum(x.volume_ml for x in les) == pytest.approx(st.GetPhysicalSize(2) / 1000, rel=1e-3)
+    big = max(les, key=lambda x: x.volume_ml)
+    # Caliper (outer faces) vs Feret (voxel centres): within one voxel's extent (at most its diagonal).
+    assert 0 <= big.max_diameter_3d_mm - st.GetFeretDiameter(2) <= float(np.linalg.norm(v.spacing_mm))
+    # Side by hand from nibabel's affine: world x (RAS) of the tumour vs each kidney.
+    ijk = np.argwhere(seg == 2).mean(axis=0)
+    tumour_x = (img.affine @ [*ijk, 1])[0]
+    kid, n = __import__("scipy.ndimage", fromlist=["label"]).label(seg == 1)
+    xs = [(img.affine @ [*np.argwhere(kid == k).mean(axis=0), 1])[0] for k in range(1, n + 1)
+          if (kid == k).sum() > 10_000]
+    nearest_x = min(xs, key=lambda x: abs(x - tumour_x))
+    side = "right" if nearest_x == max(xs) else "left"   # RAS: the patient's right has the larger x
+    assert big.organ == f"kidney_{side}"
+    # Questions: nothing about organs KiTS does not annotate; the side question is right.
+    items = case_items(CaseContext("kits19_0", f), 0)
+    assert items and not any(w in it["question"] for it in items for w in ("liver", "spleen", "pancrea", "lung"))
+    side_q = [it for it in items if it["template_id"] == "vr.kidney_lesion_side"]
+    assert side_q and all(it["answer"] == side for it in side_q)
