@@ -279,3 +279,89 @@ def test_kits19_label_map_findings_against_simpleitk(tmp_path):
     assert items and not any(w in it["question"] for it in items for w in ("liver", "spleen", "pancrea", "lung"))
     side_q = [it for it in items if it["template_id"] == "vr.kidney_lesion_side"]
     assert side_q and all(it["answer"] == side for it in side_q)
+
+
+# --- chest phantoms: nodules of known lobe, size and density -------------------------------------------
+
+def test_chest_phantom_nodule_truth_is_recovered():
+    from volvqa.synth.chest import NoduleSpec
+    from volvqa.synth.chest import ChestConfig, generate_chest
+    from volvqa.records import LabelMap, Source, Volume
+    specs = [NoduleSpec("lung_upper_lobe_right", 5.5, "solid"), NoduleSpec("lung_lower_lobe_left", 7.0, "solid"),
+             NoduleSpec("lung_middle_lobe_right", 12.0, "part-solid"),
+             NoduleSpec("lung_lower_lobe_right", 10.0, "ground-glass"),
+             NoduleSpec("lung_upper_lobe_left", 45.0, "solid", "lung_tumor")]
+    ph = generate_chest(ChestConfig(seed=3, nodules=specs))
+    v = Volume(ph.ct, ph.affine, (1.5, 1.5, 3.0), Source("chest"))
+    lm = LabelMap(ph.labels, {i: L.CANONICAL_NAMES[i] for i in np.unique(ph.labels) if i}, ph.affine)
+    f = extract(v, lm, case_id="chest")
+    painted = [n for n in ph.truth["nodules"] if "skipped" not in n]
+    assert len(painted) == len(specs) == len(f.lesions)
+    vox_ml = 1.5 * 1.5 * 3.0 / 1000
+    for t in painted:
+        # Each painted nodule is one lesion: same voxels, lobe, density; volume = voxels x voxel size.
+        x = min(f.lesions, key=lambda les: np.linalg.norm(np.subtract(les.centroid_mm, t["centre_mm"])))
+        assert x.voxels == t["voxels"] and x.volume_ml == pytest.approx(t["voxels"] * vox_ml)
+        assert x.location["lobe"] == t["lobe_painted"] == t["lobe"] and x.density == t["density"]
+        assert x.label == t["label"] and x.hu_mean == pytest.approx(t["mean_hu"], abs=15)   # + the scan's noise
+        # Equivalent-sphere diameter vs the measured axes: the long axis is at least it (less 1.5 voxels).
+        assert x.long_axis_mm >= t["diameter_mm"] - 1.5 * 1.5
+    items = {(it["template_id"], json.dumps(it["params"], sort_keys=True)): it
+             for it in case_items(CaseContext("chest", f), 0)}
+    lobes = {k[1] for k in items if k[0] == "rec.lobe_lesion_exists"}
+    assert len(lobes) == 5
+    largest = max(f.lesions, key=lambda les: les.volume_ml)
+    assert items[("vr.lung_lesion_location", "{}")]["answer"] == "left upper lobe" == \
+        {"lung_upper_lobe_left": "left upper lobe"}[largest.location["lobe"]]
+    assert items[("med.lung_t_category", "{}")]["answer"] == K.lung_t_category(largest.max_diameter_3d_mm)
+    solid = [x for x in f.lesions if x.density == "solid" and x.label == "lung_nodule"]
+    big = max(solid, key=lambda x: x.long_axis_mm + x.short_axis_mm)
+    mean = (big.long_axis_mm + big.short_axis_mm) / 2
+    expect = "< 6 mm" if round(mean + 1e-9) < 6 else ("6-8 mm" if int(mean + 0.5) <= 8 else "> 8 mm")
+    assert items[("med.fleischner_category", "{}")]["answer"] == expect
+
+
+def test_chest_demo_manifest_builds_every_category(tmp_path):
+    m = tmp_path / "chest.yaml"
+    m.write_text(f"layout: synthetic\nroot: {tmp_path / 'data'}\ngenerate: {{n: 10, seed: 0, kind: chest}}\n"
+                 "splits: {train: 0.5, test: 0.5}\nseed: 0\n")
+    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "build-qa", str(m), "--out", str(tmp_path / "out"),
+                        "--workers", "2", "--include-flagged"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    items = [json.loads(x) for x in (tmp_path / "out" / "qa.jsonl").read_text().splitlines()]
+    assert {it["category"] for it in items} == {"Recognition", "Measurement", "Visual Reasoning",
+                                                "Medical Reasoning", "Localization"}
+    info = json.loads((tmp_path / "out" / "build.json").read_text())
+    from volvqa.synth.chest import CHEST_ANNOTATES
+    assert set(info["annotates"]) <= CHEST_ANNOTATES and {"lung_nodule", "lung_tumor"} <= set(info["annotates"])
+    assert json.loads((tmp_path / "out" / "qc.json").read_text())["cases_with_findings"] == 0
+    from volvqa.eval.run import evaluate, predict
+    preds = tmp_path / "p.jsonl"
+    predict(tmp_path / "out", "grounded", "all", preds, progress=False)
+    assert next(iter(evaluate(tmp_path / "out", [preds]).values()))["overall"]["score"] == pytest.approx(1.0)
+
+
+def test_csv_manifest_with_dicom_folder_and_seg_cells(tmp_path, rtstruct):
+    """A CSV layout whose cells name a DICOM series folder and a SEG (or RTSTRUCT) file."""
+    import shutil
+    _need(SEG_DIR / "liver.dcm")
+    root = tmp_path / "root"
+    shutil.copytree(SEG_DIR / "ct-3slice", root / "case_a" / "ct")
+    shutil.copy(SEG_DIR / "liver.dcm", root / "case_a" / "liver_seg.dcm")
+    series, rt_path, _v, _liver = rtstruct
+    shutil.copytree(series, root / "case_b" / "ct")
+    shutil.copy(rt_path, root / "case_b" / "rtstruct.dcm")
+    (root / "cases.csv").write_text("case_id,ct,masks\ncase_a,case_a/ct,case_a/liver_seg.dcm\n"
+                                    "case_b,case_b/ct,case_b/rtstruct.dcm\n")
+    m = tmp_path / "hospital.yaml"
+    m.write_text(f"layout: csv\nroot: {root}\nlabels: {{Liver: liver}}\nsplits: {{test: 1.0}}\nseed: 0\n")
+    r = CliRunner().invoke(main, ["datasets", "check", str(m)])
+    assert r.exit_code == 0 and "cases with unmapped labels: 0" in r.output, r.output
+    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "build-qa", str(m), "--out", str(tmp_path / "out"),
+                        "--include-flagged"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for cid in ("case_a", "case_b"):
+        f = json.loads((tmp_path / "out" / "cases" / cid / "findings.json").read_text())
+        assert f["annotated"] == ["liver"] and "liver" in f["organs"]
+        raw = json.loads((tmp_path / "out" / "work" / cid / "items.json").read_text())
+        assert raw and all("liver" in it["question"] for it in raw)

@@ -618,14 +618,17 @@ def synth():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (synthetic layout).")
 @click.option("--lesions/--no-lesions", default=True, show_default=True, help="Insert a random mix of lesions.")
-def synth_phantoms(n, seed, out, lesions):
-    """Abdominal CT phantoms (CT, label map, parts, truth.json per case)."""
+@click.option("--kind", type=click.Choice(["abdomen", "chest"]), default="abdomen", show_default=True,
+              help="Abdominal phantoms (organs, liver/kidney/pancreas/spleen lesions, sub-segments) or chest "
+                   "phantoms (lung lobes, airways, heart, ribs, lung nodules and tumours).")
+def synth_phantoms(n, seed, out, lesions, kind):
+    """CT phantoms with known truth (CT, label map, parts, truth.json per case)."""
     from tqdm import tqdm
     from volvqa.synth.dataset import generate_phantom_dataset
     if n < 1:
         raise click.BadParameter("--n must be at least 1")
     with tqdm(total=n, desc="phantoms", unit="case", file=sys.stderr, disable=None) as bar:
-        generate_phantom_dataset(out, n, seed, lesions=lesions, progress=bar.update)
+        generate_phantom_dataset(out, n, seed, lesions=lesions, progress=bar.update, kind=kind)
     click.echo(f"{n} phantoms in {out}")
 
 

@@ -156,6 +156,9 @@ def synthetic_annotates(truth_path: Path) -> list[str] | None:
     if isinstance(truth.get("config"), dict) and "spleen_grade" in truth["config"]:
         from volvqa.synth.dataset import PHANTOM_ANNOTATES
         return sorted(PHANTOM_ANNOTATES)
+    if truth.get("kind") == "chest":
+        from volvqa.synth.chest import CHEST_ANNOTATES
+        return sorted(CHEST_ANNOTATES)
     return None
 
 

@@ -97,8 +97,8 @@ def case_annotates(m: Manifest, c: Case, seg: dict | None) -> list[str] | None:
     if declared is not None:
         return declared
     if c.extra.get("generate"):
-        from volvqa.synth.dataset import PHANTOM_ANNOTATES
-        return sorted(PHANTOM_ANNOTATES)
+        from volvqa.synth.dataset import kind_annotates
+        return sorted(kind_annotates(c.extra["generate"].get("kind", "abdomen")))
     return c.extra.get("annotates")
 
 
@@ -117,13 +117,17 @@ def cases_for(m: Manifest) -> list[Case]:
     gen = m.options.get("generate")
     if not gen:
         return load_cases(m)
+    from volvqa.synth.dataset import KINDS, case_prefix
+    kind = str(gen.get("kind", "abdomen"))
+    if kind not in KINDS:
+        raise VolvqaInputError(m.path, f"generate: unknown phantom kind {kind!r}; choose from {', '.join(KINDS)}")
     out = []
     for i in range(int(gen["n"])):
-        cid = f"phantom_{i:04d}"
+        cid = f"{case_prefix(kind)}_{i:04d}"
         d = m.root / cid
         out.append(Case(cid, d / "ct.nii.gz", [d / "seg.nii.gz", d / "parts.nii.gz"], ["canonical", "volvqa_parts"],
                         split=assign_split(cid, m.seed, m.splits),
-                        extra={"generate": {"index": i, "seed": int(gen.get("seed", 0)),
+                        extra={"generate": {"index": i, "seed": int(gen.get("seed", 0)), "kind": kind,
                                             "lesions": bool(gen.get("lesions", True))}}))
     return out
 
@@ -200,10 +204,11 @@ def _process_case(task: dict) -> None:
         return
     gen = task.get("generate")
     if gen:
-        from volvqa.synth.dataset import case_done as synth_done, phantom_case, write_case
+        from volvqa.synth.dataset import case_done as synth_done, synthetic_case, write_case
         folder = Path(task["ct"]).parent
         if not synth_done(folder):
-            _, v, lm, truth = phantom_case(gen["index"], gen["seed"], lesions=gen["lesions"])
+            _, v, lm, truth = synthetic_case(gen.get("kind", "abdomen"), gen["index"], gen["seed"],
+                                             lesions=gen["lesions"])
             write_case(folder, v, lm, truth)
     v = load_volume(task["ct"])
     spec = task["label_spec"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from volvqa import knowledge as K
 from volvqa import labels as L
 from volvqa.qa.context import organ_text
-from volvqa.qa.templates import Instance, _yn, _z, register
+from volvqa.qa.templates import Instance, _stable, _yn, _z, register
 
 LUNG_FAMILY = "lung"
 DENSITIES = ["solid", "part-solid", "ground-glass"]
@@ -139,11 +139,14 @@ def lung_lesion_count_by_lobe(ctx):
     if not (ctx.annotated(LUNG_FAMILY) and _has_lobes(ctx)):
         return
     les = _lesions(ctx)
-    for lobe in L.LUNG_LOBES:
+    # One lobe per case (all of them when answering), chosen by a stable hash: asking only lobes
+    # that hold a lesion would make "1" a free answer.
+    chosen = L.LUNG_LOBES if ctx.exhaustive else (L.LUNG_LOBES[_stable(ctx.case_id, "lobe") % len(L.LUNG_LOBES)],)
+    for lobe in chosen:
         o = ctx.organ(lobe)
         hit = [x for x in les if x.location.get("lobe") == lobe]
-        if o is None or (not hit and not ctx.exhaustive):
-            continue  # empty lobes are the existence question's job
+        if o is None:
+            continue
         yield Instance({"organ": lobe}, len(hit), {"lesions": [x.lesion_id for x in hit]},
                        [x.bbox_voxel for x in hit] or [o.bbox_voxel],
                        hit[0].axial_slice if hit else _z(ctx, o.centroid_mm))

@@ -54,9 +54,10 @@ def qc_dataset(manifest, compare_with: str | None = None, device: str = "auto", 
         try:
             gen = c.extra.get("generate")
             if gen:
-                from volvqa.synth.dataset import case_done, phantom_case, write_case
+                from volvqa.synth.dataset import case_done, synthetic_case, write_case
                 if not case_done(Path(c.ct).parent):
-                    _, v0, lm0, truth = phantom_case(gen["index"], gen["seed"], lesions=gen["lesions"])
+                    _, v0, lm0, truth = synthetic_case(gen.get("kind", "abdomen"), gen["index"], gen["seed"],
+                                                       lesions=gen["lesions"])
                     write_case(Path(c.ct).parent, v0, lm0, truth)
             if not c.masks:
                 raise VolvqaInputError(c.ct, "case has no masks to check")

@@ -176,16 +176,41 @@ def phantom_case(index: int, seed: int, *, lesions: bool = True, shape=None, spa
     return case_id, v, lm, truth
 
 
+#: Phantom kinds: the case-id prefix and the function that makes case ``index`` of a dataset seeded ``seed``.
+KINDS = ("abdomen", "chest")
+
+
+def case_prefix(kind: str) -> str:
+    return {"abdomen": "phantom", "chest": "chest"}[kind]
+
+
+def synthetic_case(kind: str, index: int, seed: int, *, lesions: bool = True) -> tuple:
+    """(case_id, Volume, LabelMap, truth) of an abdominal or chest phantom."""
+    if kind == "chest":
+        from volvqa.synth.chest import chest_case
+        return chest_case(index, seed, lesions=lesions)
+    if kind != "abdomen":
+        raise ValueError(f"unknown phantom kind {kind!r}: {', '.join(KINDS)}")
+    return phantom_case(index, seed, lesions=lesions)
+
+
+def kind_annotates(kind: str) -> frozenset[str]:
+    if kind == "chest":
+        from volvqa.synth.chest import CHEST_ANNOTATES
+        return CHEST_ANNOTATES
+    return PHANTOM_ANNOTATES
+
+
 def generate_phantom_dataset(out: str | os.PathLike, n: int, seed: int, *, lesions: bool = True,
-                             start: int = 0, progress=None) -> list[Path]:
+                             start: int = 0, progress=None, kind: str = "abdomen") -> list[Path]:
     """Generate phantoms ``start..n-1`` into ``out`` (finished cases are kept)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     done = []
     for i in range(start, n):
-        folder = out / f"phantom_{i:04d}"
+        folder = out / f"{case_prefix(kind)}_{i:04d}"
         if not case_done(folder):
-            case_id, v, lm, truth = phantom_case(i, seed, lesions=lesions)
+            case_id, v, lm, truth = synthetic_case(kind, i, seed, lesions=lesions)
             write_case(folder, v, lm, truth)
         done.append(folder)
         if progress is not None:
