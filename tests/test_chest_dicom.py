@@ -42,6 +42,22 @@ def _sitk_on(reference, path):
     return resample_nearest((arr > 0).astype(np.uint8), LPS_TO_RAS @ aff, reference.shape, reference.affine) > 0
 
 
+def _recist_by_angles(mask2d, spacing_xy, step_deg=0.25):
+    """Long axis and its perpendicular width of a 2D mask by sweeping caliper
+    directions (outer faces: centre extent plus one pixel's extent along the
+    direction) - an implementation independent of findings' hull pairs."""
+    pts = np.argwhere(mask2d) * np.asarray(spacing_xy, float)
+    best = (-1.0, 0.0)
+    for th in np.deg2rad(np.arange(0, 180, step_deg)):
+        u = np.array([np.cos(th), np.sin(th)])
+        w = np.ptp(pts @ u) + np.abs(u) @ np.asarray(spacing_xy, float)
+        if w > best[0]:
+            best = (w, th)
+    th = best[1] + np.pi / 2
+    u = np.array([np.cos(th), np.sin(th)])
+    return best[0], np.ptp(pts @ u) + np.abs(u) @ np.asarray(spacing_xy, float)
+
+
 # --- DICOM SEG -------------------------------------------------------------------------------------
 
 def test_dicom_seg_equals_the_reference_nrrd(tmp_path):
@@ -64,6 +80,63 @@ def test_dicom_seg_equals_the_reference_nrrd(tmp_path):
     assert r.exit_code == 0, r.output
     back = load_labelmap(tmp_path / "labels.nii.gz", "canonical", reference=load_volume(tmp_path / "ct3.nii.gz"))
     assert np.array_equal(back.array, lm.array)
+
+
+def test_fractional_multi_segment_seg_written_by_highdicom(tmp_path):
+    """Segments named "Liver" and "Liver Tumor", fractional values: a voxel belongs at 0.5 or more."""
+    _need(SEG_DIR / "liver.dcm")
+    import warnings
+
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+    from scipy import ndimage
+    srcs = [pydicom.dcmread(p) for p in sorted((SEG_DIR / "ct-3slice").iterdir())]
+    for ds in srcs:
+        if not ds.get("SpecificCharacterSet"):
+            del ds.SpecificCharacterSet     # an empty value that highdicom refuses
+    v = load_volume(SEG_DIR / "ct-3slice")
+    liver = load_labelmap(SEG_DIR / "liver.dcm", "auto", reference=v).array == L.CANONICAL_IDS["liver"]
+    tumour = np.zeros_like(liver)
+    c = np.argwhere(liver).mean(axis=0).astype(int)
+    tumour[c[0] - 10:c[0] + 10, c[1] - 10:c[1] + 10, :] = True
+    tumour &= liver
+    ring = ndimage.binary_dilation(liver, iterations=2) & ~liver
+    inv = np.linalg.inv(v.affine)
+
+    def on_frames(mask):   # the canonical mask on each source image's (row, column) grid
+        out = []
+        for ds in srcs:
+            ipp, iop = np.asarray(ds.ImagePositionPatient, float), np.asarray(ds.ImageOrientationPatient, float)
+            ps = np.asarray(ds.PixelSpacing, float)
+            rows, cols = np.mgrid[0:ds.Rows, 0:ds.Columns]
+            world = ipp + cols[..., None] * iop[:3] * ps[1] + rows[..., None] * iop[3:] * ps[0]
+            idx = np.rint((world @ LPS_TO_RAS[:3, :3].T) @ inv[:3, :3].T + inv[:3, 3]).astype(int)
+            out.append(mask[idx[..., 0], idx[..., 1], idx[..., 2]])
+        return np.stack(out)
+    organ = np.where(on_frames(liver & ~tumour), 0.8, np.where(on_frames(ring), 0.3, 0.0))
+    lesion = np.where(on_frames(tumour), 0.9, 0.0)
+
+    def desc(n, label, typ):
+        return hd.seg.SegmentDescription(segment_number=n, segment_label=label,
+                                         segmented_property_category=codes.SCT.Organ, segmented_property_type=typ,
+                                         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seg = hd.seg.Segmentation(
+            source_images=srcs, pixel_array=np.stack([organ, lesion], axis=-1).astype(np.float32),
+            segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
+            segment_descriptions=[desc(1, "Liver", codes.SCT.Liver), desc(2, "Liver Tumor", codes.SCT.Neoplasm)],
+            series_instance_uid=generate_uid(), series_number=5, sop_instance_uid=generate_uid(), instance_number=1,
+            manufacturer="volvqa tests", manufacturer_model_name="none", software_versions="0",
+            device_serial_number="1", max_fractional_value=255)
+    seg.save_as(tmp_path / "frac.dcm")
+    lm = load_labelmap(tmp_path / "frac.dcm", "auto", reference=v)
+    assert set(lm.labels.values()) == {"liver", "liver_tumor"}
+    assert np.array_equal(lm.array == L.CANONICAL_IDS["liver"], liver & ~tumour)
+    assert np.array_equal(lm.array == L.CANONICAL_IDS["liver_tumor"], tumour)
+    f = extract(v, lm)
+    assert f.organs["liver"].voxels == liver.sum() and len(f.lesions) == 1
 
 
 def test_dicom_seg_of_another_series_is_refused(tmp_path):
@@ -185,6 +258,11 @@ def test_lung_tumour_findings_against_simpleitk(lung2):
             st.Execute(s2)
             best = max(best, st.GetFeretDiameter(1))
     assert 0 <= x.long_axis_mm - best <= 2 * v.spacing_mm[0]
+    # Long and short axis on their slice against a caliper sweep over directions.
+    z = x.axial_slice
+    long_bf, short_bf = _recist_by_angles(lm.array[:, :, z] == L.CANONICAL_IDS["lung_tumor"], v.spacing_mm[:2])
+    assert x.long_axis_mm == pytest.approx(long_bf, rel=0.005)
+    assert x.short_axis_mm == pytest.approx(short_bf, abs=2 * v.spacing_mm[0])
     # By hand: the greatest dimension, 6.5-7.0 cm by either measure, is T3 (> 5 and <= 7 cm).
     assert 50 < feret <= 70 and 50 < x.max_diameter_3d_mm <= 70
     assert K.lung_t_category(x.max_diameter_3d_mm) == "T3"
@@ -265,6 +343,21 @@ def test_kits19_label_map_findings_against_simpleitk(tmp_path):
     big = max(les, key=lambda x: x.volume_ml)
     # Caliper (outer faces) vs Feret (voxel centres): within one voxel's extent (at most its diagonal).
     assert 0 <= big.max_diameter_3d_mm - st.GetFeretDiameter(2) <= float(np.linalg.norm(v.spacing_mm))
+    # RECIST axes on the canonical axial slice: SimpleITK's per-slice Feret for the long axis, a
+    # caliper sweep for both.
+    tumour = lm.array == L.CANONICAL_IDS["kidney_tumor"]
+    best = 0.0
+    for z in np.nonzero(tumour.any(axis=(0, 1)))[0]:
+        s2 = sitk.GetImageFromArray(tumour[:, :, z].T.astype(np.uint8))
+        s2.SetSpacing(v.spacing_mm[:2])
+        st2 = sitk.LabelShapeStatisticsImageFilter()
+        st2.ComputeFeretDiameterOn()
+        st2.Execute(s2)
+        best = max(best, st2.GetFeretDiameter(1))
+    assert 0 <= big.long_axis_mm - best <= float(np.hypot(*v.spacing_mm[:2]))
+    long_bf, short_bf = _recist_by_angles(tumour[:, :, big.axial_slice], v.spacing_mm[:2])
+    assert big.long_axis_mm == pytest.approx(long_bf, rel=0.005)
+    assert big.short_axis_mm == pytest.approx(short_bf, abs=2 * v.spacing_mm[0])
     # Side by hand from nibabel's affine: world x (RAS) of the tumour vs each kidney.
     ijk = np.argwhere(seg == 2).mean(axis=0)
     tumour_x = (img.affine @ [*ijk, 1])[0]
