@@ -28,7 +28,7 @@ def _manifest(tmp: Path, root: Path, n=N_CASES, extra="") -> Path:
 
 
 def _build(manifest: Path, out: Path, *args) -> dict:
-    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "build-qa", str(manifest), "--out", str(out), *args],
+    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "build-qa", str(manifest), "--out", str(out), "--json", *args],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])

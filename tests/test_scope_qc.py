@@ -53,7 +53,7 @@ def _items_text(out: Path) -> list[dict]:
 
 
 def _build(manifest: Path, out: Path, *args) -> dict:
-    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "build-qa", str(manifest), "--out", str(out), *args],
+    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "build-qa", str(manifest), "--out", str(out), "--json", *args],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])

@@ -251,8 +251,14 @@ def findings(volume, masks, label_spec, json_out, report_out, case_id, min_lesio
 @click.option("--require-agreement", default=None,
               help="Keep only structures on which the masks agree with this second source "
                    "(a segmenter backend: monai:runs/NAME | totalsegmentator[...]).")
+@click.option("--export-volumes/--no-export-volumes", default=None,
+              help="Write volumes/<case>.nii.gz (canonical RAS int16, the grid of every slice index and box) and "
+                   "masks/<case>_seg.nii.gz into the build, so it can be moved or shared without its source "
+                   "(default: on for synthetic data).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line (it is always in build.json).")
 def build_qa_cmd(manifest, out, workers, engine, ray_address, shard, no_finalize, merge_only, n_options,
-                 include_flagged, segmenter, segment_all, device, gpus_per_task, qc_mode, require_agreement):
+                 include_flagged, segmenter, segment_all, device, gpus_per_task, qc_mode, require_agreement,
+                 export_volumes, as_json):
     """Build the benchmark of a dataset manifest: findings, questions, options, audit, export."""
     from volvqa.qa.build import BuildConfig, build_qa, cases_for, finalize
     from volvqa.datasets.manifest import load_manifest
@@ -267,13 +273,21 @@ def build_qa_cmd(manifest, out, workers, engine, ray_address, shard, no_finalize
     cfg = BuildConfig(manifest=manifest, out=out, workers=workers, engine=engine, shard=sh,
                       n_options=int(n_options), include_flagged=include_flagged, finalize=not no_finalize,
                       ray_address=ray_address, segmenter=segmenter, segment_all=segment_all, device=device,
-                      gpus_per_task=gpus_per_task, qc=qc_mode, require_agreement=require_agreement)
+                      gpus_per_task=gpus_per_task, qc=qc_mode, require_agreement=require_agreement,
+                      export_volumes=export_volumes)
+    from volvqa.io.atomic import owned_dir
     if merge_only:
         m = load_manifest(manifest)
         res = finalize(m, cases_for(m), out, cfg)
     else:
-        res = build_qa(cfg)
-    click.echo(json.dumps(res, sort_keys=True))
+        load_manifest(manifest)   # a bad manifest fails before any folder is made
+        with owned_dir(out):
+            res = build_qa(cfg)
+    if as_json:
+        click.echo(json.dumps(res, sort_keys=True))
+        return
+    from volvqa.qa.build import summary_text
+    click.echo(summary_text(res, out))
 
 
 @main.command("train")
@@ -287,8 +301,10 @@ def build_qa_cmd(manifest, out, workers, engine, ray_address, shard, no_finalize
               help="Start from this run's image encoder (same preset) and skip anatomy pretraining.")
 def train_cmd(qa_dir, out_dir, preset, seed, max_minutes, init_from):
     """Train the encoder3d baseline (MONAI ViT + text encoder + cross-attention)."""
+    from volvqa.io.atomic import owned_dir
     from volvqa.models.train_encoder3d import train
-    res = train(qa_dir, out_dir, preset=preset, seed=seed, max_minutes=max_minutes, init_from=init_from)
+    with owned_dir(out_dir):
+        res = train(qa_dir, out_dir, preset=preset, seed=seed, max_minutes=max_minutes, init_from=init_from)
     click.echo(json.dumps(res, sort_keys=True))
 
 
@@ -308,7 +324,9 @@ def train_seg_cmd(manifest, out_dir, preset, label_names, seed, max_minutes):
     bad = [n for n in names if n not in L.CANONICAL_IDS]
     if bad:
         raise click.BadParameter(f"not canonical names: {', '.join(bad)}")
-    res = train_seg(manifest, out_dir, preset=preset, seed=seed, labels=names, max_minutes=max_minutes)
+    from volvqa.io.atomic import owned_dir
+    with owned_dir(out_dir):
+        res = train_seg(manifest, out_dir, preset=preset, seed=seed, labels=names, max_minutes=max_minutes)
     click.echo(json.dumps(res, sort_keys=True))
 
 
@@ -359,13 +377,21 @@ def segment_cmd(volumes, out_dir, backend, device, overwrite):
 @click.option("--split", default="test", show_default=True, help="train | val | test | all")
 @click.option("--mode", type=click.Choice(["mc", "free"]), default="mc", show_default=True,
               help="Multiple choice (options shown) or free form.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Predictions JSONL.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Predictions JSONL (default: out/predictions/<model>_<split>.jsonl).")
 @click.option("--segmenter", default=None,
               help="With --model grounded: predicted mode, masks from this segmenter instead of the dataset's.")
 @click.option("--device", default="auto", show_default=True, help="Segmenter device.")
 def predict_cmd(qa_dir, model, split, mode, out, segmenter, device):
     """Run a model over a benchmark split."""
+    import re as _re
+
     from volvqa.eval.run import predict
+    if out is None:
+        name = _re.sub(r"[^A-Za-z0-9._-]+", "_", model.split("/")[-1] if model.startswith("encoder3d:") else model)
+        name += "-predicted" if segmenter else ""
+        out = Path("out") / "predictions" / f"{name}_{split}{'_free' if mode == 'free' else ''}.jsonl"
+        out.parent.mkdir(parents=True, exist_ok=True)
     if not out.parent.exists():
         raise VolvqaInputError(out, "output folder does not exist")
     if segmenter and model != "grounded":
@@ -396,7 +422,9 @@ def evaluate_cmd(qa_dir, pred_files, json_out, report_out, perturbation, model):
         from volvqa.eval.run import robustness
         if not model:
             raise click.UsageError("--perturb needs --model (the model to rerun)")
-        work = (json_out or report_out or Path(pred_files[0])).parent
+        # Perturbed predictions go beside the requested scores, else under out/robustness/.
+        work = (json_out or report_out).parent if (json_out or report_out) else Path("out") / "robustness"
+        work.mkdir(parents=True, exist_ok=True)
         rob = robustness(qa_dir, model, pred_files[0], perturbation, work)
         for c, d in rob["drop_points"].items():
             click.echo(f"{perturbation}: {c}: drop {d:+.1f} points")
@@ -486,8 +514,17 @@ def answer_cmd(volume, question, options_text, model, masks, label_spec, annotat
         b = pred.evidence["bbox_voxel"][0]
         z = pred.evidence.get("key_slice")
         c = ((b[0] + b[3]) // 2, (b[1] + b[4]) // 2, z if z is not None else (b[2] + b[5]) // 2)
+        label = pred.evidence.get("template_id", "")
+        params = pred.evidence.get("params") or {}
+        if label in __import__("volvqa.qa.templates", fromlist=["TEMPLATES"]).TEMPLATES:
+            from volvqa.qa.templates import TEMPLATES
+            try:
+                label = TEMPLATES[label].subtype_of(params)
+            except (KeyError, IndexError):
+                label = TEMPLATES[label].subtype
         write_png(png_out, render_png(v, None, boxes=pred.evidence["bbox_voxel"], centre=c, views=("axial",),
-                                      title=question[:80]))
+                                      title=question[:90], caption=f"answer: {pred.answer}"[:120],
+                                      box_label=f"evidence: {label} (slice {c[2]})"))
     if pred.answer.startswith("cannot answer"):
         sys.exit(1)
 
@@ -694,8 +731,16 @@ def render(volume, masks, label_spec, structure, bboxes, window, out, series_uid
         raise click.BadParameter("--bbox takes 6 integers, --window two numbers") from None
     if any(len(b) != 6 for b in boxes):
         raise click.BadParameter("--bbox takes 6 integers: x0,y0,z0,x1,y1,z1")
+    if structure and not masks:
+        raise click.UsageError("--structure needs --masks")
     v = load_volume(volume, series_uid=series_uid, allow_non_ct=allow_non_ct, max_voxels=max_voxels)
     lm = load_labelmap(masks, label_spec, reference=v) if masks else None
+    if lm is not None and structure:
+        from volvqa.render import structure_ids
+        try:
+            structure_ids(lm, structure)
+        except VolvqaInputError as e:
+            raise VolvqaInputError(masks, e.problem) from None
     write_png(out, render_png(v, lm, structure=structure, boxes=boxes, window=(w, lvl), title=volume.name))
     click.echo(f"wrote {out}")
 

@@ -38,16 +38,36 @@ def centre_of(labelmap: LabelMap | None, structure: str | None, shape) -> tuple[
     return tuple(s // 2 for s in shape)  # type: ignore[return-value]
 
 
+def structure_ids(labelmap: LabelMap, structure: str) -> list[int]:
+    """Label ids a ``--structure`` names: the structure itself, else every label it prefixes
+    (``liver`` -> liver; ``kidney`` -> both kidneys); an error naming what the masks hold."""
+    from volvqa.errors import VolvqaInputError
+    exact = [i for i, n in labelmap.labels.items() if n == structure]
+    ids = exact or [i for i, n in labelmap.labels.items() if n.startswith(structure)]
+    if not ids:
+        raise VolvqaInputError(None, f"no structure {structure!r} in the masks; they hold: "
+                               f"{', '.join(sorted(labelmap.labels.values())) or 'nothing'}")
+    return ids
+
+
 def render_png(volume: Volume, labelmap: LabelMap | None = None, *, structure: str | None = None,
                boxes: list[list[int]] | None = None, centre: tuple[int, int, int] | None = None,
                window: tuple[float, float] = SOFT_TISSUE_WINDOW, title: str | None = None,
-               dpi: int = 80, views: tuple[str, ...] = ("axial", "coronal", "sagittal")) -> bytes:
-    """PNG bytes of the chosen views through ``centre`` (voxel) or the structure's centroid."""
+               dpi: int = 80, views: tuple[str, ...] = ("axial", "coronal", "sagittal"),
+               caption: str | None = None, box_label: str | None = None, legend: bool = True) -> bytes:
+    """PNG bytes of the chosen views through ``centre`` (voxel) or the structure's centroid.
+
+    Mask contours get a legend; the requested ``structure`` is drawn thick,
+    the others thin. ``caption`` (e.g. the question and its answer) is
+    written under the views, ``box_label`` beside the boxes' legend entry.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
+    focus = set(structure_ids(labelmap, structure)) if (labelmap is not None and structure) else set()
     c = centre or centre_of(labelmap, structure, volume.shape)
     sx, sy, sz = volume.spacing_mm
     img = windowed(volume.array, *window)
@@ -56,9 +76,11 @@ def render_png(volume: Volume, labelmap: LabelMap | None = None, *, structure: s
         "coronal": (lambda a: a[:, c[1], :], (sx, sz), (0, 2), f"coronal y={c[1]}"),
         "sagittal": (lambda a: a[c[0], :, :], (sy, sz), (1, 2), f"sagittal x={c[0]}"),
     }
-    fig, axes = plt.subplots(1, len(views), figsize=(4.2 * len(views), 4.4), dpi=dpi)
+    extra_h = (0.5 if caption else 0.0) + (0.6 if legend and labelmap is not None else 0.0)
+    fig, axes = plt.subplots(1, len(views), figsize=(4.2 * len(views), 4.4 + extra_h), dpi=dpi)
     axes = np.atleast_1d(axes)
     present = sorted(labelmap.labels) if labelmap is not None else []
+    drawn: dict[int, str] = {}
     for ax, view in zip(axes, views):
         take, (pu, pv), (au, av), name = specs[view]
         sl = take(img)
@@ -75,7 +97,10 @@ def render_png(volume: Volume, labelmap: LabelMap | None = None, *, structure: s
                 shown = _panel(m.astype(np.float32))
                 ys = (np.arange(shown.shape[0])[::-1] + 0.5) * pv
                 xs = (np.arange(shown.shape[1]) + 0.5) * pu
-                ax.contour(xs, ys, shown, levels=[0.5], colors=_COLOURS[k % len(_COLOURS)], linewidths=0.8)
+                thick = lid in focus
+                ax.contour(xs, ys, shown, levels=[0.5], colors=_COLOURS[k % len(_COLOURS)],
+                           linewidths=2.2 if thick else (0.5 if focus else 0.8))
+                drawn[lid] = _COLOURS[k % len(_COLOURS)]
         for b in boxes or []:
             lo_u, hi_u, lo_v, hi_v = b[au], b[au + 3], b[av], b[av + 3]
             on = (b[[i for i in range(3) if i not in (au, av)][0]] <= c[[i for i in range(3) if i not in (au, av)][0]]
@@ -92,7 +117,21 @@ def render_png(volume: Volume, labelmap: LabelMap | None = None, *, structure: s
                 fontsize=8, va="center")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    handles = []
+    if legend and labelmap is not None:
+        handles = [Line2D([], [], color=col, linewidth=2.2 if lid in focus else 1.0,
+                          label=labelmap.labels[lid] + (" (requested)" if lid in focus else ""))
+                   for lid, col in sorted(drawn.items())]
+    if boxes:
+        handles.append(Line2D([], [], color="#00ff00", linewidth=1.2, label=box_label or "box"))
+    bottom = 0.0
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=7, frameon=False)
+        bottom += 0.6 / (4.4 + extra_h) * (1 + (len(handles) - 1) // 6)
+    if caption:
+        fig.text(0.5, bottom + 0.01, caption, ha="center", va="bottom", fontsize=9, wrap=True)
+        bottom += 0.5 / (4.4 + extra_h)
+    fig.tight_layout(rect=(0, min(bottom, 0.45), 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     plt.close(fig)

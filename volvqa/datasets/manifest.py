@@ -26,6 +26,23 @@ from volvqa import labels as L
 from volvqa.errors import VolvqaInputError
 
 DEFAULT_SPLITS = {"train": 0.7, "val": 0.1, "test": 0.2}
+SPLIT_NAMES = ("train", "val", "test")
+#: Every key a manifest may hold (anything else is a typo, and an error).
+MANIFEST_KEYS = {
+    "name": "dataset name", "layout": "folder layout", "root": "dataset root", "root_env": "variable overriding root",
+    "labels": "label spec", "splits": "split ratios", "seed": "split and option seed", "license": "license text",
+    "generate": "phantoms made on first use: {n, seed, lesions, kind}", "segmenter": "segmenter for cases without masks",
+    "csv": "CSV table of the csv layout", "annotates": "structures the masks annotate",
+    "qc": "mask quality control mode", "require_agreement": "second source structures must agree with",
+}
+GENERATE_KEYS = ("n", "seed", "lesions", "kind")
+
+
+def _unknown(where, what: str, key, known) -> VolvqaInputError:
+    import difflib
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(sorted(known))}"
+    return VolvqaInputError(where, f"unknown {what} {key!r}{hint}")
 
 
 @dataclass
@@ -63,9 +80,21 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
         raise VolvqaInputError(path, f"manifest is not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise VolvqaInputError(path, "manifest must be a YAML mapping")
+    for key in data:
+        if key not in MANIFEST_KEYS:
+            raise _unknown(path, "manifest key", key, MANIFEST_KEYS)
     for key in ("layout", "root"):
         if key not in data:
             raise VolvqaInputError(path, f"manifest lacks '{key}'")
+    gen = data.get("generate")
+    if gen is not None:
+        if not isinstance(gen, dict) or "n" not in gen:
+            raise VolvqaInputError(path, "generate must be a mapping with at least n (e.g. {n: 40, seed: 0})")
+        for key in gen:
+            if key not in GENERATE_KEYS:
+                raise _unknown(path, "generate key", key, GENERATE_KEYS)
+    if "seed" in data and not isinstance(data["seed"], int):
+        raise VolvqaInputError(path, f"seed must be an integer, got {data['seed']!r}")
     from volvqa.datasets.layouts import LAYOUTS
     layout = str(data["layout"])
     if layout not in LAYOUTS:
@@ -82,6 +111,9 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
         splits = {str(k): float(v) for k, v in splits.items()}
     except (AttributeError, TypeError, ValueError):
         raise VolvqaInputError(path, "splits must map split names to ratios") from None
+    for name in splits:
+        if name not in SPLIT_NAMES:
+            raise _unknown(path, "split name", name, SPLIT_NAMES)
     if any(v < 0 for v in splits.values()) or abs(sum(splits.values()) - 1) > 1e-6:
         raise VolvqaInputError(path, f"split ratios must be non-negative and sum to 1, got {splits}")
     labels = data.get("labels", "auto")

@@ -20,6 +20,11 @@ def load_qa(qa_dir: Path) -> tuple[list[dict], dict[str, dict], dict]:
     cases = {}
     if (qa_dir / "cases.parquet").is_file():
         for r in pd.read_parquet(qa_dir / "cases.parquet").to_dict("records"):
+            # Paths are relative to the build folder (older builds: absolute).
+            r["ct"] = str(qa_dir / r["ct"]) if r.get("ct") and not Path(r["ct"]).is_absolute() else r.get("ct")
+            if r.get("masks"):
+                r["masks"] = json.dumps([str(qa_dir / p) if not Path(p).is_absolute() else p
+                                         for p in json.loads(r["masks"]) or []])
             cases[r["case_id"]] = r
     info = json.loads((qa_dir / "build.json").read_text()) if (qa_dir / "build.json").is_file() else {}
     info["qa_dir"] = str(qa_dir)
@@ -155,11 +160,17 @@ def write_report(results: dict, report: Path) -> list[Path]:
     for c in cats:
         fig, ax = plt.subplots(figsize=(6, 3.2), dpi=80)
         xs = range(len(models))
-        vals = [results[m]["categories"].get(c, {}).get("score", 0) * 100 for m in models]
+        iou = c == "Localization"   # a mean 3D IoU (0-1), not a percentage
+        scale = 1.0 if iou else 100.0
+        vals = [results[m]["categories"].get(c, {}).get("score", 0) * scale for m in models]
         ax.bar(list(xs), vals, color=["#4363d8", "#f58231", "#3cb44b", "#911eb4", "#e6194b"][: len(models)])
         ax.set_xticks(list(xs), models, fontsize=8)
-        ax.set_ylim(0, 100)
-        ax.set_ylabel("score (%)")
+        ax.set_ylim(0, scale)
+        ax.set_ylabel("mean 3D IoU" if iou else "accuracy (%)")
+        chances = [results[m]["categories"][c].get("chance") for m in models if c in results[m]["categories"]]
+        if chances and chances[0] is not None:
+            ax.axhline(chances[0] * scale, color="#555555", linestyle="--", linewidth=1.0, label="chance")
+            ax.legend(fontsize=7, loc="upper right")
         ax.set_title(c)
         fig.tight_layout()
         png = report.parent / f"{report.stem}_{c.lower().replace(' ', '_')}.png"

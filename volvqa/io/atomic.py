@@ -41,3 +41,24 @@ def write_bytes_atomic(dest: str | os.PathLike, data: bytes) -> None:
 
 def write_text_atomic(dest: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(dest, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def owned_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Create ``path`` (and missing parents) for a command's outputs; if the
+    command fails or is interrupted, remove what this call created while it
+    holds nothing, so a failed run leaves no empty ``out/NAME`` behind."""
+    path = Path(path)
+    made = []
+    p = path
+    while not p.exists():
+        made.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if made and not any(f.is_file() for f in made[-1].rglob("*")):
+            import shutil
+            shutil.rmtree(made[-1], ignore_errors=True)   # the folders we made, holding no file
+        raise

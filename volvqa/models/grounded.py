@@ -189,7 +189,11 @@ class GroundedAnswerer:
         if missing is not None:
             msg = f"cannot answer: {missing}"
         else:
-            msg = f"cannot answer: the masks lack what '{t.subtype}' needs ({t.needs})"
+            try:
+                kind = t.subtype_of(params)
+            except (KeyError, IndexError):
+                kind = t.subtype.replace("{organ}", "organ")
+            msg = f"cannot answer: the masks lack what '{kind}' needs ({t.needs})"
         return Prediction(item.get("qid", ""), msg, msg, self.name, time.perf_counter() - t0)
 
     def _reply(self, t: Template, inst, item: dict, seconds: float) -> Prediction:

@@ -43,6 +43,7 @@ class BuildConfig:
     device: str | None = None
     gpus_per_task: float | None = None
     qc: str | None = None                # exclude | warn | off; None: the manifest's ``qc:``, else exclude
+    export_volumes: bool | None = None   # volumes/ and masks/ in the build (None: on for synthetic data)
     require_agreement: str | None = None  # a second source (segmenter backend) that must agree per structure
 
 
@@ -132,10 +133,12 @@ def cases_for(m: Manifest) -> list[Case]:
     return out
 
 
-def _task(m: Manifest, c: Case, out: Path, seg: dict | None, qc: dict, device: str = "auto") -> dict:
+def _task(m: Manifest, c: Case, out: Path, seg: dict | None, qc: dict, device: str = "auto",
+          export: bool = False) -> dict:
     masks = c.masks if isinstance(c.masks, list) else ([c.masks] if c.masks else [])
     use_seg = seg is not None and (seg["segment_all"] or not masks)
     return {"case_id": c.case_id, "ct": str(c.ct), "masks": [] if use_seg else [str(p) for p in masks],
+            "export": export,
             "label_spec": c.label_spec if isinstance(c.label_spec, list) else c.label_spec,
             "split": c.split, "out": str(out), "seed": m.seed, "annotates": case_annotates(m, c, seg),
             "generate": c.extra.get("generate"), "qc": qc["mode"],
@@ -227,6 +230,7 @@ def _process_case(task: dict) -> None:
                            annotates=task.get("annotates"))
     elif task.get("annotates") is not None:
         lm.annotates = frozenset(task["annotates"]) | lm.present
+    exported = export_case(out, cid, v, lm) if task.get("export") else None
     lm, qc_report = run_case_qc(task, v, lm)
     f = extract(v, lm, case_id=cid)
     ctx = CaseContext(cid, f)
@@ -252,10 +256,48 @@ def _process_case(task: dict) -> None:
     write_text_atomic(wd / "findings.json", json.dumps(d, indent=1, sort_keys=True) + "\n")
     write_text_atomic(wd / "report.txt", render_text(f))
     meta = {"case_id": cid, "ct": task["ct"], "shape": list(v.shape), "spacing_mm": list(v.spacing_mm),
-            "n_lesions": len(f.lesions), "masks": masks, "label_spec": spec,
+            "n_lesions": len(f.lesions), "masks": masks, "label_spec": spec, "exported": exported,
             "annotates": sorted(lm.scope | set(f.excluded)), "qc_excluded": f.excluded}
     write_text_atomic(wd / "case.json", json.dumps(meta, sort_keys=True) + "\n")
     write_text_atomic(wd / "items.json", json.dumps(items, sort_keys=True) + "\n")
+
+
+def export_case(out: Path, cid: str, v, lm) -> dict:
+    """``volumes/<case>.nii.gz`` (canonical RAS int16 HU: the grid every slice
+    index and voxel box of the build refers to) and ``masks/<case>_seg.nii.gz``
+    (+ ``_parts``; canonical ids), so the build can be moved or shared without
+    its source data. A source CT already stored as canonical int16 NIfTI is
+    hard-linked rather than copied when the file system allows."""
+    import os
+    import shutil
+
+    from volvqa.io import nifti, save_labelmap, save_volume
+    (out / "volumes").mkdir(exist_ok=True)
+    (out / "masks").mkdir(exist_ok=True)
+    ct = out / "volumes" / f"{cid}.nii.gz"
+    if not ct.exists():
+        src = Path(v.source.path)
+        canonical = v.meta.get("format") == "nifti" and "".join(v.meta.get("orientation_on_disk", ())) == "RAS" \
+            and v.meta.get("dtype_on_disk") == "int16" and src.name.endswith(".nii.gz")
+        if canonical:
+            tmp = ct.parent / f".{ct.name}.link"
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+            os.replace(tmp, ct)
+        else:
+            save_volume(v, ct)
+    seg = out / "masks" / f"{cid}_seg.nii.gz"
+    parts = out / "masks" / f"{cid}_parts.nii.gz"
+    if lm.parts is not None and not parts.exists():
+        nifti.write_nifti(parts, lm.parts, lm.affine)
+    if not seg.exists():
+        save_labelmap(lm, seg)
+    masks = [f"masks/{seg.name}"] + ([f"masks/{parts.name}"] if lm.parts is not None else [])
+    return {"ct": f"volumes/{ct.name}", "masks": masks,
+            "label_spec": ["canonical", "volvqa_parts"][: len(masks)] if len(masks) > 1 else "canonical"}
 
 
 def run_case_qc(task: dict, v, lm):
@@ -280,7 +322,7 @@ def run_case_qc(task: dict, v, lm):
 
 def run_cases(tasks: list[dict], cfg: BuildConfig, gpus_per_task: float = 0) -> list[dict]:
     if cfg.engine == "ray":
-        from pipelines.ray_engine import run_ray
+        from volvqa.engines.ray_engine import run_ray
         # Cases that run a segmenter ask Ray for a GPU share; the others stay CPU tasks.
         seg = [t for t in tasks if t.get("segmenter") or t.get("agreement")]
         rest = [t for t in tasks if not (t.get("segmenter") or t.get("agreement"))]
@@ -291,7 +333,7 @@ def run_cases(tasks: list[dict], cfg: BuildConfig, gpus_per_task: float = 0) -> 
         if rest:
             results += run_ray(process_case, rest, address=cfg.ray_address, progress=cfg.progress)
         return sorted(results, key=lambda r: r["case_id"])
-    from pipelines.local import run_local
+    from volvqa.engines.local import run_local
     return run_local(process_case, tasks, workers=cfg.workers, progress=cfg.progress)
 
 
@@ -302,7 +344,11 @@ def build_qa(cfg: BuildConfig) -> dict:
     cases = cases_for(m)
     seg = segmenter_settings(m, cfg)
     qc = qc_settings(m, cfg)
-    tasks = [_task(m, c, out, seg, qc, cfg.device or "auto") for c in cases]
+    export = cfg.export_volumes if cfg.export_volumes is not None else m.layout == "synthetic"
+    if seg is not None or qc["require_agreement"]:
+        from volvqa.devices import resolve_device
+        resolve_device((seg or {}).get("device") or cfg.device or "auto")   # a missing GPU fails here, once
+    tasks = [_task(m, c, out, seg, qc, cfg.device or "auto", export) for c in cases]
     if cfg.shard is not None:
         i, n = cfg.shard
         tasks = [t for k, t in enumerate(tasks) if k % n == i]
@@ -320,6 +366,13 @@ def build_qa(cfg: BuildConfig) -> dict:
     return summary
 
 
+def _rel(path, out: Path) -> str:
+    """A path as cases.parquet records it: relative to the build folder (posix),
+    so the build can move together with (or, exported, without) its data."""
+    import os
+    return Path(os.path.relpath(Path(path).resolve(), Path(out).resolve())).as_posix()
+
+
 def _errors(out: Path) -> dict[str, str]:
     p = out / "errors.jsonl"
     if not p.exists():
@@ -331,8 +384,7 @@ def _merge_errors(out: Path, new: dict[str, str], attempted: set[str]) -> None:
     errs = {k: v for k, v in _errors(out).items() if k not in attempted}
     errs.update(new)
     text = "".join(json.dumps({"case_id": k, "error": errs[k]}, sort_keys=True) + "\n" for k in sorted(errs))
-    if text or (out / "errors.jsonl").exists():
-        write_text_atomic(out / "errors.jsonl", text)
+    write_text_atomic(out / "errors.jsonl", text)  # always there: empty when no case failed
     for k in sorted(new):
         print(f"volvqa: case {k} failed: {new[k]}", file=sys.stderr)
 
@@ -350,16 +402,20 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
     qc_reports: dict[str, dict] = {}
     for c in cases:
         wd = work_dir(out, c.case_id)
-        row = {"case_id": c.case_id, "split": c.split, "ct": str(c.ct), "error": errors.get(c.case_id)}
+        row = {"case_id": c.case_id, "split": c.split, "ct": _rel(c.ct, out), "error": errors.get(c.case_id)}
         if case_done(out, c.case_id):
             its = json.loads((wd / "items.json").read_text())
             for it in its:
                 it["split"] = c.split
             raw += its
             meta = json.loads((wd / "case.json").read_text())
+            exp = meta.get("exported")
             row.update(n_lesions=meta["n_lesions"], shape=meta["shape"], spacing_mm=meta["spacing_mm"],
-                       masks=json.dumps(meta.get("masks")), label_spec=json.dumps(meta.get("label_spec")),
+                       masks=json.dumps(exp["masks"] if exp else [_rel(p, out) for p in meta.get("masks") or []]),
+                       label_spec=json.dumps(exp["label_spec"] if exp else meta.get("label_spec")),
                        annotates=json.dumps(meta.get("annotates")))
+            if exp:
+                row["ct"] = exp["ct"]
             scopes[c.case_id] = meta.get("annotates") or []
             # Cases processed by a volvqa without quality control have no qc.json.
             qc_reports[c.case_id] = json.loads((wd / "qc.json").read_text()) if (wd / "qc.json").is_file() else \
@@ -415,18 +471,50 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
                   "numeric_items_dropped_central": central_dropped}
     if seg is not None:
         build_info["segmenter"] = {"backend": seg["backend"], "segment_all": seg["segment_all"]}
-    write_text_atomic(out / "build.json", json.dumps(build_info, indent=1, sort_keys=True) + "\n")
+    build_json = out / "build.json"
     card = dataset_card(m.name, {"path": str(m.path.name), "layout": m.layout, "seed": m.seed, "license": m.license},
                         final, rows, flagged, cfg.include_flagged, len(cases), [c for c in case_rows if c["error"]],
                         central_dropped, annotates=annotates, qc=qc_summary)
     write_text_atomic(out / "dataset_card.md", card)
+    from volvqa.qa.export import hf_card_header, write_split_parquets
+    splits = write_split_parquets(out, final)
+    write_text_atomic(out / "README.md", hf_card_header(m.name, m.license, splits) + card)
     used = {it["image"] for it in final if it.get("image")}
     for p in sorted((out / "images").glob("*.png")) if (out / "images").exists() else []:
         if f"images/{p.name}" not in used:
             p.unlink()
     subtypes = sorted({it["subtype"] for it in final})
+    per_cat_info = {c: sum(it["category"] == c for it in final) for c in sorted({it["category"] for it in final})}
+    build_info["summary"] = {"questions": len(final), "subtypes": len(subtypes), "questions_per_category": per_cat_info,
+                             "flagged": flagged, "failed_cases": len(errors)}
+    write_text_atomic(build_json, json.dumps(build_info, indent=1, sort_keys=True) + "\n")
+    per_cat = {c: sum(it["category"] == c for it in final) for c in sorted({it["category"] for it in final})}
     return {"questions": len(final), "subtypes": len(subtypes), "numeric_items_dropped_central": central_dropped,
-            "categories": sorted({it["category"] for it in final}), "flagged": flagged}
+            "categories": sorted(per_cat), "questions_per_category": per_cat, "flagged": flagged,
+            "failed_cases": len(errors), "qc_excluded_structures": sum(qc_summary["excluded_per_structure"].values())}
+
+
+def summary_text(res: dict, out: Path) -> str:
+    """What a person reads after build-qa (the JSON is in build.json and with --json)."""
+    lines = []
+    if "cases" in res:
+        lines.append(f"{res['processed']} of {res['cases']} cases processed now, {res['failed_now']} failed"
+                     + (f" (see {Path(out) / 'errors.jsonl'})" if res["failed_now"] else ""))
+    if "questions" not in res:
+        lines.append("per-case stage only: run build-qa --merge-only once every shard has finished")
+        return "\n".join(lines)
+    cats = ", ".join(f"{c} {n}" for c, n in res.get("questions_per_category", {}).items())
+    lines.append(f"{res['questions']} questions in {res['subtypes']} subtypes ({cats})")
+    if res.get("flagged"):
+        lines.append(f"{len(res['flagged'])} subtypes excluded by the shortcut audit (audit.json)")
+    if res.get("numeric_items_dropped_central"):
+        lines.append(f"{res['numeric_items_dropped_central']} numeric questions dropped (answer at the dataset's "
+                     "typical value)")
+    if res.get("qc_excluded_structures"):
+        lines.append(f"{res['qc_excluded_structures']} structures excluded by mask quality control (qc.json)")
+    lines.append(f"benchmark: {Path(out) / 'qa.jsonl'}; card: {Path(out) / 'dataset_card.md'}; "
+                 f"summary: {Path(out) / 'build.json'}")
+    return "\n".join(lines)
 
 
 def qc_overview(reports: dict[str, dict], qc: dict) -> dict:

@@ -134,7 +134,13 @@ def dataset_card(name: str, manifest: dict, items: list[dict], audit_rows: dict,
               "- `qa.jsonl`, `qa.parquet`: one row per question (options A.. in order, `correct_option`, boxes in "
               "voxels of the canonical RAS grid and in mm, evidence, key slice and its PNG)",
               "- `cases.parquet`: one row per case; `cases/<case>/findings.json` and `report.txt`",
-              "- `images/`: axial key slices, W400/L50, radiological orientation", ""]
+              "- `images/`: axial key slices, W400/L50, radiological orientation",
+              "- `volumes/<case>.nii.gz`, `masks/<case>_seg.nii.gz` (when the build exports them; `--export-volumes`, "
+              "default for synthetic data): the CT in canonical RAS+ int16 HU and its canonical label map. **Every "
+              "slice index and voxel box in this benchmark refers to this grid** (a viewer reading the source files "
+              "may show another voxel order); `cases.parquet` paths are relative to this folder",
+              "- `data/<split>.parquet` and `README.md` (this card with a Hugging Face header): "
+              "`datasets.load_dataset(\"<this folder>\")` gives the splits by name", ""]
     return "\n".join(lines)
 
 
@@ -177,3 +183,39 @@ def _qc_section(qc: dict) -> list[str]:
         lines.append(f"{verb} (structure: cases): " + ", ".join(f"{k}: {v}" for k, v in
                                                                qc["excluded_per_structure"].items()) + ".")
     return lines
+
+
+#: Manifest license texts -> Hugging Face license ids (anything else: "other").
+_HF_LICENSES = {"cc0": "cc0-1.0", "cc by-nc-sa 4.0": "cc-by-nc-sa-4.0", "cc by-sa 4.0": "cc-by-sa-4.0",
+                "cc by 4.0": "cc-by-4.0", "cc by-nc 4.0": "cc-by-nc-4.0", "apache-2.0": "apache-2.0"}
+
+
+def write_split_parquets(out: Path, items: list[dict]) -> list[str]:
+    """``data/<split>.parquet`` per split (the rows of qa.parquet), for the Hub's split configs."""
+    (out / "data").mkdir(exist_ok=True)
+    splits = sorted({it["split"] for it in items}, key=lambda s: ("train", "val", "test").index(s)
+                    if s in ("train", "val", "test") else 9)
+    for sp in splits:
+        write_parquet(out / "data" / f"{sp}.parquet", [it for it in items if it["split"] == sp])
+    for old in (out / "data").glob("*.parquet"):
+        if old.stem not in splits:
+            old.unlink()
+    return splits
+
+
+def hf_card_header(name: str, license_text: str, splits: list[str]) -> str:
+    """YAML front matter of the Hub dataset card (``README.md`` of the build):
+    one config with a split per ``data/<split>.parquet``, so that
+    ``datasets.load_dataset(BUILD_DIR)`` returns the splits by name."""
+    lic = "other"
+    low = (license_text or "").lower()
+    for key, hf in _HF_LICENSES.items():
+        if low.startswith(key) or f"({key}" in low or key in low.split(" (")[0]:
+            lic = hf
+            break
+    lines = ["---", f"pretty_name: {json.dumps(name)}", f"license: {lic}",
+             "task_categories:", "- visual-question-answering", "tags:", "- medical", "- ct", "- 3d", "- volvqa",
+             "configs:", "- config_name: default", "  data_files:"]
+    for sp in splits:
+        lines += [f"  - split: {sp}", f"    path: data/{sp}.parquet"]
+    return "\n".join(lines + ["---", ""]) + "\n"

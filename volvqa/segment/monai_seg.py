@@ -64,14 +64,8 @@ class SegConfig:
 
 
 def _device(device: str) -> str:
-    import torch
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    from volvqa.devices import resolve_device
+    return resolve_device(device)
 
 
 def _network(cfg: SegConfig):

@@ -145,19 +145,13 @@ def disable_usage_stats() -> Path:
 
 def totalseg_device(device: str = "auto") -> str:
     """volvqa device string (auto, cpu, cuda, cuda:N, mps) -> TotalSegmentator's."""
-    import torch
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "gpu"
-        mps = getattr(torch.backends, "mps", None)
-        return "mps" if mps is not None and mps.is_available() else "cpu"
-    if device in ("cpu", "mps", "gpu"):
-        return device
-    if device == "cuda":
+    from volvqa.devices import resolve_device
+    d = resolve_device("cuda" if device == "gpu" else device)
+    if d == "cuda":
         return "gpu"
-    if device.startswith("cuda:") and device[5:].isdigit():
-        return f"gpu:{device[5:]}"
-    raise VolvqaInputError(None, f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+    if d.startswith("cuda:"):
+        return f"gpu:{d[5:]}"
+    return d
 
 
 def merge_task_outputs(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:

@@ -1,15 +1,14 @@
 """Local engine: a process pool (or in-process for one worker), with a progress bar."""
 from __future__ import annotations
 
-import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable
 
 
 def run_local(fn: Callable[[dict], dict], tasks: list[dict], *, workers: int = 1, progress: bool = True) -> list[dict]:
-    from tqdm import tqdm
+    from volvqa.progress import progress as progress_bar
     results = []
-    with tqdm(total=len(tasks), desc="cases", unit="case", file=sys.stderr, disable=not progress or None) as bar:
+    with progress_bar(len(tasks), "cases", enabled=progress) as bar:
         if workers <= 1:
             for t in tasks:
                 results.append(fn(t))
