@@ -10,6 +10,7 @@ question kinds it supports.
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Callable
@@ -163,9 +164,24 @@ class GroundedAnswerer:
         return f
 
     def resolve(self, item: dict) -> list[tuple[str, dict]]:
+        """Readings of an item: its template; the generator's wordings; else a natural reading
+        (``volvqa.models.freetext``), whose unit hints are kept in ``self._units``."""
+        self._units = {}
+        self._natural = False
         if item.get("template_id") in TEMPLATES:
             return [(item["template_id"], _params_from_qid(item.get("qid", "")))]
-        return parse_question(item["question"])
+        exact = parse_question(item["question"])
+        if exact:
+            return exact
+        from volvqa.models.freetext import interpret
+        self._natural = True
+        out = []
+        for r in interpret(item["question"]):
+            if r.template_id in TEMPLATES:
+                out.append((r.template_id, r.params))
+                if r.unit:
+                    self._units[(r.template_id, json.dumps(r.params, sort_keys=True))] = r.unit
+        return out
 
     def answer(self, volume: Volume, item: dict) -> Prediction:
         t0 = time.perf_counter()
@@ -176,13 +192,25 @@ class GroundedAnswerer:
             return Prediction(item.get("qid", ""), msg, msg, self.name, time.perf_counter() - t0)
         f = self.findings(volume, item)
         ctx = CaseContext(item.get("case_id", ""), f, exhaustive=True)
+        answerable = []
         for tid, params in readings:
             t = TEMPLATES[tid]
             if unmet_requirement(t, params, ctx) is not None:
                 continue
             for inst in t.fn(ctx):
                 if _same(inst.params, params) and unmet_requirement(t, inst.params, ctx) is None:
-                    return self._reply(t, inst, item, time.perf_counter() - t0)
+                    answerable.append((t, inst, params))
+                    break
+        distinct = {(t.id, json.dumps(p, sort_keys=True)) for t, _i, p in answerable}
+        if len(distinct) > 1 and getattr(self, "_natural", False):
+            from volvqa.qa.generate import render_question
+            asks = [render_question(t, inst.params, 0) for t, inst, _p in answerable]
+            msg = "cannot answer: the question is ambiguous; did you mean: " + " | ".join(asks)
+            return Prediction(item.get("qid", ""), msg, msg, self.name, time.perf_counter() - t0)
+        if answerable:
+            t, inst, params = answerable[0]
+            unit = getattr(self, "_units", {}).get((t.id, json.dumps(params, sort_keys=True)))
+            return self._reply(t, inst, item, time.perf_counter() - t0, unit)
         tid, params = readings[0]
         t = TEMPLATES[tid]
         missing = unmet_requirement(t, params, ctx)
@@ -196,8 +224,10 @@ class GroundedAnswerer:
             msg = f"cannot answer: the masks lack what '{kind}' needs ({t.needs})"
         return Prediction(item.get("qid", ""), msg, msg, self.name, time.perf_counter() - t0)
 
-    def _reply(self, t: Template, inst, item: dict, seconds: float) -> Prediction:
+    def _reply(self, t: Template, inst, item: dict, seconds: float, unit: str | None = None) -> Prediction:
         text = answer_text(t, inst.answer)
+        if unit and t.answer_type == "numeric":
+            text += _converted(float(inst.answer), t.unit, unit)
         out = text
         if self.mode == "mc" and item.get("options"):
             letter = pick_option(t, inst.answer, item["options"], inst.evidence)
@@ -205,6 +235,17 @@ class GroundedAnswerer:
         ev = {"template_id": t.id, "params": inst.params, "answer": text, "values": inst.evidence,
               "bbox_voxel": inst.boxes, "key_slice": inst.key_slice}
         return Prediction(item.get("qid", ""), out, out, self.name, seconds, evidence=ev)
+
+
+def _converted(value: float, unit: str, asked: str) -> str:
+    """The answer again in the unit the question asked for ("(2.3 cm)")."""
+    if unit == "ml" and asked == "cc":
+        return f" ({value:.1f} cc)"
+    if unit == "ml" and asked == "l":
+        return f" ({value / 1000:.3f} l)"
+    if unit == "mm" and asked == "cm":
+        return f" ({value / 10:.2f} cm)"
+    return ""
 
 
 def dataset_masks(case_rows: dict[str, dict]):

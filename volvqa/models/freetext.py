@@ -1,0 +1,315 @@
+"""Natural questions -> template readings, for ``volvqa answer`` and the
+grounded answerer when a question is not one of the generator's wordings.
+
+Rules over a normalised question (lower case, punctuation dropped, words
+that are near misses of the vocabulary corrected): the structures it names
+(synonyms: splenic, renal, hepatic, ...; sides; Couinaud segments in digits
+or Roman numerals; pancreas parts; kidney poles; lung lobes), whether it
+speaks of lesions (lesion, tumour, mass, nodule, cyst, metastasis ...), the
+quantity asked (volume / size / how big; diameter / long axis / how long;
+density / attenuation / HU; how many; where; is there ...), the unit asked
+in (ml, cc, cm3, litres; mm, cm), and clinical words (splenomegaly,
+steatosis, grade, T stage, Fleischner, Lung-RADS). The first rule that
+fits gives the reading; a question that fits several (the left or the
+right kidney?) gets them all, and the answerer lists them.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+
+ORGAN_WORDS = {
+    "liver": "liver", "hepatic": "liver", "spleen": "spleen", "splenic": "spleen",
+    "pancreas": "pancreas", "pancreatic": "pancreas", "gallbladder": "gallbladder", "stomach": "stomach",
+    "gastric": "stomach", "aorta": "aorta", "aortic": "aorta", "ivc": "inferior_vena_cava",
+    "colon": "colon", "colonic": "colon", "kidney": "kidney", "kidneys": "kidney", "renal": "kidney",
+    "lung": "lung", "lungs": "lung", "pulmonary": "lung", "chest": "lung",
+}
+LESION_WORDS = {"lesion", "lesions", "tumor", "tumors", "tumour", "tumours", "mass", "masses", "nodule", "nodules",
+                "cyst", "cysts", "metastasis", "metastases", "cancer", "neoplasm", "hcc", "carcinoma", "focal"}
+ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5, "vi": 6, "vii": 7, "viii": 8}
+LOBES = {("right", "upper"): "lung_upper_lobe_right", ("right", "middle"): "lung_middle_lobe_right",
+         ("right", "lower"): "lung_lower_lobe_right", ("left", "upper"): "lung_upper_lobe_left",
+         ("left", "lower"): "lung_lower_lobe_left"}
+LOBE_ABBR = {"rul": ("right", "upper"), "rml": ("right", "middle"), "rll": ("right", "lower"),
+             "lul": ("left", "upper"), "lll": ("left", "lower")}
+VOCAB = sorted(set(ORGAN_WORDS) | LESION_WORDS | {
+    "volume", "size", "large", "larger", "largest", "big", "bigger", "biggest", "diameter", "axis", "long",
+    "longest", "length", "wide", "width", "density", "dense", "denser", "attenuation", "hounsfield", "mean",
+    "average", "many", "number", "count", "where", "located", "location", "which", "segment", "couinaud", "present",
+    "visible", "there", "contain", "contains", "have", "presence", "splenomegaly", "enlarged", "enlargement",
+    "steatosis", "fatty", "grade", "grading", "stage", "category", "fleischner", "bounding", "localize", "localise",
+    "milliliters", "millilitres", "liters", "litres", "centimeters", "centimetres", "millimeters",
+    "millimetres", "combined", "total", "together", "burden", "percentage", "percent", "ratio", "hypoattenuating",
+    "hyperattenuating", "isoattenuating", "solid", "ground", "glass", "part", "upper", "lower", "middle", "lobe",
+    "pole", "interpolar", "head", "body", "tail", "left", "right", "both", "bilateral", "gall", "bladder",
+    "inferior", "vena", "cava", "simple", "cystic", "compared", "relative", "baseline", "screening", "show",
+    "shows", "seen", "see", "evidence", "detect", "detected", "measure", "estimate",
+    # tokens the normaliser makes from phrases
+    "tstage", "lungrads", "groundglass", "partsolid", "bbox", "howmany", "ctvalue"})
+
+
+@dataclass
+class Reading:
+    template_id: str
+    params: dict = field(default_factory=dict)
+    unit: str | None = None         # the unit the question asked in (cc, l, cm), when not the template's own
+
+
+def _tokens(question: str) -> list[str]:
+    q = question.lower().replace("cm³", " cm3 ").replace("cm^3", " cm3 ").replace("tumour", "tumor")
+    q = q.replace("gall bladder", "gallbladder").replace("vena cava", "ivc").replace("lung-rads", "lungrads")
+    q = q.replace("lung rads", "lungrads").replace("t-stage", "tstage").replace("t stage", "tstage")
+    q = q.replace("t category", "tstage").replace("t-category", "tstage").replace("ground-glass", "groundglass")
+    q = q.replace("ground glass", "groundglass").replace("part-solid", "partsolid").replace("part solid", "partsolid")
+    q = q.replace("bounding box", "bbox").replace("ct number", "ctvalue").replace("ct value", "ctvalue")
+    q = q.replace("how many", "howmany").replace("number of", "howmany")
+    words = re.findall(r"[a-z]+\d*|\d+(?:\.\d+)?", q)
+    fixed = []
+    for w in words:
+        if len(w) >= 4 and w not in VOCAB and w not in STOP and not w[0].isdigit():
+            close = difflib.get_close_matches(w, VOCAB, n=1, cutoff=0.8)
+            w = close[0] if close else w
+        fixed.append(w)
+    return fixed
+
+
+#: Common words never "corrected" into the vocabulary.
+STOP = {"what", "does", "this", "that", "with", "from", "there", "they", "them", "than", "then", "have", "much",
+        "scan", "image", "images", "patient", "patients", "would", "could", "should", "about", "give", "tell",
+        "please", "your", "some", "into", "onto", "also", "just", "only", "same", "very", "more", "most", "less",
+        "whole", "entire", "organ", "organs", "value", "values", "based", "using", "here", "were", "been", "being",
+        "other", "their", "these", "those", "show", "when", "each", "every", "across", "over", "under", "what's"}
+
+
+def _has(tokens, *words) -> bool:
+    return any(w in tokens for w in words)
+
+
+def _phrase(tokens, *phrases) -> bool:
+    text = " " + " ".join(tokens) + " "
+    return any(f" {p} " in text for p in phrases)
+
+
+def _structures(tokens: list[str]) -> dict:
+    """What the question names: organ family, side, segment, pancreas part, kidney pole, lung lobe."""
+    out: dict = {}
+    for w in tokens:
+        if w in ORGAN_WORDS and "organ" not in out:
+            out["organ"] = ORGAN_WORDS[w]
+    if "inferior" in tokens and "ivc" in tokens:
+        out["organ"] = "inferior_vena_cava"
+    sides = [w for w in tokens if w in ("left", "right")]
+    if sides:
+        out["side"] = sides[0]
+    if _has(tokens, "both", "bilateral") or "kidneys" in tokens:
+        out["both"] = True
+    for i, w in enumerate(tokens):
+        if w in ("segment", "couinaud", "seg") and i + 1 < len(tokens):
+            nxt = tokens[i + 1]
+            n = int(nxt) if nxt.isdigit() else ROMAN.get(nxt)
+            if n and 1 <= n <= 8:
+                out["segment"] = n
+                out.setdefault("organ", "liver")
+        m = re.fullmatch(r"s([1-8])", w)
+        if m:
+            out["segment"] = int(m.group(1))
+            out.setdefault("organ", "liver")
+    for part in ("head", "body", "tail"):
+        if part in tokens and out.get("organ") == "pancreas":
+            out["part"] = part
+    if "pole" in tokens or "poles" in tokens or "interpolar" in tokens:
+        for pole in ("upper", "lower"):
+            if pole in tokens:
+                out["pole"] = f"{pole} pole"
+        if "interpolar" in tokens:
+            out["pole"] = "interpolar"
+    if "lobe" in tokens or any(w in LOBE_ABBR for w in tokens):
+        key = next((LOBE_ABBR[w] for w in tokens if w in LOBE_ABBR), None)
+        if key is None and out.get("side"):
+            level = next((w for w in ("upper", "middle", "lower") if w in tokens), None)
+            key = (out["side"], level) if level else None
+        if key in LOBES:
+            out["lobe"] = LOBES[key]
+            out["organ"] = "lung"
+    return out
+
+
+def _unit(tokens) -> str | None:
+    if _has(tokens, "cc", "cm3", "cubic"):
+        return "cc"
+    if _has(tokens, "liters", "litres", "liter", "litre", "l"):
+        return "l"
+    if _has(tokens, "cm", "centimeters", "centimetres"):
+        return "cm"
+    return None
+
+
+def _kidney_organs(s: dict) -> list[str]:
+    return [f"kidney_{s['side']}"] if s.get("side") else ["kidney_left", "kidney_right"]
+
+
+def interpret(question: str) -> list[Reading]:
+    """Readings of a natural question, best first; [] when nothing fits."""
+    t = _tokens(question)
+    s = _structures(t)
+    organ = s.get("organ")
+    lesion = bool(LESION_WORDS & set(t)) or _has(t, "groundglass", "partsolid")
+    unit = _unit(t)
+    kind = "cyst" if _has(t, "cyst", "cysts") else ("tumor" if _has(t, "tumor", "tumors", "mass", "cancer", "carcinoma")
+                                                   else None)
+    lung = organ == "lung" or "lobe" in s or _has(t, "fleischner", "lungrads") \
+        or (organ is None and _has(t, "nodule", "nodules"))   # "nodules in the liver" are liver lesions
+    family = "lung" if lung else organ
+
+    # Localization
+    if _has(t, "bbox", "localize", "localise", "box"):
+        if lesion:
+            return [Reading("loc.lung_lesion_bbox")] if lung else \
+                [Reading("loc.largest_lesion_bbox", {"organ": family})] if family in ("liver", "kidney", "pancreas") \
+                else []
+        if organ == "kidney":
+            return [Reading("loc.organ_bbox", {"organ": o}) for o in _kidney_organs(s)]
+        return [Reading("loc.organ_bbox", {"organ": organ})] if organ else []
+
+    # Clinical rules and grades
+    if _has(t, "fleischner"):
+        return [Reading("med.fleischner_category")]
+    if _has(t, "lungrads"):
+        return [Reading("med.lung_rads_category")]
+    if _has(t, "tstage") or (_has(t, "stage", "category") and _has(t, "t1", "t2", "t3", "t4")):
+        return [Reading("med.lung_t_category")] if lung else [Reading("med.pancreatic_t_stage")]
+    if _has(t, "grade", "grading", "severity", "severe") and (_has(t, "splenomegaly") or (organ == "spleen")):
+        return [Reading("med.splenomegaly_grade")]
+    if _has(t, "grade", "grading") and (_has(t, "steatosis", "fatty", "fat") or organ == "liver"):
+        return [Reading("med.steatosis_grade")]
+    if _has(t, "splenomegaly") or (organ == "spleen" and _has(t, "enlarged", "enlargement", "big", "large")
+                                   and not _has(t, "volume", "how", "howmany")):
+        return [Reading("rec.splenomegaly")]
+    if (_has(t, "steatosis", "fatty", "fat") and organ == "pancreas") or _phrase(t, "pancreatic steatosis"):
+        return [Reading("med.pancreatic_steatosis")]
+    if _has(t, "steatosis", "fatty", "fat") and organ in (None, "liver"):
+        return [Reading("med.fatty_liver")]
+    if organ == "kidney" and _has(t, "enlarged", "enlargement") and not lesion:
+        return [Reading("vr.organ_enlargement", {"organ": o}) for o in _kidney_organs(s)]
+    if lung and _has(t, "solid", "partsolid", "groundglass"):
+        return [Reading("vr.lung_lesion_density")]
+
+    volume_units = _has(t, "ml", "milliliters", "millilitres", "cc", "cm3", "liters", "litres")
+
+    # Comparisons
+    if organ == "kidney" and _has(t, "which") and _has(t, "larger", "bigger", "smaller", "largest", "biggest") \
+            and not lesion:
+        return [Reading("vr.kidney_volume_comparison")]
+    if organ == "kidney" and lesion and (_has(t, "which") and _has(t, "more", "most") or _has(t, "asymmetry")):
+        return [Reading("vr.kidney_lesion_asymmetry")]
+    if not lesion and (_has(t, "denser", "brighter") or (_has(t, "which") and _has(t, "higher")
+                                                          and _has(t, "attenuation", "density"))):
+        other = organ if organ in ("liver", "pancreas") else next((ORGAN_WORDS[w] for w in t if ORGAN_WORDS.get(w)
+                                                                   in ("liver", "pancreas")), None)
+        return [Reading("vr.denser_organ", {"organ": other})] if other else []
+
+    # Lesion type
+    if lesion and (_phrase(t, "cyst or a tumor", "cyst or tumor", "tumor or cyst", "tumor or a cyst", "cystic or solid",
+                           "solid or cystic", "simple cyst or") or _has(t, "type", "kind")) and not _has(t, "howmany"):
+        if family == "kidney" and (_has(t, "solid", "simple", "cystic", "attenuation", "hu")):
+            return [Reading("med.renal_mass_type")]
+        return [Reading("med.lesion_type", {"organ": family})] if family in ("liver", "kidney", "pancreas") else []
+
+    # Counting ("how many ml is ..." asks a volume)
+    if _has(t, "howmany", "count") and not volume_units:
+        if not (lesion or lung):
+            return []
+        if lung:
+            if "lobe" in s:
+                return [Reading("vr.lung_lesion_count_by_lobe", {"organ": s["lobe"]})]
+            return [Reading("vr.lung_lesion_count")]
+        if s.get("segment"):
+            return [Reading("vr.lesion_count_by_location", {"organ": "liver", "place": f"segment {s['segment']}"})]
+        if s.get("part"):
+            return [Reading("vr.lesion_count_by_location", {"organ": "pancreas", "place": s["part"]})]
+        if s.get("pole") and family == "kidney":
+            return [Reading("vr.lesion_count_by_location", {"organ": "kidney", "place": s["pole"]})]
+        return [Reading("vr.lesion_count", {"organ": family})] if family in ("liver", "kidney", "pancreas") else []
+
+    # Location
+    if _has(t, "where", "located", "location") or (_has(t, "which") and _has(
+            t, "segment", "couinaud", "part", "lobe", "region", "side", "lung", "lungs")):
+        if lung:
+            return [Reading("vr.lung_lesion_location")]
+        if family in ("liver", "kidney", "pancreas") and (lesion or _has(t, "largest", "biggest")):
+            return [Reading("vr.largest_lesion_location", {"organ": family})]
+        return []
+
+    # Attenuation relative to the organ (categorical) before the numeric density
+    if lesion and (_has(t, "hypoattenuating", "hyperattenuating", "isoattenuating", "compared", "relative")
+                   or _phrase(t, "hypo or hyper", "darker or brighter", "brighter or darker")):
+        return [Reading("vr.largest_lesion_attenuation", {"organ": family})] if family in ("liver", "kidney",
+                                                                                          "pancreas") else []
+    if _has(t, "ratio") and _has(t, "spleen", "splenic") and family in ("liver", "pancreas"):
+        return [Reading("meas.hu_ratio", {"organ": family})]
+
+    # Size: volume or diameter
+    wants_diameter = _has(t, "diameter", "axis", "length", "long", "longest", "wide", "width") or unit == "cm" \
+        or (_has(t, "mm", "millimeters", "millimetres") and not _has(t, "cubic"))
+    wants_volume = _has(t, "volume", "big", "large", "size", "ml", "milliliters", "millilitres", "cc", "cm3") \
+        or unit in ("cc", "l")
+    if _has(t, "burden", "percentage", "percent") and lesion and family in ("liver", "pancreas"):
+        return [Reading("meas.tumor_burden", {"organ": family})]
+    if wants_diameter and (lesion or lung):
+        if lung:
+            return [Reading("meas.lung_lesion_long_axis", unit=unit)]
+        return [Reading("vr.largest_lesion_diameter", {"organ": family}, unit=unit)] if family in (
+            "liver", "kidney", "pancreas") else []
+    if wants_volume or (_has(t, "how") and _has(t, "big", "large")):
+        if lesion or (lung and not organ == "lung" and not lesion):
+            if lung:
+                return [Reading("meas.lung_lesion_volume", unit=unit)]
+            return [Reading("meas.largest_lesion_volume", {"organ": family}, unit=unit)] if family in (
+                "liver", "kidney", "pancreas", "colon") else []
+        if organ == "kidney" and (s.get("both") or _has(t, "combined", "total", "together", "sum")) \
+                and not s.get("side"):
+            return [Reading("vr.organ_aggregation", {"organ": "kidneys"}, unit=unit)]
+        if _has(t, "combined", "total", "together", "sum") and organ in ("liver", "spleen") \
+                and _has(t, "liver", "hepatic") and _has(t, "spleen", "splenic"):
+            return [Reading("vr.organ_aggregation", {"organ": "liver and spleen"}, unit=unit)]
+        if organ == "kidney":
+            return [Reading("meas.organ_volume", {"organ": o}, unit=unit) for o in _kidney_organs(s)]
+        return [Reading("meas.organ_volume", {"organ": organ}, unit=unit)] if organ else []
+
+    # Density (numeric)
+    if _has(t, "density", "attenuation", "hounsfield", "hu", "ctvalue"):
+        if lesion:
+            return []
+        if organ == "kidney":
+            return [Reading("meas.organ_hu", {"organ": o}) for o in _kidney_organs(s)]
+        return [Reading("meas.organ_hu", {"organ": organ})] if organ else []
+
+    # Existence / presence
+    existence = _phrase(t, "is there", "are there", "is there any", "any") or _has(
+        t, "contain", "contains", "have", "has", "present", "presence", "visible", "seen", "see", "evidence",
+        "detect", "detected", "show", "shows", "exist", "exists", "harbor", "harbour")
+    # A lesion and a place with no other ask ("lesion in the right lower lobe?") asks whether there is one.
+    if existence or t[:1] in (["is"], ["are"], ["does"], ["do"], ["can"]) or lesion:
+        if lung and (lesion or "lobe" in s):
+            if "lobe" in s:
+                return [Reading("rec.lobe_lesion_exists", {"organ": s["lobe"]})]
+            sides = [s["side"]] if s.get("side") else ["left", "right"]
+            return [Reading("rec.lung_lesion_exists", {"side": x}) for x in sides]
+        if lesion:
+            if s.get("segment"):
+                return [Reading("rec.segment_lesion_exists", {"segment": s["segment"]})]
+            if s.get("part"):
+                return [Reading("rec.part_lesion_exists", {"organ": "pancreas", "place": s["part"]})]
+            if s.get("pole") and family == "kidney":
+                return [Reading("rec.part_lesion_exists", {"organ": o, "place": s["pole"]}) for o in _kidney_organs(s)]
+            if family == "kidney" and kind and not s.get("side"):
+                return [Reading("rec.kidney_kind_exists", {"kind": kind})]
+            return [Reading("rec.lesion_exists", {"organ": family})] if family in (
+                "liver", "kidney", "pancreas", "colon") else []
+        if organ in ("gallbladder", "spleen"):
+            return [Reading("rec.organ_presence", {"organ": organ})]
+        if organ == "kidney":
+            return [Reading("rec.organ_presence", {"organ": o}) for o in _kidney_organs(s)]
+    return []
