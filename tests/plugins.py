@@ -19,3 +19,37 @@ class LargestOption:
             if best is None or v > best[0]:
                 best = (v, ln[0])
         return best[1] if best else lines[0][0]
+
+
+class _Recorder:
+    """Records what generate() receives; answers 'A'."""
+
+    calls: list = []
+
+    def generate(self, prompt, volume=None, images=None):
+        type(self).calls.append({"prompt": prompt, "volume": volume, "images": images})
+        return "A"
+
+
+class RecordVolume(_Recorder):
+    calls: list = []
+
+
+class RecordKeySlice(_Recorder):
+    input_format = "key_slice"
+    calls: list = []
+
+
+class RecordViews(_Recorder):
+    input_format = "views"
+    calls: list = []
+
+
+class RecordVideo(_Recorder):
+    input_format = "video"
+    calls: list = []
+
+
+class RecordM3D(_Recorder):
+    input_format = "m3d"
+    calls: list = []

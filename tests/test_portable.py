@@ -163,3 +163,71 @@ def test_failed_runs_leave_no_empty_folders_and_outputs_default_under_out(tmp_pa
     r = _cli("predict", "--qa", out, "--model", "prior", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out" / "predictions" / "prior_test.jsonl").is_file()
+
+
+# --- model-ready inputs ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def with_media(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("media")
+    m = tmp / "m.yaml"
+    m.write_text(f"layout: synthetic\nroot: {tmp / 'data'}\ngenerate: {{n: 3, seed: 4}}\n"
+                 "splits: {train: 0.5, test: 0.5}\nseed: 4\n")
+    r = _cli("build-qa", m, "--out", tmp / "out", "--include-flagged", "--views", "--video")
+    assert r.returncode == 0, r.stderr
+    return tmp / "out"
+
+
+def test_views_and_videos_are_written_per_item(with_media):
+    import imageio.v2 as imageio
+
+    from volvqa.io import load_volume
+    from volvqa.models.inputs import item_centre, png_bytes, view_images
+    out = with_media
+    items = [json.loads(x) for x in (out / "qa.jsonl").read_text().splitlines()]
+    assert items and all(it["views"] and it["video"] for it in items)
+    it = next(i for i in items if i["answer_type"] == "bbox")
+    v = load_volume(out / "volumes" / f"{it['case_id']}.nii.gz")
+    import io
+    for variant, boxes in (("plain", None), ("boxed", it["bbox_voxel"])):
+        made = view_images(v, item_centre(v, it), boxes)
+        for path, img in zip(it["views"][variant], made):
+            assert (out / path).read_bytes() == png_bytes(img)
+    boxed = np.asarray(Image.open(io.BytesIO((out / it["views"]["boxed"][0]).read_bytes())).convert("RGB"))
+    assert ((boxed[..., 1] == 255) & (boxed[..., 0] == 0)).sum() > 20      # the green box is drawn
+    frames = imageio.mimread(out / it["video"], memtest=False)
+    assert len(frames) == v.shape[2]
+    k = it["key_slice"]
+    ref = np.asarray(Image.open(out / it["image"])).astype(float)
+    got = np.asarray(frames[k])[..., 0].astype(float)[: ref.shape[0], : ref.shape[1]]
+    assert np.abs(got - ref).mean() < 6      # H.264 is lossy; the frame is the key slice
+    df = pd.read_parquet(out / "qa.parquet")
+    assert json.loads(df.views.iloc[0])["plain"] and df.video.iloc[0].endswith(".mp4")
+
+
+@pytest.mark.parametrize("cls, fmt", [("RecordVolume", None), ("RecordKeySlice", None), ("RecordViews", None),
+                                      ("RecordVideo", None), ("RecordM3D", None), ("RecordVolume", "views_boxed")])
+def test_plugins_receive_their_input_format(with_media, tmp_path, cls, fmt):
+    import tests.plugins as P
+    from volvqa.eval.run import predict
+    from volvqa.records import Volume
+    out = with_media
+    rec = getattr(P, cls)
+    rec.calls.clear()
+    n = predict(out, f"tests.plugins:{cls}", "test", tmp_path / "p.jsonl", progress=False, input_format=fmt)
+    assert n == len(rec.calls) > 0
+    first = rec.calls[0]
+    want = fmt or getattr(rec, "input_format", "volume")
+    if want == "volume":
+        assert isinstance(first["volume"], Volume) and first["images"] is None
+    elif want == "key_slice":
+        assert first["volume"] is None and len(first["images"]) == 1 and first["images"][0].mode == "L"
+    elif want in ("views", "views_boxed"):
+        assert first["volume"] is None and len(first["images"]) == 3
+        assert (first["images"][0].mode == "RGB") == (want == "views_boxed")
+    elif want == "video":
+        assert first["volume"] is None and len(first["images"]) > 10
+    else:
+        arr = first["volume"]
+        assert arr.shape == (1, 32, 256, 256) and arr.dtype == np.float32 and arr.min() >= 0 and arr.max() <= 1
+    assert any("Options:" in c["prompt"] for c in rec.calls)

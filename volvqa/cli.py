@@ -255,10 +255,13 @@ def findings(volume, masks, label_spec, json_out, report_out, case_id, min_lesio
               help="Write volumes/<case>.nii.gz (canonical RAS int16, the grid of every slice index and box) and "
                    "masks/<case>_seg.nii.gz into the build, so it can be moved or shared without its source "
                    "(default: on for synthetic data).")
+@click.option("--views", is_flag=True, help="Write views/: axial, coronal and sagittal PNGs through each item's "
+              "evidence, plain and with its boxes (for 2D models; RadVUQA's plain and boxed variants).")
+@click.option("--video", is_flag=True, help="Write videos/<case>.mp4, the axial stack at W400/L50 (for video models).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line (it is always in build.json).")
 def build_qa_cmd(manifest, out, workers, engine, ray_address, shard, no_finalize, merge_only, n_options,
                  include_flagged, segmenter, segment_all, device, gpus_per_task, qc_mode, require_agreement,
-                 export_volumes, as_json):
+                 export_volumes, views, video, as_json):
     """Build the benchmark of a dataset manifest: findings, questions, options, audit, export."""
     from volvqa.qa.build import BuildConfig, build_qa, cases_for, finalize
     from volvqa.datasets.manifest import load_manifest
@@ -274,7 +277,7 @@ def build_qa_cmd(manifest, out, workers, engine, ray_address, shard, no_finalize
                       n_options=int(n_options), include_flagged=include_flagged, finalize=not no_finalize,
                       ray_address=ray_address, segmenter=segmenter, segment_all=segment_all, device=device,
                       gpus_per_task=gpus_per_task, qc=qc_mode, require_agreement=require_agreement,
-                      export_volumes=export_volumes)
+                      export_volumes=export_volumes, views=views, video=video)
     from volvqa.io.atomic import owned_dir
     if merge_only:
         m = load_manifest(manifest)
@@ -382,7 +385,9 @@ def segment_cmd(volumes, out_dir, backend, device, overwrite):
 @click.option("--segmenter", default=None,
               help="With --model grounded: predicted mode, masks from this segmenter instead of the dataset's.")
 @click.option("--device", default="auto", show_default=True, help="Segmenter device.")
-def predict_cmd(qa_dir, model, split, mode, out, segmenter, device):
+@click.option("--input-format", type=click.Choice(["volume", "key_slice", "views", "views_boxed", "video", "m3d"]),
+              default=None, help="What a module:Class plug-in receives (default: its input_format, else volume).")
+def predict_cmd(qa_dir, model, split, mode, out, segmenter, device, input_format):
     """Run a model over a benchmark split."""
     import re as _re
 
@@ -396,7 +401,7 @@ def predict_cmd(qa_dir, model, split, mode, out, segmenter, device):
         raise VolvqaInputError(out, "output folder does not exist")
     if segmenter and model != "grounded":
         raise click.UsageError("--segmenter goes with --model grounded")
-    n = predict(qa_dir, model, split, out, mode=mode, segmenter=segmenter, device=device)
+    n = predict(qa_dir, model, split, out, mode=mode, segmenter=segmenter, device=device, input_format=input_format)
     click.echo(f"{n} predictions -> {out}")
 
 
@@ -463,9 +468,11 @@ def evaluate_cmd(qa_dir, pred_files, json_out, report_out, perturbation, model):
 @click.option("--device", default="auto", show_default=True, help="Segmenter device.")
 @click.option("--json", "as_json", is_flag=True, help="Print the prediction with its evidence as JSON.")
 @click.option("--png", "png_out", type=click.Path(path_type=Path), help="Key slice with the evidence box.")
+@click.option("--input-format", type=click.Choice(["volume", "key_slice", "views", "views_boxed", "video", "m3d"]),
+              default=None, help="What a module:Class plug-in receives (default: its input_format, else volume).")
 @_with_load_opts
 def answer_cmd(volume, question, options_text, model, masks, label_spec, annotates, qc_mode, segmenter, device,
-               as_json, png_out, series_uid, allow_non_ct, max_voxels):
+               as_json, png_out, input_format, series_uid, allow_non_ct, max_voxels):
     """Answer one question about one scan, with its evidence."""
     from volvqa.io import load_volume
     item = {"qid": "q", "case_id": volume.name.split(".nii")[0], "question": question}
@@ -500,7 +507,7 @@ def answer_cmd(volume, question, options_text, model, masks, label_spec, annotat
         ans = Encoder3DAnswerer.load(model.split(":", 1)[1])
     else:
         from volvqa.models.base import load_plugin
-        ans = load_plugin(model, mode="mc" if options_text else "free")
+        ans = load_plugin(model, mode="mc" if options_text else "free", input_format=input_format)
     pred = ans.answer(v, item)
     if as_json:
         click.echo(json.dumps(pred.to_dict(), indent=1, sort_keys=True, default=str))

@@ -53,20 +53,33 @@ class Answerer(Protocol):
 
 
 class PluginAnswerer:
-    """Wraps a user's model object that has ``generate(prompt, volume=None, images=None) -> str``."""
+    """Wraps a user's model object that has ``generate(prompt, volume=None, images=None) -> str``.
 
-    def __init__(self, model: Any, name: str, mode: str = "mc"):
+    What ``volume`` and ``images`` hold is the model's input format
+    (``volvqa.models.inputs``): the class attribute ``input_format``
+    (default ``volume``), overridden by ``input_format=`` here
+    (``--input-format`` on the command line)."""
+
+    def __init__(self, model: Any, name: str, mode: str = "mc", input_format: str | None = None):
+        from volvqa.models.inputs import INPUT_FORMATS
         if not callable(getattr(model, "generate", None)):
             raise VolvqaInputError(None, f"{name}: the class has no generate(prompt, volume=None, images=None) method")
         self.model, self.name, self.mode = model, name, mode
+        self.input_format = input_format or getattr(model, "input_format", "volume")
+        if self.input_format not in INPUT_FORMATS:
+            raise VolvqaInputError(None, f"{name}: unknown input format {self.input_format!r}; "
+                                   f"use {', '.join(INPUT_FORMATS)}")
 
     def answer(self, volume: Volume | None, item: dict, images=None) -> Prediction:
+        from volvqa.models.inputs import model_inputs
         t = time.perf_counter()
+        if images is None and volume is not None:
+            volume, images = model_inputs(self.input_format, volume, item)
         out = self.model.generate(prompt_for(item, self.mode), volume=volume, images=images)
         return Prediction(item["qid"], str(out).strip(), str(out), self.name, time.perf_counter() - t)
 
 
-def load_plugin(spec: str, mode: str = "mc", **kwargs) -> PluginAnswerer:
+def load_plugin(spec: str, mode: str = "mc", input_format: str | None = None, **kwargs) -> PluginAnswerer:
     """``module:Class`` -> PluginAnswerer (the class is constructed with no arguments)."""
     if ":" not in spec:
         raise VolvqaInputError(None, f"--model {spec!r}: expected module:Class")
@@ -78,4 +91,4 @@ def load_plugin(spec: str, mode: str = "mc", **kwargs) -> PluginAnswerer:
     cls = getattr(mod, cls_name, None)
     if cls is None:
         raise VolvqaInputError(None, f"--model {spec}: {mod_name} has no {cls_name}")
-    return PluginAnswerer(cls(**kwargs), spec, mode)
+    return PluginAnswerer(cls(**kwargs), spec, mode, input_format)

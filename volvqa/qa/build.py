@@ -44,6 +44,8 @@ class BuildConfig:
     gpus_per_task: float | None = None
     qc: str | None = None                # exclude | warn | off; None: the manifest's ``qc:``, else exclude
     export_volumes: bool | None = None   # volumes/ and masks/ in the build (None: on for synthetic data)
+    views: bool = False                  # views/: axial, coronal, sagittal PNGs per item, plain and boxed
+    video: bool = False                  # videos/<case>.mp4: the axial stack
     require_agreement: str | None = None  # a second source (segmenter backend) that must agree per structure
 
 
@@ -134,11 +136,11 @@ def cases_for(m: Manifest) -> list[Case]:
 
 
 def _task(m: Manifest, c: Case, out: Path, seg: dict | None, qc: dict, device: str = "auto",
-          export: bool = False) -> dict:
+          export: bool = False, views: bool = False, video: bool = False) -> dict:
     masks = c.masks if isinstance(c.masks, list) else ([c.masks] if c.masks else [])
     use_seg = seg is not None and (seg["segment_all"] or not masks)
     return {"case_id": c.case_id, "ct": str(c.ct), "masks": [] if use_seg else [str(p) for p in masks],
-            "export": export,
+            "export": export, "views": views, "video": video,
             "label_spec": c.label_spec if isinstance(c.label_spec, list) else c.label_spec,
             "split": c.split, "out": str(out), "seed": m.seed, "annotates": case_annotates(m, c, seg),
             "generate": c.extra.get("generate"), "qc": qc["mode"],
@@ -251,6 +253,18 @@ def _process_case(task: dict) -> None:
             it["image"] = f"images/{cid}_z{it['key_slice']:03d}.png"
         else:
             it["image"] = None
+        it["views"] = None
+        it["video"] = None
+    if task.get("views"):
+        _write_views(out, cid, v, items)
+    if task.get("video"):
+        from volvqa.models.inputs import axial_frames, write_mp4
+        (out / "videos").mkdir(exist_ok=True)
+        mp4 = out / "videos" / f"{cid}.mp4"
+        if not mp4.exists():
+            write_mp4(mp4, axial_frames(v))
+        for it in items:
+            it["video"] = f"videos/{cid}.mp4"
     d = f.to_dict()
     d["report"] = structured_report(f)
     write_text_atomic(wd / "findings.json", json.dumps(d, indent=1, sort_keys=True) + "\n")
@@ -260,6 +274,28 @@ def _process_case(task: dict) -> None:
             "annotates": sorted(lm.scope | set(f.excluded)), "qc_excluded": f.excluded}
     write_text_atomic(wd / "case.json", json.dumps(meta, sort_keys=True) + "\n")
     write_text_atomic(wd / "items.json", json.dumps(items, sort_keys=True) + "\n")
+
+
+def _write_views(out: Path, cid: str, v, items: list[dict]) -> None:
+    """Axial, coronal and sagittal PNGs through each item's evidence, plain and with its boxes
+    (``views/<case>_<hash>_<view>[_boxed].png``), shared by items with the same centre and boxes."""
+    import hashlib
+
+    from volvqa.io.atomic import write_bytes_atomic
+    from volvqa.models.inputs import item_centre, png_bytes, view_images
+    (out / "views").mkdir(exist_ok=True)
+    names = ("axial", "coronal", "sagittal")
+    for it in items:
+        c = item_centre(v, it)
+        key = hashlib.sha256(json.dumps([list(c), it["bbox_voxel"]]).encode()).hexdigest()[:10]
+        paths = {"plain": [f"views/{cid}_{key}_{n}.png" for n in names],
+                 "boxed": [f"views/{cid}_{key}_{n}_boxed.png" for n in names]}
+        if not all((out / p).exists() for p in paths["plain"] + paths["boxed"]):
+            for variant, boxes in (("plain", None), ("boxed", it["bbox_voxel"])):
+                for p, img in zip(paths[variant], view_images(v, c, boxes)):
+                    if not (out / p).exists():
+                        write_bytes_atomic(out / p, png_bytes(img))
+        it["views"] = paths
 
 
 def export_case(out: Path, cid: str, v, lm) -> dict:
@@ -348,7 +384,7 @@ def build_qa(cfg: BuildConfig) -> dict:
     if seg is not None or qc["require_agreement"]:
         from volvqa.devices import resolve_device
         resolve_device((seg or {}).get("device") or cfg.device or "auto")   # a missing GPU fails here, once
-    tasks = [_task(m, c, out, seg, qc, cfg.device or "auto", export) for c in cases]
+    tasks = [_task(m, c, out, seg, qc, cfg.device or "auto", export, cfg.views, cfg.video) for c in cases]
     if cfg.shard is not None:
         i, n = cfg.shard
         tasks = [t for k, t in enumerate(tasks) if k % n == i]
@@ -480,9 +516,11 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
     splits = write_split_parquets(out, final)
     write_text_atomic(out / "README.md", hf_card_header(m.name, m.license, splits) + card)
     used = {it["image"] for it in final if it.get("image")}
-    for p in sorted((out / "images").glob("*.png")) if (out / "images").exists() else []:
-        if f"images/{p.name}" not in used:
-            p.unlink()
+    used |= {p for it in final if it.get("views") for ps in it["views"].values() for p in ps}
+    for folder in ("images", "views"):
+        for p in sorted((out / folder).glob("*.png")) if (out / folder).exists() else []:
+            if f"{folder}/{p.name}" not in used:
+                p.unlink()
     subtypes = sorted({it["subtype"] for it in final})
     per_cat_info = {c: sum(it["category"] == c for it in final) for c in sorted({it["category"] for it in final})}
     build_info["summary"] = {"questions": len(final), "subtypes": len(subtypes), "questions_per_category": per_cat_info,

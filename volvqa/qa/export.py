@@ -13,7 +13,8 @@ from volvqa.io.atomic import atomic_path, write_text_atomic
 from volvqa.render import _panel, windowed
 
 QA_COLUMNS = ["qid", "case_id", "split", "category", "subtype", "template_id", "question", "answer_type", "answer",
-              "unit", "options", "correct_option", "bbox_voxel", "bbox_mm", "evidence", "key_slice", "image"]
+              "unit", "options", "correct_option", "bbox_voxel", "bbox_mm", "evidence", "key_slice", "image",
+              "views", "video"]
 
 
 def public_item(it: dict) -> dict:
@@ -57,6 +58,8 @@ def write_parquet(path: Path, items: list[dict]) -> None:
         "evidence": [json.dumps(r["evidence"], sort_keys=True) for r in rows],
         "key_slice": pa.array([r["key_slice"] for r in rows], pa.int64()),
         "image": [r["image"] for r in rows],
+        "views": [json.dumps(r["views"], sort_keys=True) if r.get("views") else None for r in rows],
+        "video": pa.array([r.get("video") for r in rows], pa.string()),
     })
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
