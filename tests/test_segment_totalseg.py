@@ -112,9 +112,13 @@ def test_totalseg_backend_spec_and_device():
     for bad in ("totalsegmentator:fastest", "totalsegmentator+brain", "totalsegmentator:a:b"):
         with pytest.raises(VolvqaInputError):
             parse_backend(bad)
+    from volvqa.segment.totalseg import totalseg_device_name
     assert totalseg_device("cpu") == "cpu"
-    assert totalseg_device("cuda:1") == "gpu:1"
-    assert totalseg_device("cuda") == "gpu"
+    assert totalseg_device_name("cuda:1") == "gpu:1" and totalseg_device_name("cuda") == "gpu"
+    import torch
+    if not torch.cuda.is_available():   # asking for a GPU this machine lacks fails at once, in one line
+        with pytest.raises(VolvqaInputError, match="no CUDA device"):
+            totalseg_device("cuda")
     with pytest.raises(VolvqaInputError):
         totalseg_device("tpu")
 

@@ -146,12 +146,16 @@ def disable_usage_stats() -> Path:
 def totalseg_device(device: str = "auto") -> str:
     """volvqa device string (auto, cpu, cuda, cuda:N, mps) -> TotalSegmentator's."""
     from volvqa.devices import resolve_device
-    d = resolve_device("cuda" if device == "gpu" else device)
-    if d == "cuda":
+    return totalseg_device_name(resolve_device("cuda" if device == "gpu" else device))
+
+
+def totalseg_device_name(torch_device: str) -> str:
+    """A torch device string -> TotalSegmentator's name for it (cuda:N -> gpu:N)."""
+    if torch_device == "cuda":
         return "gpu"
-    if d.startswith("cuda:"):
-        return f"gpu:{d[5:]}"
-    return d
+    if torch_device.startswith("cuda:"):
+        return f"gpu:{torch_device[5:]}"
+    return torch_device
 
 
 def merge_task_outputs(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
