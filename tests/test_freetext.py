@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from volvqa.findings import extract
 from volvqa.models.grounded import GroundedAnswerer
 from volvqa.qa.context import CaseContext
 from volvqa.qa.templates import TEMPLATES

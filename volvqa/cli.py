@@ -32,6 +32,11 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("volvqa: interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:
+            # The reader went away (`volvqa ... | head`): stop quietly, as a shell tool does.
+            import os
+            sys.stdout = open(os.devnull, "w")
+            ctx.exit(141)
         except Exception as e:  # noqa: BLE001 - last line of defence for users
             if (ctx.obj or {}).get("debug"):
                 traceback.print_exc()

@@ -20,7 +20,7 @@ from typing import Callable
 from volvqa.findings import extract
 from volvqa.findings.records import Findings
 from volvqa.models.base import Prediction
-from volvqa.qa.context import ORGAN_TEXT, CaseContext
+from volvqa.qa.context import ORGAN_TEXT, CaseContext, organ_text
 from volvqa.qa.options import fmt
 from volvqa.qa.templates import TEMPLATES, Template, unmet_requirement
 from volvqa.records import LabelMap, Volume
@@ -222,6 +222,11 @@ class GroundedAnswerer:
             except (KeyError, IndexError):
                 kind = t.subtype.replace("{organ}", "organ")
             msg = f"cannot answer: the masks lack what '{kind}' needs ({t.needs})"
+            organ = ctx.organ(str(params.get("organ", ""))) if params.get("organ") else None
+            if "complete" in t.needs and organ is not None and organ.touches_border:
+                msg = (f"cannot answer: the {organ_text(organ.name)} is cut by the scan's edge, so its "
+                       f"{kind.replace(organ_text(organ.name) + ' ', '')} is not measurable ('{kind}' needs a "
+                       "complete organ)")
         return Prediction(item.get("qid", ""), msg, msg, self.name, time.perf_counter() - t0)
 
     def _reply(self, t: Template, inst, item: dict, seconds: float, unit: str | None = None) -> Prediction:
