@@ -421,7 +421,10 @@ def predict_cmd(qa_dir, model, split, mode, out, segmenter, device, input_format
               help="Rerun --model on perturbed volumes and report the drop per category "
                    "(swap-ct: each case's questions with another case's CT).")
 @click.option("--model", default=None, help="Model to rerun with --perturb (as in predict).")
-def evaluate_cmd(qa_dir, pred_files, json_out, report_out, perturbation, model):
+@click.option("--protocol", type=click.Choice(["strict", "deeptumorvqa", "both"]), default="strict", show_default=True,
+              help="strict: volvqa's rules; deeptumorvqa: DeepTumorVQA v2's evaluator (continuous MRA, its letter, "
+                   "yes/no and category parsing, no Localization); both: one line each.")
+def evaluate_cmd(qa_dir, pred_files, json_out, report_out, perturbation, model, protocol):
     """Score predictions per subtype, category and overall."""
     from volvqa.eval.run import CATEGORY_ORDER, evaluate, write_report
     from volvqa.io.atomic import write_text_atomic
@@ -441,16 +444,23 @@ def evaluate_cmd(qa_dir, pred_files, json_out, report_out, perturbation, model):
         if json_out:
             write_text_atomic(json_out, json.dumps(rob, indent=1, sort_keys=True) + "\n")
         return
-    res = evaluate(qa_dir, list(pred_files))
-    for m, r in res.items():
-        cats = ", ".join(f"{c} {r['categories'][c]['score'] * 100:.1f}"
-                         + (f" (chance {r['categories'][c]['chance'] * 100:.1f})" if "chance" in r["categories"][c] else "")
-                         for c in CATEGORY_ORDER if c in r["categories"])
-        click.echo(f"{m}: overall {r['overall']['score'] * 100:.1f} ({r['overall']['n']} q) | {cats}")
+    protocols = ["strict", "deeptumorvqa"] if protocol == "both" else [protocol]
+    all_res = {}
+    for proto in protocols:
+        res = evaluate(qa_dir, list(pred_files), protocol=proto)
+        all_res[proto] = res
+        for m, r in res.items():
+            cats = ", ".join(f"{c} {r['categories'][c]['score'] * 100:.1f}"
+                             + (f" (chance {r['categories'][c]['chance'] * 100:.1f})" if "chance" in r["categories"][c]
+                                else "")
+                             for c in CATEGORY_ORDER if c in r["categories"])
+            tag = f"[{proto}] " if len(protocols) > 1 or proto != "strict" else ""
+            click.echo(f"{tag}{m}: overall {r['overall']['score'] * 100:.1f} ({r['overall']['n']} q) | {cats}")
+    res = all_res[protocols[0]] if len(protocols) == 1 else all_res
     if json_out:
         write_text_atomic(json_out, json.dumps(res, indent=1, sort_keys=True) + "\n")
     if report_out:
-        write_report(res, report_out)
+        write_report(all_res[protocols[0]], report_out)
 
 
 @main.command("answer")

@@ -99,33 +99,90 @@ def predict(qa_dir: Path, model: str, split: str, out: Path, mode: str = "mc", p
 
 
 def load_predictions(path: Path) -> list[dict]:
+    """Predictions JSONL (volvqa's), or a DeepTumorVQA results file
+    (``{"results": [{qid, raw_output, pred_answer}, ...]}``, JSON)."""
     path = Path(path)
     if not path.is_file():
         raise VolvqaInputError(path, "predictions file not found")
+    text = path.read_text()
+    if text.lstrip().startswith("{") and '"results"' in text[:2000]:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("results"), list):
+            out = []
+            for r in data["results"]:
+                pred = r.get("pred_answer") or r.get("raw_output") or ""
+                out.append({"qid": str(r.get("qid")), "answer": str(pred), "raw_output": r.get("raw_output", ""),
+                            "model": data.get("model", path.stem), "mode": data.get("mode", r.get("mode", "mc"))})
+            return out
     try:
-        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        return [json.loads(x) for x in text.splitlines() if x.strip()]
     except ValueError as e:
         raise VolvqaInputError(path, f"not valid JSON lines ({e})") from None
 
 
-def evaluate(qa_dir: Path, prediction_files: list[Path]) -> dict:
+PROTOCOLS = ("strict", "deeptumorvqa")
+
+
+def evaluate(qa_dir: Path, prediction_files: list[Path], protocol: str = "strict") -> dict:
+    """Scores per model. ``strict``: volvqa's rules (``volvqa.eval.metrics``);
+    ``deeptumorvqa``: DeepTumorVQA v2's evaluator (``volvqa.eval.dtv``),
+    Localization left out."""
+    if protocol not in PROTOCOLS:
+        raise VolvqaInputError(None, f"unknown protocol {protocol!r}: use {', '.join(PROTOCOLS)}")
     items, _cases, _info = load_qa(qa_dir)
     by_qid = {it["qid"]: it for it in items}
     results = {}
     for pf in prediction_files:
         preds = load_predictions(pf)
-        its, scores = [], []
+        its, scores, rows = [], [], []
         for p in preds:
             it = by_qid.get(p.get("qid"))
             if it is None:
                 raise VolvqaInputError(pf, f"prediction for unknown qid {p.get('qid')!r}")
             its.append(it)
-            scores.append(score_item(it, str(p.get("answer", "")), p.get("mode", "mc")))
+            if protocol == "strict":
+                scores.append(score_item(it, str(p.get("answer", "")), p.get("mode", "mc")))
+            elif it["category"] != "Localization":
+                rows.append(dtv_row(it, p))
         name = preds[0].get("model", Path(pf).stem) if preds else Path(pf).stem
         if name in results:
             name = f"{name} ({Path(pf).name})"
-        results[name] = aggregate(its, scores)
+        if protocol == "strict":
+            results[name] = aggregate(its, scores)
+        else:
+            fmt = "mc" if (preds and preds[0].get("mode", "mc") == "mc") else "freeform"
+            results[name] = dtv_results(rows, fmt)
     return results
+
+
+def dtv_row(item: dict, pred: dict) -> tuple[str, str, dict]:
+    """(DeepTumorVQA subtype, super type, its item score) for one prediction."""
+    from volvqa.eval.dtv import dtv_subtype, score_one
+    fmt = "mc" if pred.get("mode", "mc") == "mc" else "freeform"
+    sub = dtv_subtype(item) or item["subtype"]
+    gt = item.get("correct_option") if fmt == "mc" else dtv_answer_text(item)
+    return sub, item["category"].lower(), score_one(sub, str(pred.get("answer", "")), str(gt or ""), fmt)
+
+
+def dtv_answer_text(item: dict) -> str:
+    """The ground-truth answer as DeepTumorVQA's records write it (a plain string)."""
+    a = item["answer"]
+    if isinstance(a, float) and a.is_integer() and item.get("integer"):
+        return str(int(a))
+    return a if isinstance(a, str) else json.dumps(a) if isinstance(a, (dict, list)) else str(a)
+
+
+def dtv_results(rows: list[tuple[str, str, dict]], fmt: str) -> dict:
+    """DeepTumorVQA's aggregate in the shape the rest of volvqa prints (scores in 0..1)."""
+    from volvqa.eval.dtv import aggregate as dtv_aggregate
+    agg = dtv_aggregate(rows, fmt)
+    cats = {c.title(): {"score": v["accuracy"], "n": v["n_total"]} for c, v in agg["by_super_type"].items()}
+    subs = {s: {"score": m.get("mean_mra", m.get("accuracy")), "n": m["n_total"]} for s, m in agg["by_subtype"].items()}
+    return {"overall": {"score": agg["overall"]["accuracy"], "n": agg["overall"]["n_total"]}, "categories": cats,
+            "subtypes": subs, "protocol": "deeptumorvqa", "deeptumorvqa": agg}
 
 
 CATEGORY_ORDER = ("Recognition", "Measurement", "Visual Reasoning", "Medical Reasoning", "Localization")
