@@ -26,10 +26,12 @@ RULES: dict[str, Rule] = {r.key: r for r in [
          "Kodama Y et al. Comparison of CT methods for determining the fat content of the liver. "
          "AJR 2007;188:1307-1312; Iwasaki M et al. Radiology 2004;230:845-850"),
     Rule("steatosis_grade",
-         "Hepatic steatosis grade on unenhanced CT: none when liver >= 50 HU and L/S >= 1.0; mild when "
-         "liver 40-50 HU or L/S < 1.0; moderate-to-severe when liver < 40 HU.",
-         "Kodama Y et al. AJR 2007;188:1307-1312 (liver HU and L/S bands vs histologic fat fraction); "
-         "Boyce CJ et al. AJR 2010;194:623-628"),
+         "Hepatic steatosis grade on unenhanced CT, the worse of two criteria: none (G0) when liver >= 58 HU "
+         "and L/S >= 1.0; mild (G1) liver 51-57 HU or L/S 0.8-1.0; moderate (G2) liver 39-50 HU or L/S 0.5-0.8; "
+         "severe (G3) liver < 39 HU or L/S < 0.5.",
+         "Kodama Y et al. Comparison of CT methods for determining the fat content of the liver. AJR "
+         "2007;188:1307-1312, in the four grades of DeepTumorVQA's knowledge base (volvqa used three bands "
+         "before: none >= 50 HU, mild 40-50, moderate-to-severe < 40)"),
     Rule("lesion_outlier",
          "A dominant lesion: the largest is at least 3 times the volume of the second largest, with >= 3 lesions.",
          "DeepTumorVQA visual-reasoning definition (Chen et al. 2025)"),
@@ -46,18 +48,51 @@ RULES: dict[str, Rule] = {r.key: r for r in [
          "Kim SY et al. Quantitative assessment of pancreatic fat by using unenhanced CT: "
          "pathologic correlation and clinical implications. Radiology 2014;271:104-112"),
     Rule("kidney_enlarged",
-         "Kidney length (bipolar, longest diameter) > 13.0 cm is enlarged for an adult.",
+         "Kidney length (bipolar, longest diameter) > 13.0 cm is enlarged for an adult (the report's flag; "
+         "the enlargement question uses organ volume, rule organ_enlarged).",
          "Emamian SA et al. Kidney dimensions at sonography: correlation with age, sex, and "
          "habitus in 665 adult volunteers. AJR 1993;160:83-86 (mean 11.2 cm, upper range ~13 cm)"),
+    Rule("organ_enlarged",
+         "An organ is enlarged when its volume exceeds the adult normal range: liver > 1800 ml, spleen > 314.5 ml, "
+         "one kidney > 260 ml, pancreas > 100 ml.",
+         "Normal volumes as DeepTumorVQA's knowledge base gives them (radiologyassistant.nl: liver 1000-1800 ml, "
+         "single kidney 130-260 ml, pancreas 40-100 ml; spleen: Bezerra AS et al., AJR 2005;184:1510-1513). "
+         "Published kidney volumes agree (Cheong B et al., Clin J Am Soc Nephrol 2007;2:38-45: about 150-250 ml)"),
     Rule("pancreas_t_stage",
-         "Pancreatic tumor T-stage by greatest dimension: T1 <= 2 cm, T2 > 2 and <= 4 cm, T3 > 4 cm "
-         "(T4: arterial involvement, not assessed from size).",
+         "Pancreatic tumor T-stage: T4 when it involves the celiac axis, the superior mesenteric artery or the "
+         "common hepatic artery (any contact, whatever its size); else by greatest dimension: T1 <= 2 cm, "
+         "T2 > 2 and <= 4 cm, T3 > 4 cm. Without annotated arteries only the size rule can be applied (the "
+         "question then says 'by size').",
          "AJCC Cancer Staging Manual, 8th ed., exocrine pancreas (Kakar S et al. 2017)"),
     Rule("renal_cyst_hu",
-         "A homogeneous renal lesion of -10 to 20 HU on unenhanced CT is a simple cyst (benign); "
-         "higher attenuation needs characterisation as solid.",
-         "Silverman SG et al. Bosniak Classification of Cystic Renal Masses, Version 2019. "
-         "Radiology 2019;292:475-488"),
+         "Renal lesion by attenuation on unenhanced CT: a lesion annotated as a tumour is solid; otherwise a "
+         "simple cyst at -10 to 20 HU, a hyperattenuating cyst above 70 HU, indeterminate at 20-70 HU (or "
+         "below -10 HU).",
+         "Silverman SG et al. Bosniak Classification of Cystic Renal Masses, Version 2019. Radiology "
+         "2019;292:475-488 (homogeneous -9 to 20 HU and >= 70 HU masses on unenhanced CT are benign cysts); "
+         "DeepTumorVQA's knowledge base uses the same four classes"),
+    Rule("kidney_lesion_asymmetry",
+         "The kidney with more lesions; with as many on each side, the one with the larger total lesion volume.",
+         "DeepTumorVQA's knowledge base: one kidney with substantially more lesion burden (volume or count)"),
+    Rule("pdac_vs_pnet",
+         "PDAC is typically hypoattenuating with ill-defined margins and head-predominant (60-70% in the head); "
+         "PNET is typically iso- to hyperattenuating, well circumscribed, more often in the body or tail. The "
+         "answer is the lesion's annotated class; its attenuation and part are given as evidence.",
+         "NCCN Guidelines, Pancreatic Adenocarcinoma 2024 and Neuroendocrine Tumors 2024; Lewis RB et al., "
+         "Pancreatic endocrine tumors: radiologic-clinicopathologic correlation. RadioGraphics 2010;30:1445-1464"),
+    Rule("portal_hypertension",
+         "Portal hypertension is suggested when splenomegaly (spleen > 314.5 ml) and a caudate-to-right-lobe "
+         "ratio > 0.65 occur together (caudate width over right-lobe width on the axial slice where the caudate, "
+         "Couinaud segment 1, is largest; right lobe = segments 5-8). Collaterals and ascites, the other signs, "
+         "are not assessed.",
+         "Harbin WP et al. Diagnosis of cirrhosis based on regional changes in hepatic morphology. Radiology "
+         "1980;135:273-283 (C/RL >= 0.65: 96% specific); Bezerra AS et al., AJR 2005. DeepTumorVQA's "
+         "knowledge base states the ratio without saying how it is measured; the issue that asked for it "
+         "suggested segment volumes: volvqa follows Harbin's widths (segment volumes are in the evidence)"),
+    Rule("pseudocyst_hu",
+         "A pancreatic cyst with a mean attenuation above 14.5 HU is more likely a pseudocyst; at or below "
+         "14.5 HU a mucinous cystic lesion.",
+         "PMID 21737901 (CT attenuation of pancreatic cysts, as cited by DeepTumorVQA's knowledge base)"),
     Rule("pancreatic_cyst_resection",
          "A pancreatic cyst > 3 cm (or > 3 ml here) meets a size criterion for surgical evaluation.",
          "Tanaka M et al. International consensus Fukuoka guidelines for IPMN, Pancreatology 2017"),
@@ -97,21 +132,33 @@ SPLENOMEGALY_ML = 314.5
 SPLENOMEGALY_GRADES_ML = ((314.5, "normal"), (500.0, "mild"), (800.0, "moderate"), (float("inf"), "severe"))
 FATTY_LIVER_LS_RATIO = 1.0
 FATTY_LIVER_HU = 40.0
-MILD_STEATOSIS_HU = 50.0
+STEATOSIS_HU_GRADES = ((39.0, "severe"), (51.0, "moderate"), (58.0, "mild"))      # upper limits (exclusive)
+STEATOSIS_LS_GRADES = ((0.5, "severe"), (0.8, "moderate"), (1.0, "mild"))
+STEATOSIS_ORDER = ("none", "mild", "moderate", "severe")
 PANCREATIC_STEATOSIS_PS_RATIO = 0.70
 KIDNEY_ENLARGED_LENGTH_MM = 130.0
 PANCREAS_T_STAGE_MM = ((20.0, "T1"), (40.0, "T2"), (float("inf"), "T3"))
 RENAL_CYST_HU_RANGE = (-10.0, 20.0)
+RENAL_HYPERATTENUATING_HU = 70.0
+PORTAL_HYPERTENSION_CRL = 0.65
+PSEUDOCYST_HU = 14.5
+ENLARGED_ML = {"liver": 1800.0, "spleen": 314.5, "kidney_left": 260.0, "kidney_right": 260.0, "pancreas": 100.0}
 PANCREATIC_CYST_RESECTION_MM = 30.0
 PANCREATIC_CYST_RESECTION_ML = 3.0
 
 
 def steatosis_grade(liver_hu: float, ls_ratio: float | None) -> str:
-    if liver_hu < FATTY_LIVER_HU:
-        return "moderate-to-severe"
-    if liver_hu < MILD_STEATOSIS_HU or (ls_ratio is not None and ls_ratio < FATTY_LIVER_LS_RATIO):
-        return "mild"
-    return "none"
+    """none | mild | moderate | severe: the worse of the liver-HU and L/S grades."""
+    def grade(value, bands):
+        for upper, name in bands:
+            if value < upper:
+                return name
+        return "none"
+    g = grade(liver_hu, STEATOSIS_HU_GRADES)
+    if ls_ratio is not None:
+        g2 = grade(ls_ratio, STEATOSIS_LS_GRADES)
+        g = max(g, g2, key=STEATOSIS_ORDER.index)
+    return g
 
 
 def pancreas_t_stage(greatest_mm: float) -> str:
@@ -121,9 +168,16 @@ def pancreas_t_stage(greatest_mm: float) -> str:
     return "T3"  # pragma: no cover
 
 
-def renal_lesion_type(hu_mean: float) -> str:
+def renal_lesion_type(hu_mean: float, kind: str = "lesion") -> str:
+    """simple cyst | hyperattenuating cyst | indeterminate | solid (rule renal_cyst_hu)."""
+    if kind == "tumor":
+        return "solid"
     lo, hi = RENAL_CYST_HU_RANGE
-    return "cyst" if lo <= hu_mean <= hi else "solid"
+    if lo <= hu_mean <= hi:
+        return "simple cyst"
+    if hu_mean > RENAL_HYPERATTENUATING_HU:
+        return "hyperattenuating cyst"
+    return "indeterminate"
 
 
 def splenomegaly_grade(volume_ml: float) -> str:

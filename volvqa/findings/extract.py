@@ -238,6 +238,10 @@ def extract(volume: Volume, labelmap: LabelMap, *, case_id: str = "",
             les.attenuation = "iso" if abs(les.hu_difference) < thr else \
                 ("hypo" if les.hu_difference < 0 else "hyper")
 
+    measures = {}
+    cr = _caudate_ratio(labelmap, aff, sp) if "liver" in organs else None
+    if cr is not None:
+        measures["caudate"] = cr
     organ_id_set = {organ_ids[n] for n in organs}
     used = [boxes[i] for i in present]
     region = tuple(slice(min(b[a].start for b in used), max(b[a].stop for b in used)) for a in range(3)) \
@@ -251,6 +255,7 @@ def extract(volume: Volume, labelmap: LabelMap, *, case_id: str = "",
         annotated=sorted(labelmap.scope - set(labelmap.meta.get("qc_excluded", {}))),
         parts=sorted(set(labelmap.part_labels.values())),
         excluded=dict(sorted(labelmap.meta.get("qc_excluded", {}).items())),
+        measures=measures,
         params={"min_lesion_mm3": min_lesion_mm3, "iso_rule": f"|dHU| < {iso_std_fraction} x parenchyma HU std",
                 "part_share": PART_SHARE, "lesion_connectivity": 26, "contact": "shared voxel face",
                 "erosion": "none"},
@@ -418,3 +423,34 @@ def _lung_side_third(les: LesionFindings, field: dict, aff) -> dict:
         t = (z - z0) / max(z1 - z0, 1e-6)
         loc["third"] = "upper" if t > 2 / 3 else ("lower" if t < 1 / 3 else "middle")
     return loc
+
+
+def _caudate_ratio(labelmap: LabelMap, aff, sp) -> dict | None:
+    """Caudate-to-right-lobe ratio from Couinaud masks (Harbin 1980, by widths):
+    on the axial slice where segment 1 is largest, the transverse (x) extent of
+    segment 1 over that of the right lobe (segments 5-8); with the segments'
+    volumes for reference. None without the liver's segments."""
+    if labelmap.parts is None:
+        return None
+    ids = {n: i for i, n in labelmap.part_labels.items()}
+    if "liver_segment_1" not in ids or not any(f"liver_segment_{k}" in ids for k in (5, 6, 7, 8)):
+        return None
+    parts = labelmap.parts
+    box = ndimage.find_objects((parts == ids["liver_segment_1"]).astype(np.uint8))[0]
+    caud = parts[:, :, box[2]] == ids["liver_segment_1"]
+    z_local = int(np.argmax(caud.sum(axis=(0, 1))))
+    z = box[2].start + z_local
+    plane = parts[:, :, z]
+    right = np.isin(plane, [ids[f"liver_segment_{k}"] for k in (5, 6, 7, 8) if f"liver_segment_{k}" in ids])
+    c_cols = np.nonzero((plane == ids["liver_segment_1"]).any(axis=1))[0]
+    r_cols = np.nonzero(right.any(axis=1))[0]
+    if not len(c_cols) or not len(r_cols):
+        return None
+    cw = (c_cols.max() - c_cols.min() + 1) * sp[0]
+    rw = (r_cols.max() - r_cols.min() + 1) * sp[0]
+    counts = np.bincount(parts.ravel(), minlength=32)
+    vox_ml = float(np.prod(sp)) / 1000.0
+    vols = {str(k): float(counts[ids[f"liver_segment_{k}"]] * vox_ml) for k in range(1, 9)
+            if f"liver_segment_{k}" in ids}
+    return {"slice": z, "caudate_width_mm": float(cw), "right_lobe_width_mm": float(rw), "ratio": float(cw / rw),
+            "segment_volumes_ml": vols, "method": "Harbin 1980 transverse widths on the caudate's largest slice"}

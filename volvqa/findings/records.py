@@ -74,6 +74,9 @@ class Findings:
     parts: list[str] = field(default_factory=list)
     #: Structures taken out by mask quality control: name -> reason.
     excluded: dict[str, str] = field(default_factory=dict)
+    #: Derived measurements that span structures: ``caudate`` (Couinaud segment
+    #: widths and volumes for the caudate-to-right-lobe ratio).
+    measures: dict[str, Any] = field(default_factory=dict)
 
     def status(self, name: str) -> str:
         """``present`` | ``absent`` (annotated, no voxel) | ``unknown`` (not

@@ -470,11 +470,16 @@ def kidney_volume_comparison(ctx):
                        "Compare the number of lesions in the left and right kidneys."))
 def kidney_lesion_asymmetry(ctx):
     if ctx.organ("kidney_left") and ctx.organ("kidney_right") and ctx.annotated("kidney") and ctx.lesions("kidney"):
-        nl = sum(x.organ == "kidney_left" for x in ctx.lesions("kidney"))
-        nr = sum(x.organ == "kidney_right" for x in ctx.lesions("kidney"))
-        ans = "left" if nl > nr else ("right" if nr > nl else "equal")
-        yield Instance({}, ans, {"left_count": nl, "right_count": nr}, [x.bbox_voxel for x in ctx.lesions("kidney")],
-                       ctx.lesions("kidney")[0].axial_slice, label_set=["left", "right", "equal"])
+        les = ctx.lesions("kidney")
+        nl = sum(x.organ == "kidney_left" for x in les)
+        nr = sum(x.organ == "kidney_right" for x in les)
+        vl = sum(x.volume_ml for x in les if x.organ == "kidney_left")
+        vr = sum(x.volume_ml for x in les if x.organ == "kidney_right")
+        # More lesions; with as many on each side, more lesion volume (DeepTumorVQA: count or volume).
+        ans = "left" if (nl, vl) > (nr, vr) else ("right" if (nr, vr) > (nl, vl) else "equal")
+        yield Instance({}, ans, {"left_count": nl, "right_count": nr, "left_volume_ml": vl, "right_volume_ml": vr,
+                                 "rule": "kidney_lesion_asymmetry"},
+                       [x.bbox_voxel for x in les], les[0].axial_slice, label_set=["left", "right", "equal"])
 
 
 @register(id="vr.lesion_outlier", category="Visual Reasoning", subtype="{organ} lesion outlier", answer_type="binary",
@@ -512,16 +517,16 @@ def liver_lesion_clustering(ctx):
 
 
 @register(id="vr.organ_enlargement", category="Visual Reasoning", subtype="{organ} enlargement", answer_type="binary",
-          needs="complete kidney", rule="kidney_enlarged",
+          needs="complete organ (liver, spleen, a kidney, pancreas)", rule="organ_enlarged",
           requires=('organ:{organ}',),
-          paraphrases=("Is the {organ} enlarged?", "Is the {organ} longer than normal?",
-                       "Does the {organ} appear enlarged in length?"))
+          paraphrases=("Is the {organ} enlarged?", "Is the {organ} larger than normal by volume?",
+                       "Does the {organ} appear enlarged?"))
 def organ_enlargement(ctx):
-    for n in ("kidney_left", "kidney_right"):
+    for n in ("liver", "spleen", "kidney_left", "kidney_right", "pancreas"):
         o = ctx.complete(n)
-        if o and o.length_mm:
-            yield Instance({"organ": n}, _yn(o.length_mm > K.KIDNEY_ENLARGED_LENGTH_MM),
-                           {"length_mm": o.length_mm, "threshold_mm": K.KIDNEY_ENLARGED_LENGTH_MM, "rule": "kidney_enlarged"},
+        if o:
+            yield Instance({"organ": n}, _yn(o.volume_ml > K.ENLARGED_ML[n]),
+                           {"volume_ml": o.volume_ml, "threshold_ml": K.ENLARGED_ML[n], "rule": "organ_enlarged"},
                            [o.bbox_voxel], _z(ctx, o.centroid_mm))
 
 
@@ -623,14 +628,15 @@ def fatty_liver(ctx):
 @register(id="med.steatosis_grade", category="Medical Reasoning", subtype="hepatic steatosis grade",
           answer_type="categorical", needs="liver and spleen", rule="steatosis_grade",
           requires=('organ:liver', 'organ:spleen'),
-          paraphrases=("What is the grade of hepatic steatosis?", "Grade the liver fat: none, mild or moderate-to-severe?"))
+          paraphrases=("What is the grade of hepatic steatosis?",
+                       "Grade the liver fat: none, mild, moderate or severe?"))
 def steatosis(ctx):
     liv, s = ctx.organ("liver"), ctx.organ("spleen")
     if liv and s and s.hu_mean > 1:
         r = liv.hu_mean / s.hu_mean
         yield Instance({}, K.steatosis_grade(liv.hu_mean, r), {"liver_hu": liv.hu_mean, "ls_ratio": r,
                                                                "rule": "steatosis_grade"},
-                       [liv.bbox_voxel], _z(ctx, liv.centroid_mm), label_set=["none", "mild", "moderate-to-severe"])
+                       [liv.bbox_voxel], _z(ctx, liv.centroid_mm), label_set=list(K.STEATOSIS_ORDER))
 
 
 @register(id="med.pancreatic_steatosis", category="Medical Reasoning", subtype="pancreatic steatosis",
@@ -663,15 +669,19 @@ def pancreatic_t_stage(ctx):
 @register(id="med.renal_mass_type", category="Medical Reasoning", subtype="renal mass characterization",
           answer_type="categorical", needs="a kidney lesion", rule="renal_cyst_hu",
           requires=('lesions:kidney',),
-          paraphrases=("Is the largest renal lesion a simple cyst or a solid mass by its attenuation?",
-                       "By HU, is the largest kidney lesion cystic or solid?"))
+          paraphrases=("How is the largest renal lesion characterised: simple cyst, hyperattenuating cyst, "
+                       "indeterminate or solid?",
+                       "By its attenuation and type, what is the largest kidney lesion: simple cyst, hyperattenuating "
+                       "cyst, indeterminate or solid?"))
 def renal_mass_type(ctx):
     les = ctx.lesions("kidney")
     if les and ctx.annotated("kidney"):
         x = les[0]
-        yield Instance({}, K.renal_lesion_type(x.hu_mean), {"lesion_hu": x.hu_mean, "cyst_range_hu": list(K.RENAL_CYST_HU_RANGE),
-                                                            "rule": "renal_cyst_hu"},
-                       [x.bbox_voxel], x.axial_slice, label_set=["cyst", "solid"])
+        yield Instance({}, K.renal_lesion_type(x.hu_mean, x.kind),
+                       {"lesion_hu": x.hu_mean, "label": x.label, "simple_cyst_hu": list(K.RENAL_CYST_HU_RANGE),
+                        "hyperattenuating_above_hu": K.RENAL_HYPERATTENUATING_HU, "rule": "renal_cyst_hu"},
+                       [x.bbox_voxel], x.axial_slice,
+                       label_set=["simple cyst", "hyperattenuating cyst", "indeterminate", "solid"])
 
 
 @register(id="med.lesion_type", category="Medical Reasoning", subtype="{organ} lesion type", answer_type="categorical",
@@ -699,6 +709,113 @@ def pancreatic_cyst_resection(ctx):
         ok = x.max_diameter_3d_mm > K.PANCREATIC_CYST_RESECTION_MM or x.volume_ml > K.PANCREATIC_CYST_RESECTION_ML
         yield Instance({}, _yn(ok), {"greatest_dimension_mm": x.max_diameter_3d_mm, "volume_ml": x.volume_ml,
                                      "rule": "pancreatic_cyst_resection"}, [x.bbox_voxel], x.axial_slice)
+
+
+# --- DeepTumorVQA v2 subtypes: pancreatic tumour types, Couinaud comparison, portal hypertension, pseudocyst ---
+
+def _pancreatic_tumours(ctx, labels=("pancreatic_pdac", "pancreatic_pnet")):
+    return [x for x in ctx.lesions("pancreas") if x.label in labels]
+
+
+@register(id="rec.pdac_exists", category="Recognition", subtype="PDAC existence", answer_type="binary",
+          needs="the pancreas; PDAC annotated as its own class",
+          requires=("lesions:pancreas", "organ:pancreatic_pdac"),
+          paraphrases=("Is there a pancreatic ductal adenocarcinoma (PDAC)?", "Does the pancreas harbour a PDAC?"))
+def pdac_exists(ctx):
+    p = ctx.organ("pancreas")
+    if p is not None and ctx.annotated("pancreas") and ctx.status("pancreatic_pdac") != "unknown":
+        les = _pancreatic_tumours(ctx, ("pancreatic_pdac",))
+        yield Instance({}, _yn(bool(les)), {"pdac_count": len(les)}, [les[0].bbox_voxel] if les else [p.bbox_voxel],
+                       les[0].axial_slice if les else _z(ctx, p.centroid_mm))
+
+
+@register(id="rec.pnet_exists", category="Recognition", subtype="PNET existence", answer_type="binary",
+          needs="the pancreas; PNET annotated as its own class",
+          requires=("lesions:pancreas", "organ:pancreatic_pnet"),
+          paraphrases=("Is there a pancreatic neuroendocrine tumor (PNET)?",
+                       "Does the pancreas contain a neuroendocrine tumor?"))
+def pnet_exists(ctx):
+    p = ctx.organ("pancreas")
+    if p is not None and ctx.annotated("pancreas") and ctx.status("pancreatic_pnet") != "unknown":
+        les = _pancreatic_tumours(ctx, ("pancreatic_pnet",))
+        yield Instance({}, _yn(bool(les)), {"pnet_count": len(les)}, [les[0].bbox_voxel] if les else [p.bbox_voxel],
+                       les[0].axial_slice if les else _z(ctx, p.centroid_mm))
+
+
+@register(id="med.pdac_vs_pnet", category="Medical Reasoning", subtype="PDAC vs PNET classification",
+          answer_type="categorical", needs="a pancreatic tumour annotated as PDAC or PNET (both classes annotated)",
+          rule="pdac_vs_pnet", requires=("lesions:pancreas", "organ:pancreatic_pdac", "organ:pancreatic_pnet"),
+          paraphrases=("Is the largest pancreatic tumor more likely a PDAC or a PNET?",
+                       "Classify the pancreatic tumor: ductal adenocarcinoma (PDAC) or neuroendocrine tumor (PNET)?"))
+def pdac_vs_pnet(ctx):
+    tum = _pancreatic_tumours(ctx)
+    if tum and ctx.status("pancreatic_pdac") != "unknown" and ctx.status("pancreatic_pnet") != "unknown":
+        x = tum[0]
+        yield Instance({}, "PDAC" if x.label == "pancreatic_pdac" else "PNET",
+                       {"label": x.label, "attenuation": x.attenuation, "hu_difference": x.hu_difference,
+                        "part": x.location.get("part"), "rule": "pdac_vs_pnet"},
+                       [x.bbox_voxel], x.axial_slice, label_set=["PDAC", "PNET"])
+
+
+@register(id="vr.segment_comparison", category="Visual Reasoning", subtype="inter-segment comparison",
+          answer_type="categorical", needs="liver segment masks and liver lesions", key_params=(),
+          requires=("lesions:liver", "parts:liver"),
+          paraphrases=("Which holds more lesions, Couinaud segment {a} or segment {b}, or are they equal?",
+                       "Compare liver segments {a} and {b}: which has more lesions (or equal)?"))
+def segment_comparison(ctx):
+    if not (ctx.has_parts("liver") and ctx.organ("liver") and ctx.annotated("liver")):
+        return
+    les = ctx.lesions("liver")
+    count = {s: sum(s in (x.location.get("segments") or []) for x in les) for s in range(1, 9)}
+    with_lesions = [s for s in range(1, 9) if count[s]]
+    if ctx.exhaustive:
+        pairs = [(a, b) for a in range(1, 9) for b in range(a + 1, 9)]
+    elif with_lesions:
+        # A segment with lesions against another one, chosen by a stable hash.
+        a = with_lesions[_stable(ctx.case_id, "seg_a") % len(with_lesions)]
+        others = [s for s in range(1, 9) if s != a]
+        b = others[_stable(ctx.case_id, "seg_b") % len(others)]
+        pairs = [tuple(sorted((a, b)))]
+    else:
+        return
+    liver = ctx.organ("liver")
+    for a, b in pairs:
+        ans = f"segment {a}" if count[a] > count[b] else (f"segment {b}" if count[b] > count[a] else "equal")
+        hit = [x for x in les if {a, b} & set(x.location.get("segments") or [])]
+        yield Instance({"a": a, "b": b}, ans, {f"segment_{a}_lesions": count[a], f"segment_{b}_lesions": count[b]},
+                       [x.bbox_voxel for x in hit] or [liver.bbox_voxel],
+                       hit[0].axial_slice if hit else _z(ctx, liver.centroid_mm),
+                       label_set=[f"segment {a}", f"segment {b}", "equal"])
+
+
+@register(id="med.portal_hypertension", category="Medical Reasoning", subtype="portal hypertension assessment",
+          answer_type="binary", needs="complete spleen and liver segment masks", rule="portal_hypertension",
+          requires=("organ:spleen", "parts:liver"),
+          paraphrases=("Do the spleen size and the caudate-to-right-lobe ratio suggest portal hypertension?",
+                       "Are there imaging signs of portal hypertension (splenomegaly with caudate hypertrophy)?"))
+def portal_hypertension(ctx):
+    s = ctx.complete("spleen")
+    cr = ctx.findings.measures.get("caudate")
+    if s and cr and ctx.has_parts("liver"):
+        yes = s.volume_ml > K.SPLENOMEGALY_ML and cr["ratio"] > K.PORTAL_HYPERTENSION_CRL
+        yield Instance({}, _yn(yes), {"spleen_volume_ml": s.volume_ml, "caudate_right_lobe_ratio": cr["ratio"],
+                                      "caudate_width_mm": cr["caudate_width_mm"],
+                                      "right_lobe_width_mm": cr["right_lobe_width_mm"],
+                                      "segment_volumes_ml": cr["segment_volumes_ml"], "rule": "portal_hypertension"},
+                       [s.bbox_voxel, ctx.organ("liver").bbox_voxel], cr["slice"])
+
+
+@register(id="med.pseudocyst", category="Medical Reasoning", subtype="pseudocyst determination",
+          answer_type="binary", needs="a pancreatic cyst", rule="pseudocyst_hu",
+          requires=("lesions:pancreas", "kind:pancreas:cyst"),
+          paraphrases=("Is the largest pancreatic cyst more likely a pseudocyst than a mucinous cyst (by its HU)?",
+                       "By its attenuation, is the pancreatic cyst a pseudocyst?"))
+def pseudocyst(ctx):
+    cysts = [x for x in ctx.lesions("pancreas") if x.kind == "cyst"]
+    if cysts and ctx.annotated("pancreas"):
+        x = cysts[0]
+        yield Instance({}, _yn(x.hu_mean > K.PSEUDOCYST_HU), {"cyst_hu": x.hu_mean, "threshold_hu": K.PSEUDOCYST_HU,
+                                                              "rule": "pseudocyst_hu"}, [x.bbox_voxel], x.axial_slice)
 
 
 # --- Localization --------------------------------------------------------------------------------

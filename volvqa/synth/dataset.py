@@ -32,7 +32,8 @@ from volvqa.synth.phantom import PHANTOM_ORGANS, PhantomConfig, generate_phantom
 PARTS_SPEC = {i: n for n, i in L.PART_IDS.items()}
 #: What a phantom annotates: its organs, every lesion class lesions are
 #: inserted as (a phantom without one has none), and the sub-segments.
-PHANTOM_ANNOTATES = frozenset(PHANTOM_ORGANS) | frozenset(LESION_LABELS.values()) | frozenset(L.PART_IDS)
+PHANTOM_ANNOTATES = frozenset(PHANTOM_ORGANS) | frozenset(LESION_LABELS.values()) | {"pancreatic_pnet"} \
+    | frozenset(L.PART_IDS)
 #: Smallest lesion the retries shrink to: well above findings' 50 mm^3 floor.
 MIN_DIAMETER_MM = 7.0
 
@@ -86,7 +87,8 @@ def random_lesion_requests(rng: np.random.Generator, organs_present: set[str]) -
     plan = [("liver", [0.35, 0.25, 0.15, 0.1, 0.08, 0.07], (8, 45)),
             ("kidney", [0.55, 0.3, 0.15], (8, 32)),
             ("pancreas", [0.65, 0.35], (8, 22)),
-            ("spleen", [0.85, 0.15], (8, 25))]
+            ("spleen", [0.85, 0.15], (8, 25)),
+            ("colon", [0.8, 0.2], (12, 30))]
     for organ, probs, (dmin, dmax) in plan:
         if organ == "kidney" and not ({"kidney_left", "kidney_right"} & organs_present):
             continue
@@ -94,7 +96,7 @@ def random_lesion_requests(rng: np.random.Generator, organs_present: set[str]) -
             continue
         n = int(rng.choice(len(probs), p=probs))
         for _ in range(n):
-            cyst = rng.random() < (0.35 if organ != "spleen" else 0.2)
+            cyst = rng.random() < (0.35 if organ != "spleen" else 0.2) and organ != "colon"
             d = float(np.exp(rng.uniform(np.log(dmin), np.log(dmax))))
             loc: dict = {}
             if organ == "liver" and rng.random() < 0.5:
@@ -103,10 +105,21 @@ def random_lesion_requests(rng: np.random.Generator, organs_present: set[str]) -
                 loc = {"pole": str(rng.choice(["upper", "interpolar", "lower"]))}
             elif organ == "pancreas" and rng.random() < 0.6:
                 loc = {"part": str(rng.choice(["head", "body", "tail"]))}
+            label, delta = None, None
+            if organ == "pancreas" and not cyst:
+                # PDAC: hypoattenuating, head-predominant; PNET: iso/hyper, body and tail (NCCN imaging features).
+                pnet = rng.random() < 0.45
+                label = "pancreatic_pnet" if pnet else "pancreatic_pdac"
+                delta = round(float(rng.uniform(0, 35) if pnet else rng.uniform(-55, -20)), 1)
+                if loc:
+                    loc = {"part": str(rng.choice(["body", "tail"]) if pnet else
+                                       rng.choice(["head", "head", "body", "tail"]))}
             reqs.append(LesionRequest(
-                organ=organ, kind="cyst" if cyst else "tumor", diameter_mm=round(d, 1),
-                hu=float(rng.uniform(0, 12)) if cyst else None,
-                hu_delta=None if cyst else round(tumour_delta(), 1),
+                organ=organ, kind="cyst" if cyst else "tumor", diameter_mm=round(d, 1), label=label,
+                # Pancreatic cysts straddle the 14.5 HU pseudocyst threshold; other cysts are water.
+                hu=float(rng.uniform(0, 28) if organ == "pancreas" else rng.uniform(0, 12)) if cyst else
+                (float(rng.uniform(30, 50)) if organ == "colon" else None),   # a soft-tissue mass in the bowel
+                hu_delta=None if cyst or organ == "colon" else (delta if delta is not None else round(tumour_delta(), 1)),
                 texture_std=float(rng.uniform(1, 4)) if cyst else float(rng.uniform(4, 14)),
                 margin="sharp" if cyst or rng.random() < 0.5 else "blurred",
                 blur_mm=float(rng.uniform(1.5, 4.0)),
@@ -154,8 +167,10 @@ def phantom_case(index: int, seed: int, *, lesions: bool = True, shape=None, spa
                                         (0.30, 0.08, 0.08, 0.06 if grade == "normal" else 0.0), r) if x < p)
     if "kidney_left" in absent and "kidney_right" in absent:
         absent = tuple(n for n in absent if n != "kidney_right")
+    # Caudate hypertrophy (the caudate-to-right-lobe ratio of cirrhosis) in one case in four.
+    caudate = bool(np.random.default_rng([seed, index, 4]).random() < 0.25)
     cfg = PhantomConfig(seed=case_seed, spleen_grade=grade, fatty_liver=fatty, enlarged_kidneys=big_kidneys,
-                        fatty_pancreas=fatty_pancreas, absent=absent)
+                        fatty_pancreas=fatty_pancreas, absent=absent, caudate_hypertrophy=caudate)
     if shape is not None:
         cfg.shape = tuple(shape)
     if spacing is not None:

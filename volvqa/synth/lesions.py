@@ -31,6 +31,7 @@ LESION_LABELS = {
     ("kidney", "tumor"): "kidney_tumor", ("kidney", "cyst"): "kidney_cyst",
     ("pancreas", "tumor"): "pancreatic_pdac", ("pancreas", "cyst"): "pancreatic_cyst",
     ("spleen", "tumor"): "spleen_lesion", ("spleen", "cyst"): "spleen_lesion",
+    ("colon", "tumor"): "colon_lesion",
 }
 #: Distance kept between a lesion and its organ's edge, and between lesions (mm).
 EDGE_MARGIN_MM = 2.0
@@ -46,7 +47,7 @@ class LesionDoesNotFit(VolvqaInputError):
 
 @dataclass
 class LesionRequest:
-    organ: str                       # liver | kidney | kidney_left | kidney_right | pancreas | spleen
+    organ: str                       # liver | kidney | kidney_left | kidney_right | pancreas | spleen | colon
     kind: str = "tumor"              # tumor | cyst
     diameter_mm: float | None = None  # equivalent-sphere diameter
     volume_ml: float | None = None
@@ -59,6 +60,7 @@ class LesionRequest:
     elongation: float = 1.3          # largest / smallest axis
     location: dict = field(default_factory=dict)  # {segment: 7} | {part: head} | {pole: upper}
     count: int = 1
+    label: str | None = None         # a canonical lesion class of the organ's family (e.g. pancreatic_pnet)
 
     @classmethod
     def from_dict(cls, d: dict) -> "LesionRequest":
@@ -73,6 +75,8 @@ class LesionRequest:
             raise VolvqaInputError(None, "give exactly one of diameter_mm and volume_ml")
         if r.margin not in ("sharp", "blurred"):
             raise VolvqaInputError(None, f"margin must be sharp or blurred, got {r.margin!r}")
+        if r.label is not None and L.LESION_ORGAN.get(r.label) != r.family():
+            raise VolvqaInputError(None, f"label {r.label!r} is not a lesion class of the {r.family()}")
         return r
 
     def target_volume_ml(self) -> float:
@@ -126,7 +130,7 @@ def _insert_one(hu, lab, labels, labelmap: LabelMap, volume: Volume, req: Lesion
     sp = np.asarray(volume.spacing_mm, float)
     voxel_ml = float(sp.prod()) / 1000.0
     oid = L.CANONICAL_IDS[organ]
-    lesion_label = LESION_LABELS[(req.family(), req.kind)]
+    lesion_label = req.label or LESION_LABELS[(req.family(), req.kind)]
     lid = L.CANONICAL_IDS[lesion_label]
     labels[lid] = lesion_label
     box = ndimage.find_objects((lab == oid).astype(np.uint8))[0]

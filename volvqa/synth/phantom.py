@@ -79,6 +79,7 @@ class PhantomConfig:
     enlarged_kidneys: bool = False
     fatty_pancreas: bool = False           # pancreas HU 5-28 (P/S < 0.7)
     absent: tuple[str, ...] = ()           # removed organs: gallbladder, kidney_left, kidney_right, spleen
+    caudate_hypertrophy: bool = False      # a wide caudate (segment 1): caudate/right-lobe width ratio > 0.65
     parts: bool = True                     # Couinaud segments and pancreas parts
     noise_std_hu: float = NOISE_STD_HU
 
@@ -331,7 +332,7 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
     parts = None
     if cfg.parts:
         parts = np.zeros(cfg.shape, np.uint8)
-        _couinaud(parts, P.lab, liver_box, grid)
+        _couinaud(parts, P.lab, liver_box, grid, wide_caudate=cfg.caudate_hypertrophy)
         pan = P.lab == L.CANONICAL_IDS["pancreas"]
         tt = panc_t
         parts[pan & (tt < 0.30)] = L.PART_IDS["pancreas_head"]
@@ -344,7 +345,7 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
                        for i in np.nonzero(counts)[0] if i}
     truth["variants"] = {"spleen_grade": cfg.spleen_grade, "fatty_liver": cfg.fatty_liver,
                          "enlarged_kidneys": cfg.enlarged_kidneys, "fatty_pancreas": cfg.fatty_pancreas,
-                         "absent": list(cfg.absent)}
+                         "absent": list(cfg.absent), "caudate_hypertrophy": cfg.caudate_hypertrophy}
     truth["hu_means"].update({"spleen": None, "noise_std_hu": cfg.noise_std_hu})
     spleen_m = P.lab == L.CANONICAL_IDS["spleen"]
     truth["hu_means"]["spleen"] = float(P.hu[spleen_m].mean()) if spleen_m.any() else None
@@ -364,7 +365,7 @@ def _bowel(P: _Painter, grid: Grid, path, radius: float, name: str, rng) -> None
         P.paint(box, m, name, np.where(inner, lumen, HU["bowel_wall"]))
 
 
-def _couinaud(parts: np.ndarray, lab: np.ndarray, box, grid: Grid) -> None:
+def _couinaud(parts: np.ndarray, lab: np.ndarray, box, grid: Grid, wide_caudate: bool = False) -> None:
     """Approximate Couinaud segments by planes in the liver's own box (see module doc)."""
     if box is None:
         return
@@ -390,7 +391,10 @@ def _couinaud(parts: np.ndarray, lab: np.ndarray, box, grid: Grid) -> None:
     seg = np.where(~left & ~ant & ~sup, 6, seg)
     seg = np.where(~left & ~ant & sup, 7, seg)
     seg = np.where(~left & ant & sup, 8, seg)
-    caudate = (u_ >= 0.35) & (u_ < 0.55) & (v_ < 0.30) & (w_ >= 0.35) & (w_ < 0.75)
+    if wide_caudate:   # hypertrophy: the caudate spreads across the hilum and the right lobe shrinks
+        caudate = (u_ >= 0.22) & (u_ < 0.74) & (v_ < 0.55) & (w_ >= 0.30) & (w_ < 0.80)
+    else:
+        caudate = (u_ >= 0.32) & (u_ < 0.56) & (v_ < 0.42) & (w_ >= 0.30) & (w_ < 0.80)
     seg = np.where(caudate, 1, seg)
     sub = parts[box]
     sub[liver] = np.broadcast_to(seg, liver.shape)[liver]
