@@ -153,3 +153,128 @@ def test_protocols_differ_where_documented():
     # A hedge: DeepTumorVQA takes the first letter, volvqa refuses it.
     from volvqa.eval.metrics import parse_letter
     assert dtv.letter("I think B, not C") == "B" and parse_letter("I think B, not C", dict.fromkeys("ABCD", "")) is None
+
+
+# --- its clinical rules, hand-worked at and around their thresholds -----------------------------------
+
+def test_steatosis_four_grades():
+    from volvqa.knowledge import steatosis_grade as g
+    assert [g(hu, 1.2) for hu in (58.0, 57.9, 51.0, 50.9, 39.0, 38.9)] == \
+        ["none", "mild", "mild", "moderate", "moderate", "severe"]
+    # The worse of the two criteria: L/S bands 1.0 / 0.8 / 0.5.
+    assert [g(65.0, r) for r in (1.0, 0.99, 0.8, 0.79, 0.5, 0.49)] == \
+        ["none", "mild", "mild", "moderate", "moderate", "severe"]
+    assert g(45.0, 1.1) == "moderate" and g(60.0, 0.45) == "severe" and g(52.0, 0.7) == "moderate"
+
+
+def test_renal_mass_four_classes():
+    from volvqa.knowledge import renal_lesion_type as r
+    assert [r(h, "cyst") for h in (-10.0, -10.1, 20.0, 20.1, 70.0, 70.1)] == \
+        ["simple cyst", "indeterminate", "simple cyst", "indeterminate", "indeterminate", "hyperattenuating cyst"]
+    assert r(5.0, "tumor") == "solid" and r(100.0, "lesion") == "hyperattenuating cyst"
+
+
+def test_resectability_and_t4_by_contact_angle():
+    from volvqa.knowledge import pancreatic_resectability as res
+    sma, smv = "superior_mesenteric_artery", "superior_mesenteric_vein"
+    assert res({}) == "resectable"
+    assert res({smv: 180.0}) == "resectable" and res({smv: 180.1}) == "borderline"
+    assert res({sma: 0.1}) == "borderline" and res({sma: 180.0}) == "borderline" and res({sma: 180.1}) == "unresectable"
+    assert res({"celiac_trunk": 200.0, smv: 360.0}) == "unresectable"
+    assert res({"common_hepatic_artery": 90.0}) == "borderline" and res({"portal_vein": 270.0}) == "borderline"
+
+
+def test_contact_angle_on_a_drawn_vessel_and_tumour():
+    """A vessel cylinder and a tumour shell covering 90, 180 and 270 degrees of it, through findings."""
+    import numpy as np
+
+    from volvqa import labels as L
+    from volvqa.findings import extract
+    from volvqa.qa.context import CaseContext
+    from volvqa.qa.generate import case_items
+    from volvqa.records import LabelMap, Source, Volume
+    shape = (80, 80, 20)
+    xx, yy = np.meshgrid(np.arange(80), np.arange(80), indexing="ij")
+    r2 = (xx - 40) ** 2 + (yy - 40) ** 2
+    ang = np.degrees(np.arctan2(yy - 40, xx - 40)) % 360
+    for cover, vessel, want in ((90, "superior_mesenteric_vein", "resectable"),
+                                (270, "superior_mesenteric_vein", "borderline"),
+                                (90, "superior_mesenteric_artery", "borderline"),
+                                (270, "superior_mesenteric_artery", "unresectable")):
+        lab = np.zeros(shape, np.uint8)
+        hu = np.full(shape, -100, np.int16)
+        lab[:, :, :] = 0
+        pan = (np.abs(xx - 40) < 30) & (np.abs(yy - 40) < 20)
+        lab[pan] = L.CANONICAL_IDS["pancreas"]
+        hu[pan] = 40
+        shell = (r2 > 36) & (r2 <= 196) & (ang < cover)
+        lab[shell, 4:16] = L.CANONICAL_IDS["pancreatic_pdac"]
+        hu[shell, 4:16] = 10
+        lab[r2 <= 36] = L.CANONICAL_IDS[vessel]
+        hu[r2 <= 36] = 42
+        for other, x, y in (("superior_mesenteric_artery", 10, 10), ("superior_mesenteric_vein", 10, 70),
+                            ("celiac_trunk", 70, 10), ("common_hepatic_artery", 70, 70), ("portal_vein", 40, 70)):
+            if other != vessel:
+                lab[x - 2:x + 3, y - 2:y + 3, :] = L.CANONICAL_IDS[other]
+        hu[0, 0, 0] = -1000
+        v = Volume(hu, np.eye(4), (1.0, 1.0, 1.0), Source("mem"))
+        names = {i: L.CANONICAL_NAMES[i] for i in np.unique(lab) if i}
+        f = extract(v, LabelMap(lab, names, np.eye(4), annotates=frozenset(names.values())))
+        tum = next(x for x in f.lesions if x.label == "pancreatic_pdac")
+        assert tum.vessel_contact[vessel] == pytest.approx(cover, abs=5.0)
+        items = {it["template_id"]: it for it in case_items(CaseContext("c", f), 0)}
+        assert items["med.pancreatic_resectability"]["answer"] == want
+        t = items["med.pancreatic_t_stage"]
+        assert (t["answer"] == "T4") == (vessel == "superior_mesenteric_artery")
+        assert "arterial involvement" in t["question"]
+
+
+def test_new_subtypes_against_phantom_truth(tmp_path):
+    """PDAC / PNET, pseudocysts, portal hypertension, vessel involvement: answers against phantom truth."""
+    import numpy as np
+
+    from volvqa.findings import extract
+    from volvqa.knowledge import PORTAL_HYPERTENSION_CRL, PSEUDOCYST_HU, SPLENOMEGALY_ML
+    from volvqa.qa.context import CaseContext
+    from volvqa.qa.generate import case_items
+    from volvqa.synth.dataset import phantom_case
+    seen = set()
+    for i in [*range(14), 14, 20, 21]:          # 14 and 20 encase the SMA, 21 abuts it (seed 0)
+        cid, v, lm, truth = phantom_case(i, 0)
+        f = extract(v, lm)
+        items = {it["template_id"]: it for it in case_items(CaseContext(cid, f), 0)}
+        les = truth["lesions"]
+        if "rec.pdac_exists" in items:
+            assert items["rec.pdac_exists"]["answer"] == ("yes" if any(x["label"] == "pancreatic_pdac" for x in les)
+                                                          else "no")
+            assert items["rec.pnet_exists"]["answer"] == ("yes" if any(x["label"] == "pancreatic_pnet" for x in les)
+                                                          else "no")
+            seen.add("pdac")
+        if "med.pdac_vs_pnet" in items:
+            big = max((x for x in les if x["label"] in ("pancreatic_pdac", "pancreatic_pnet")),
+                      key=lambda x: x["voxels"])
+            assert items["med.pdac_vs_pnet"]["answer"] == {"pancreatic_pdac": "PDAC", "pancreatic_pnet": "PNET"}[
+                big["label"]]
+            seen.add("pdac_vs_pnet")
+        if "med.pseudocyst" in items:
+            cyst = max((x for x in les if x["label"] == "pancreatic_cyst"), key=lambda x: x["voxels"])
+            assert items["med.pseudocyst"]["answer"] == ("yes" if cyst["hu_mean"] > PSEUDOCYST_HU else "no")
+            seen.add("pseudocyst")
+        if "med.portal_hypertension" in items:
+            ev = items["med.portal_hypertension"]["evidence"]
+            spleno = truth["labels"]["spleen"]["volume_ml"] > SPLENOMEGALY_ML
+            assert (ev["caudate_right_lobe_ratio"] > PORTAL_HYPERTENSION_CRL) == truth["variants"]["caudate_hypertrophy"]
+            assert items["med.portal_hypertension"]["answer"] == \
+                ("yes" if spleno and truth["variants"]["caudate_hypertrophy"] else "no")
+            seen.add("portal")
+        inv = truth.get("vessel_involvement", {})
+        if inv.get("kind") in ("abut", "encase"):
+            # The tumour the phantom routed the vessel along / through: abutting is 0-180 degrees of the
+            # vessel's circumference, encasing more than 180.
+            big = max((x for x in les if x["label"] in ("pancreatic_pdac", "pancreatic_pnet")), key=lambda x: x["voxels"])
+            found = min((x for x in f.lesions if x.label == big["label"]),
+                        key=lambda x: np.linalg.norm(np.subtract(x.centroid_voxel, big["centroid_voxel"])))
+            deg = found.vessel_contact.get(inv["vessel"], 0.0)
+            assert (0 < deg <= 180) if inv["kind"] == "abut" else deg > 180, (cid, inv, deg)
+            seen.add(inv["kind"])
+    assert {"pdac", "pseudocyst", "portal", "abut", "encase"} <= seen

@@ -74,6 +74,14 @@ RULES: dict[str, Rule] = {r.key: r for r in [
     Rule("kidney_lesion_asymmetry",
          "The kidney with more lesions; with as many on each side, the one with the larger total lesion volume.",
          "DeepTumorVQA's knowledge base: one kidney with substantially more lesion burden (volume or count)"),
+    Rule("pancreatic_resectability",
+         "Pancreatic tumour resectability from its contact with the named vessels (NCCN, simplified to what masks "
+         "show): unresectable when it encases an artery (SMA, celiac trunk or common hepatic artery; > 180 degrees "
+         "of its circumference); borderline resectable when it abuts an artery (<= 180 degrees) or encases the "
+         "SMV or portal vein (> 180 degrees); resectable otherwise (no arterial contact, venous contact <= 180 "
+         "degrees). Vein occlusion, contour irregularity and reconstructibility are not assessed.",
+         "NCCN Clinical Practice Guidelines in Oncology: Pancreatic Adenocarcinoma, v2.2024 (resectability "
+         "criteria); DeepTumorVQA's knowledge base states the same three classes"),
     Rule("pdac_vs_pnet",
          "PDAC is typically hypoattenuating with ill-defined margins and head-predominant (60-70% in the head); "
          "PNET is typically iso- to hyperattenuating, well circumscribed, more often in the body or tail. The "
@@ -141,6 +149,9 @@ PANCREAS_T_STAGE_MM = ((20.0, "T1"), (40.0, "T2"), (float("inf"), "T3"))
 RENAL_CYST_HU_RANGE = (-10.0, 20.0)
 RENAL_HYPERATTENUATING_HU = 70.0
 PORTAL_HYPERTENSION_CRL = 0.65
+ENCASEMENT_DEG = 180.0
+PANCREATIC_ARTERIES = ("superior_mesenteric_artery", "celiac_trunk", "common_hepatic_artery")
+PANCREATIC_VEINS = ("superior_mesenteric_vein", "portal_vein")
 PSEUDOCYST_HU = 14.5
 ENLARGED_ML = {"liver": 1800.0, "spleen": 314.5, "kidney_left": 260.0, "kidney_right": 260.0, "pancreas": 100.0}
 PANCREATIC_CYST_RESECTION_MM = 30.0
@@ -159,6 +170,17 @@ def steatosis_grade(liver_hu: float, ls_ratio: float | None) -> str:
         g2 = grade(ls_ratio, STEATOSIS_LS_GRADES)
         g = max(g, g2, key=STEATOSIS_ORDER.index)
     return g
+
+
+def pancreatic_resectability(contact_deg: dict[str, float]) -> str:
+    """resectable | borderline | unresectable from vessel contact angles (rule pancreatic_resectability)."""
+    art = max((contact_deg.get(v, 0.0) for v in PANCREATIC_ARTERIES), default=0.0)
+    vein = max((contact_deg.get(v, 0.0) for v in PANCREATIC_VEINS), default=0.0)
+    if art > ENCASEMENT_DEG:
+        return "unresectable"
+    if art > 0 or vein > ENCASEMENT_DEG:
+        return "borderline"
+    return "resectable"
 
 
 def pancreas_t_stage(greatest_mm: float) -> str:

@@ -183,7 +183,10 @@ PART_PARENT: dict[str, str] = {
     "pancreas_tail": "pancreas",
 }
 
-_extra = ["liver_vessels", "lung", *LESION_ORGAN, "lung_left", "lung_right"]
+#: The vessels pancreatic resectability and T4 rest on (AbdomenAtlas-style names), appended last so ids stay.
+PANCREATIC_VESSELS = ("superior_mesenteric_artery", "celiac_trunk", "common_hepatic_artery",
+                      "superior_mesenteric_vein", "portal_vein")
+_extra = ["liver_vessels", "lung", *LESION_ORGAN, "lung_left", "lung_right", *PANCREATIC_VESSELS]
 CANONICAL_IDS: dict[str, int] = {}
 for _i, _n in TOTALSEG_TOTAL.items():
     if _n == "kidney_cyst_left":
@@ -218,6 +221,13 @@ ALIASES: dict[str, str] = {
     "left_lung": "lung_left",
     "right_lung": "lung_right",
     "lungs": "lung",
+    "sma": "superior_mesenteric_artery",
+    "smv": "superior_mesenteric_vein",
+    "celiac_artery": "celiac_trunk",
+    "celiac_axis": "celiac_trunk",
+    "coeliac_trunk": "celiac_trunk",
+    "cha": "common_hepatic_artery",
+    "hepatic_artery_common": "common_hepatic_artery",
 }
 
 #: Name that stands for both kidneys in one mask (KiTS); the loader splits

@@ -201,6 +201,11 @@ def extract(volume: Volume, labelmap: LabelMap, *, case_id: str = "",
                 max_diameter_3d_mm=max_diameter_3d(m, sp), bbox_voxel=bbox, bbox_mm=_bbox_mm(aff, bbox),
                 centroid_mm=_world(aff, cen_idx), centroid_voxel=cen_idx.tolist(), location={},
                 attenuation="unknown", hu_difference=float("nan"), touches=touches)
+            if L.LESION_ORGAN[name] == "pancreas":
+                vids = {v: labelmap.id_of(v) for v in L.PANCREATIC_VESSELS if labelmap.id_of(v) is not None}
+                if vids:
+                    from volvqa.findings.vessels import contact_angles
+                    les.vessel_contact = contact_angles(lab, gsl, m, vids, sp)
             if L.LESION_ORGAN[name] == "lung":
                 les.density = K.lung_density(les.hu_mean)
                 les.attenuation = "n/a"   # against aerated lung, hypo/iso/hyper says nothing

@@ -53,6 +53,7 @@ class LesionFindings:
     hu_difference: float             # lesion mean - parenchyma mean (HU)
     touches: list[str]               # organs in contact after a 1-voxel (26-neighbour) dilation
     density: str | None = None       # lung lesions: solid | part-solid | ground-glass (knowledge.lung_density)
+    vessel_contact: dict[str, float] = field(default_factory=dict)  # pancreatic lesions: vessel -> contact angle (deg)
 
 
 @dataclass

@@ -653,17 +653,46 @@ def pancreatic_steatosis(ctx):
 
 
 @register(id="med.pancreatic_t_stage", category="Medical Reasoning", subtype="pancreatic tumor T-stage",
-          answer_type="categorical", needs="a pancreatic tumor", rule="pancreas_t_stage",
+          answer_type="categorical", needs="a pancreatic tumor (T4 needs the SMA, celiac trunk and CHA annotated)",
+          rule="pancreas_t_stage", key_params=(),
           requires=('lesions:pancreas',),
-          paraphrases=("What is the T-stage of the pancreatic tumor by size (AJCC 8th edition)?",
-                       "Based on its greatest dimension, what T category is the pancreatic tumor?"))
+          paraphrases=("What is the T-stage of the pancreatic tumor {basis} (AJCC 8th edition)?",
+                       "Based on {basis}, what T category is the pancreatic tumor?"))
 def pancreatic_t_stage(ctx):
     les = [x for x in ctx.lesions("pancreas") if x.kind == "tumor"]
     if les and ctx.annotated("pancreas"):
         x = les[0]
-        yield Instance({}, K.pancreas_t_stage(x.max_diameter_3d_mm), {"greatest_dimension_mm": x.max_diameter_3d_mm,
-                                                                      "rule": "pancreas_t_stage"},
-                       [x.bbox_voxel], x.axial_slice, label_set=["T1", "T2", "T3"])
+        arteries = all(ctx.status(v) != "unknown" for v in K.PANCREATIC_ARTERIES)
+        stage = K.pancreas_t_stage(x.max_diameter_3d_mm)
+        ev = {"greatest_dimension_mm": x.max_diameter_3d_mm, "rule": "pancreas_t_stage"}
+        if arteries:
+            touched = {v: x.vessel_contact.get(v, 0.0) for v in K.PANCREATIC_ARTERIES}
+            ev["arterial_contact_deg"] = touched
+            if any(a > 0 for a in touched.values()):
+                stage = "T4"
+        basis = "by size and arterial involvement" if arteries else "by size"
+        yield Instance({"basis": basis}, stage, ev, [x.bbox_voxel], x.axial_slice,
+                       label_set=["T1", "T2", "T3", "T4"] if arteries else ["T1", "T2", "T3"])
+
+
+@register(id="med.pancreatic_resectability", category="Medical Reasoning", subtype="pancreatic lesion resectability",
+          answer_type="categorical", needs="a pancreatic tumor and the SMA, celiac trunk, CHA, SMV and portal vein",
+          rule="pancreatic_resectability",
+          requires=('lesions:pancreas', 'organ:superior_mesenteric_artery', 'organ:celiac_trunk',
+                    'organ:common_hepatic_artery', 'organ:superior_mesenteric_vein', 'organ:portal_vein'),
+          paraphrases=("By its contact with the nearby arteries and veins, is the pancreatic tumor resectable, "
+                       "borderline resectable or unresectable?",
+                       "What is the resectability of the pancreatic tumor (resectable, borderline, unresectable)?"))
+def pancreatic_resectability(ctx):
+    les = [x for x in ctx.lesions("pancreas") if x.kind == "tumor"]
+    if les and ctx.annotated("pancreas") and all(ctx.status(v) != "unknown" for v in L.PANCREATIC_VESSELS):
+        x = les[0]
+        contact = {v: x.vessel_contact.get(v, 0.0) for v in L.PANCREATIC_VESSELS}
+        yield Instance({}, K.pancreatic_resectability(contact), {"vessel_contact_deg": contact,
+                                                                 "encasement_deg": K.ENCASEMENT_DEG,
+                                                                 "rule": "pancreatic_resectability"},
+                       [x.bbox_voxel] + [ctx.organ(v).bbox_voxel for v in L.PANCREATIC_VESSELS if ctx.organ(v)],
+                       x.axial_slice, label_set=["resectable", "borderline", "unresectable"])
 
 
 @register(id="med.renal_mass_type", category="Medical Reasoning", subtype="renal mass characterization",

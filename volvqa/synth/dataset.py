@@ -19,14 +19,15 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from volvqa import labels as L
 from volvqa.arrays import present_ids
 from volvqa.io.atomic import write_text_atomic
 from volvqa.io.nifti import write_nifti
+from volvqa.jsonable import jsonable
 from volvqa.records import LabelMap, Source, Volume
 from volvqa.synth.lesions import LESION_LABELS, LesionDoesNotFit, LesionRequest, insert_lesions
-from volvqa.jsonable import jsonable
 from volvqa.synth.phantom import PHANTOM_ORGANS, PhantomConfig, generate_phantom
 
 PARTS_SPEC = {i: n for n, i in L.PART_IDS.items()}
@@ -86,7 +87,7 @@ def random_lesion_requests(rng: np.random.Generator, organs_present: set[str]) -
 
     plan = [("liver", [0.35, 0.25, 0.15, 0.1, 0.08, 0.07], (8, 45)),
             ("kidney", [0.55, 0.3, 0.15], (8, 32)),
-            ("pancreas", [0.65, 0.35], (8, 22)),
+            ("pancreas", [0.6, 0.4], (8, 30)),
             ("spleen", [0.85, 0.15], (8, 25)),
             ("colon", [0.8, 0.2], (12, 30))]
     for organ, probs, (dmin, dmax) in plan:
@@ -188,7 +189,108 @@ def phantom_case(index: int, seed: int, *, lesions: bool = True, shape=None, spa
         reqs = random_lesion_requests(rng, set(lm.labels.values()))
         v, lm, truths, skipped = insert_with_retries(v, lm, reqs, case_seed)
         truth["lesions"], truth["skipped_lesions"] = truths, skipped
+    _add_pancreatic_vessels(v, lm, truth, np.random.default_rng([seed, index, 5]))
     return case_id, v, lm, truth
+
+
+def _add_pancreatic_vessels(v: Volume, lm: LabelMap, truth: dict, rng) -> None:
+    """The mesenteric vessels, drawn last; in some cases routed along (abutting) or through (encased by)
+    the largest pancreatic tumour, so resectability and T4 fall on every side. Lesions the vessels cut
+    are re-measured in the truth."""
+    from volvqa.synth.phantom import VESSEL_RADII, paint_pancreatic_vessels
+    anchors = truth.get("anchors")
+    if not anchors:
+        return
+    tum = [t for t in truth["lesions"] if t["label"] in ("pancreatic_pdac", "pancreatic_pnet")]
+    shift, involvement, cuff, cut_mask = {}, {"kind": "none"}, None, None
+    if tum:
+        big = max(tum, key=lambda t: t["voxels"])
+        kind = str(rng.choice(["none", "abut", "encase"], p=[0.25, 0.35, 0.4]))
+        vessel = str(rng.choice(["superior_mesenteric_vein", "superior_mesenteric_artery"], p=[0.45, 0.55]))
+        c = np.asarray(big["centroid_mm"], float)
+        radius = (3 * big["volume_ml"] * 1000 / (4 * np.pi)) ** (1 / 3)
+        if kind == "encase":
+            # The vessel runs through the tumour, wrapped in a sleeve of it over the tumour's height.
+            zc = float(c[2])
+            cuff = {"vessel": vessel, "label": big["label"], "hu": float(big["hu_mean"]),
+                    "z_mm": (zc - max(radius, 6.0), zc + max(radius, 6.0))}
+        if kind != "none":
+            home = np.asarray(vessel_home(anchors, vessel), float)
+            d = home - c[:2]
+            d = d / max(np.linalg.norm(d), 1e-6)
+            # Abutting: the vessel's centre just outside the tumour (under half its circumference inside).
+            target = c[:2] if kind == "encase" else c[:2] + d * (radius + 0.45 * VESSEL_RADII[vessel])
+            shift = {vessel: (float(target[0]), float(target[1]))}
+        involvement = {"kind": kind, "vessel": vessel if kind != "none" else None, "lesion_index": big["lesion_index"]}
+        if kind != "none":
+            cut_mask = _component_at(lm.array == L.CANONICAL_IDS[big["label"]], big["centroid_voxel"])
+    before = lm.array.copy()
+    truth["vessels"] = paint_pancreatic_vessels(v.array, lm.array, v.affine, anchors, rng, shift, cuff, cut_mask)
+    truth["vessel_involvement"] = involvement
+    _debit_organs(before, lm.array, truth, float(np.prod(v.spacing_mm)) / 1000.0)
+    counts = np.bincount(lm.array.ravel(), minlength=256)
+    lm.labels = {i: n for i, n in lm.labels.items() if counts[i]} | \
+        {L.CANONICAL_IDS[n]: n for n in L.PANCREATIC_VESSELS if counts[L.CANONICAL_IDS[n]]}
+    _remeasure_lesions(v, lm, truth)
+
+
+def _component_at(mask: np.ndarray, centroid_voxel) -> np.ndarray:
+    """The 26-connected component of ``mask`` whose centroid is nearest ``centroid_voxel``."""
+    import cc3d
+    cc = cc3d.connected_components(mask, connectivity=26)
+    ids = np.arange(1, int(cc.max()) + 1)
+    cents = np.array(ndimage.center_of_mass(cc > 0, cc, ids)).reshape(-1, 3)
+    return cc == ids[int(np.argmin(np.linalg.norm(cents - np.asarray(centroid_voxel), axis=1)))]
+
+
+def _debit_organs(before: np.ndarray, after: np.ndarray, truth: dict, voxel_ml: float) -> None:
+    """Take the voxels the vessels painted over off the truth volume of the organ they belonged to (an
+    organ's volume counts its lesions, so a lesion voxel lost is its organ's loss too)."""
+    vessel_ids = [L.CANONICAL_IDS[n] for n in L.PANCREATIC_VESSELS]
+    taken = np.isin(after, vessel_ids) & ~np.isin(before, vessel_ids) & (before > 0)
+    lost = np.bincount(before[taken], minlength=256)
+    for i in np.nonzero(lost)[0]:
+        name = L.CANONICAL_NAMES[int(i)]
+        if L.is_lesion(name):
+            organs = {t["organ"] for t in truth["lesions"] if t["label"] == name}
+            name = organs.pop() if len(organs) == 1 else L.LESION_ORGAN.get(name, name)
+        rec = truth["labels"].get(name)
+        if rec is not None:
+            rec["voxels"] -= int(lost[i])
+            rec["volume_ml"] = rec["voxels"] * voxel_ml
+
+
+def vessel_home(anchors: dict, vessel: str) -> tuple[float, float]:
+    from volvqa.synth.phantom import vessel_paths
+    return tuple(vessel_paths(anchors)[vessel][-1][:2])
+
+
+def _remeasure_lesions(v: Volume, lm: LabelMap, truth: dict) -> None:
+    """Voxels, volume, centroid and mean HU of each truth lesion after the vessels cut into it or its
+    sleeve grew round one (the component of its label nearest its old centroid, over the whole volume:
+    a sleeve can reach well past the old lesion's box)."""
+    import cc3d
+    vox_ml = float(np.prod(v.spacing_mm)) / 1000.0
+    components = {}
+    for t in truth["lesions"]:
+        lid = L.CANONICAL_IDS[t["label"]]
+        if lid not in components:
+            cc = cc3d.connected_components(lm.array == lid, connectivity=26)
+            ids = np.arange(1, int(cc.max()) + 1)
+            cents = np.array(ndimage.center_of_mass(cc > 0, cc, ids)).reshape(-1, 3) if len(ids) else None
+            components[lid] = (cc, ids, cents)
+        cc, ids, cents = components[lid]
+        if cents is None:
+            continue
+        k = ids[int(np.argmin(np.linalg.norm(cents - np.asarray(t["centroid_voxel"]), axis=1)))]
+        m = cc == k
+        n = int(m.sum())
+        if n == t["voxels"]:
+            continue
+        cen = np.argwhere(m).mean(axis=0)
+        t.update(voxels=n, volume_ml=n * vox_ml, centroid_voxel=cen.tolist(),
+                 centroid_mm=(v.affine[:3, :3] @ cen + v.affine[:3, 3]).tolist(),
+                 hu_mean=float(v.array[m].mean()), cut_by_vessels=True)
 
 
 #: Phantom kinds: the case-id prefix and the function that makes case ``index`` of a dataset seeded ``seed``.

@@ -27,9 +27,13 @@ def score_case(findings: Findings, truths: list[dict]) -> list[dict]:
         row = {"organ": t["organ"], "kind": t["kind"], "found": best is not None and dist <= 2.0}
         if row["found"]:
             used.add(best.lesion_id)
-            row["volume_rel_error"] = abs(best.volume_ml - t["target_volume_ml"]) / t["target_volume_ml"]
+            # A lesion the drawn vessels cut (or wrapped round one) is no longer the requested ellipsoid:
+            # its re-measured truth is the reference.
+            reshaped = bool(t.get("cut_by_vessels"))
+            ref_ml = t["volume_ml"] if reshaped else t["target_volume_ml"]
+            row["volume_rel_error"] = abs(best.volume_ml - ref_ml) / ref_ml
             row["centroid_vs_centre_voxels"] = float(np.linalg.norm(
-                np.asarray(best.centroid_voxel) - np.asarray(t["center_voxel"])))
+                np.asarray(best.centroid_voxel) - np.asarray(t["centroid_voxel" if reshaped else "center_voxel"])))
             row["attenuation_ok"] = best.attenuation == t["attenuation"]
             row["location_ok"] = _location_ok(best.location, t.get("location") or {}, best.organ, t["organ"])
         rows.append(row)
