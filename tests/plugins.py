@@ -53,3 +53,14 @@ class RecordVideo(_Recorder):
 class RecordM3D(_Recorder):
     input_format = "m3d"
     calls: list = []
+
+
+class RecordSystemKeySlice:
+    """Records the prompt and the system prompt (a generate() that takes system=)."""
+
+    input_format = "key_slice"
+    calls: list = []
+
+    def generate(self, prompt, volume=None, images=None, system=None):
+        type(self).calls.append({"prompt": prompt, "system": system, "images": images})
+        return "A"

@@ -278,3 +278,154 @@ def test_new_subtypes_against_phantom_truth(tmp_path):
             assert (0 < deg <= 180) if inv["kind"] == "abut" else deg > 180, (cid, inv, deg)
             seen.add(inv["kind"])
     assert {"pdac", "pseudocyst", "portal", "abut", "encase"} <= seen
+
+
+def _load_ref(name):
+    path = REF / f"{name}.py"
+    if not path.is_file():
+        pytest.skip(f"DeepTumorVQA reference {name}.py not found at {path}")
+    spec = importlib.util.spec_from_file_location(f"dtv_reference_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _schema():
+    import csv
+    path = REF / "subtype_schema.csv"
+    if not path.is_file():
+        pytest.skip(f"DeepTumorVQA subtype table not found at {path}")
+    return {r["subtype_name"]: r for r in csv.DictReader(path.open())}
+
+
+def test_subtype_tables_equal_the_reference(ref_metrics):
+    from volvqa.qa.dtv_export import DTV_PRIMITIVES
+    schema = _schema()
+    assert set(schema) == set(dtv.DTV_ANSWER_TYPE) == set(DTV_PRIMITIVES)
+    assert dtv.DTV_ANSWER_TYPE == ref_metrics.SUBTYPE_ANSWER_TYPE
+    assert {s: r["required_primitives"] for s, r in schema.items()} == DTV_PRIMITIVES
+    assert {s: r["task_group"].lower() for s, r in schema.items()} == \
+        {s: _category_of(s).lower() for s in schema}
+
+
+def _category_of(subtype):
+    from volvqa.qa.templates import TEMPLATES
+    cats = {TEMPLATES[t].category for t, m in dtv.DTV_SUBTYPE.items()
+            if m == subtype or (callable(m) and subtype in {m({"organ": o, "kind": k}) for o in
+                                                           ("liver", "kidney", "pancreas", "colon")
+                                                           for k in ("tumor", "cyst")})}
+    assert len(cats) == 1, (subtype, cats)
+    return cats.pop()
+
+
+def test_export_loads_with_its_loader_and_scores_grounded_100(built, ref_metrics, tmp_path):
+    """The exported build read by DeepTumorVQA's own loader (local mode) in its three input modes, and our
+    grounded oracle's predictions scored by its own aggregate: 100% in multiple choice and free form."""
+    from volvqa.io import load_volume
+    from volvqa.qa.dtv_export import RECORD_FIELDS
+    loader = _load_ref("loader")
+    schema = _schema()
+    out = tmp_path / "dtv"
+    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "export", "deeptumorvqa", str(built), str(out),
+                        "--dtv-only"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for mode in ("2d_image", "2d_video", "3d_volume"):
+        got = list(loader.iter_questions("benchmark", "vqa", mode, data_dir=out))
+        assert got and all(p.is_file() for _, p in got), mode
+    qs = loader.load_qa("benchmark", out)
+    assert {tuple(q) for q in qs} == {RECORD_FIELDS}
+    assert all(q["question_subtype"] in schema for q in qs)
+    items = {json.loads(x)["qid"]: json.loads(x) for x in (built / "qa.jsonl").read_text().splitlines()}
+    for q in qs:
+        it = items[q["qid"]]
+        assert it["split"] == "test" and q["image_id"] == it["case_id"]
+        assert f"\n{q['correct_option']}. {it['options'][q['correct_option']]}" in q["mc_question"]
+    # Assets: the canonical CT, the PNG through the stated slice, an MP4.
+    cid = qs[0]["image_id"]
+    ct = load_volume(out / "benchmark" / "ct" / cid / "ct.nii.gz")
+    assert (ct.array == load_volume(built / "volumes" / f"{cid}.nii.gz").array).all()
+    assert list(ct.shape) == qs[0]["shape"] and list(ct.spacing_mm) == pytest.approx(qs[0]["spacing"])
+    from PIL import Image
+    assert Image.open(loader.asset_path(out, "benchmark", cid, "2d_image")).size == tuple(ct.shape[:2])
+    assert loader.asset_path(out, "benchmark", cid, "2d_video").read_bytes()[4:8] == b"ftyp"
+    assert (out / "train" / "train_qa.csv").is_file() and loader.load_qa("train", out)
+    # Grounded oracle predictions, scored by its evaluator against the exported records.
+    index = {q["qid"]: q for q in qs}
+    for mode, fmt in (("mc", "mc"), ("free", "freeform")):
+        pred = tmp_path / f"{mode}.jsonl"
+        r = subprocess.run([sys.executable, "-m", "volvqa.cli", "predict", "--qa", str(built), "--model", "grounded",
+                            "--split", "test", "--mode", mode, "--out", str(pred)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        preds = [json.loads(x) for x in pred.read_text().splitlines()]
+        agg = ref_metrics.aggregate([{"qid": p["qid"], "raw_output": p["answer"], "pred_answer": p["answer"]}
+                                     for p in preds if p["qid"] in index], index, fmt)
+        assert agg["overall"]["n_total"] == len(qs)
+        assert agg["overall"]["accuracy"] == 1.0, {s: m for s, m in agg["by_subtype"].items()
+                                                   if m.get("accuracy", m.get("mean_mra")) < 1}
+
+
+def test_export_keeps_volvqa_subtypes_without_dtv_only_and_resumes(built, tmp_path):
+    from volvqa.cli import main
+    from click.testing import CliRunner
+    out = tmp_path / "dtv"
+    r = CliRunner().invoke(main, ["export", "deeptumorvqa", str(built), str(out), "--no-video", "--no-train"])
+    assert r.exit_code == 0, r.output
+    qs = json.loads((out / "benchmark" / "test_qa.json").read_text())["questions"]
+    subs = {q["question_subtype"] for q in qs}
+    assert subs - set(dtv.DTV_ANSWER_TYPE) and not any("bounding box" in s for s in subs)
+    assert not (out / "benchmark" / "videos").exists() and not (out / "train").exists()
+    png = next((out / "benchmark" / "images_2d" / "whole").iterdir())
+    t0 = png.stat().st_mtime_ns
+    r = CliRunner().invoke(main, ["export", "deeptumorvqa", str(built), str(out), "--no-video", "--no-train"])
+    assert r.exit_code == 0 and png.stat().st_mtime_ns == t0
+    # Not a build: a one-line error, exit 2, nothing left behind.
+    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "export", "deeptumorvqa", str(tmp_path),
+                        str(tmp_path / "x")], capture_output=True, text=True)
+    assert r.returncode == 2 and "qa.jsonl" in r.stderr and not (tmp_path / "x").exists()
+
+
+def _ref_prompt_module(tmp_path):
+    """Its prompt.py imports its loader and metrics relatively: laid out as its package, in tmp only."""
+    import shutil
+    for f in ("prompt.py", "loader.py", "metrics.py"):
+        if not (REF / f).is_file():
+            pytest.skip(f"DeepTumorVQA reference {f} not found in {REF}")
+    pkg = tmp_path / "dtvref"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "eval").mkdir()
+    for d in (pkg, pkg / "data", pkg / "eval"):
+        (d / "__init__.py").write_text("")
+    shutil.copy(REF / "prompt.py", pkg / "data" / "prompt.py")
+    shutil.copy(REF / "loader.py", pkg / "data" / "loader.py")
+    shutil.copy(REF / "metrics.py", pkg / "eval" / "metrics.py")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        return importlib.import_module("dtvref.data.prompt")
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_deeptumorvqa_prompt_equals_its_runners(built, tmp_path):
+    """--prompt deeptumorvqa: a plug-in gets, item for item, the text its build_prompt makes from the
+    exported record (spacing for numeric subtypes, its answer-format lines), and its system prompt."""
+    from tests.plugins import RecordSystemKeySlice
+    from volvqa.eval.run import predict
+    from volvqa.qa.dtv_export import export_deeptumorvqa
+    ref = _ref_prompt_module(tmp_path)
+    export_deeptumorvqa(built, tmp_path / "x", video=False, train=False)
+    index = {q["qid"]: q for q in json.loads((tmp_path / "x" / "benchmark" / "test_qa.json").read_text())["questions"]}
+    for mode, fmt in (("mc", "mc"), ("free", "freeform")):
+        RecordSystemKeySlice.calls.clear()
+        predict(built, "tests.plugins:RecordSystemKeySlice", "test", tmp_path / f"{mode}.jsonl", mode=mode,
+                progress=False, prompt_style="deeptumorvqa")
+        preds = [json.loads(x) for x in (tmp_path / f"{mode}.jsonl").read_text().splitlines()]
+        checked = 0
+        for p, call in zip(preds, RecordSystemKeySlice.calls):
+            assert call["system"] == ref.SYSTEM_PROMPT_VQA
+            if p["qid"] in index:
+                assert call["prompt"] == ref.build_prompt(index[p["qid"]], "2d_image", fmt)
+                checked += 1
+        assert checked == len(index) > 50
+        assert any("Voxel spacing (mm)" in c["prompt"] for c in RecordSystemKeySlice.calls)
+    with pytest.raises(Exception, match="plug-ins"):
+        predict(built, "grounded", "test", tmp_path / "g.jsonl", progress=False, prompt_style="deeptumorvqa")

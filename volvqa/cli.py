@@ -392,7 +392,9 @@ def segment_cmd(volumes, out_dir, backend, device, overwrite):
 @click.option("--device", default="auto", show_default=True, help="Segmenter device.")
 @click.option("--input-format", type=click.Choice(["volume", "key_slice", "views", "views_boxed", "video", "m3d"]),
               default=None, help="What a module:Class plug-in receives (default: its input_format, else volume).")
-def predict_cmd(qa_dir, model, split, mode, out, segmenter, device, input_format):
+@click.option("--prompt", "prompt_style", type=click.Choice(["volvqa", "deeptumorvqa"]), default="volvqa",
+              show_default=True, help="A plug-in's prompt wording: volvqa's, or DeepTumorVQA's runners'.")
+def predict_cmd(qa_dir, model, split, mode, out, segmenter, device, input_format, prompt_style):
     """Run a model over a benchmark split."""
     import re as _re
 
@@ -406,7 +408,8 @@ def predict_cmd(qa_dir, model, split, mode, out, segmenter, device, input_format
         raise VolvqaInputError(out, "output folder does not exist")
     if segmenter and model != "grounded":
         raise click.UsageError("--segmenter goes with --model grounded")
-    n = predict(qa_dir, model, split, out, mode=mode, segmenter=segmenter, device=device, input_format=input_format)
+    n = predict(qa_dir, model, split, out, mode=mode, segmenter=segmenter, device=device, input_format=input_format,
+                prompt_style=prompt_style)
     click.echo(f"{n} predictions -> {out}")
 
 
@@ -665,6 +668,38 @@ def qa_audit(qa_dir):
         excluded = sorted(s for s, r in json.loads(built.read_text()).items() if r["flagged"])
     click.echo(f"\n{len(rows)} subtypes in qa.jsonl, {len(flagged)} flagged now; "
                f"{len(excluded)} flagged at build time and excluded: {', '.join(excluded) or 'none'}")
+
+
+@main.group()
+def export():
+    """A built benchmark in another benchmark's layout."""
+
+
+@export.command("deeptumorvqa")
+@click.argument("build", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--dtv-only", is_flag=True, help="Only the questions of DeepTumorVQA's 42 subtypes.")
+@click.option("--video/--no-video", default=True, show_default=True, help="Write videos/whole/<id>.mp4.")
+@click.option("--train/--no-train", default=True, show_default=True, help="Also write train/train_qa.csv.")
+def export_deeptumorvqa_cmd(build, out, dtv_only, video, train):
+    """DeepTumorVQA v2's layout: benchmark/test_qa.json, images_2d/, videos/, ct/ (its loader reads it)."""
+    from volvqa.io.atomic import owned_dir
+    from volvqa.progress import progress
+    from volvqa.qa.dtv_export import export_deeptumorvqa
+    bars: dict = {}
+
+    def tick(split, k, n):
+        if split not in bars:
+            bars[split] = progress(n, f"export {split}").__enter__()
+        bars[split].update(1)
+
+    with owned_dir(out):
+        res = export_deeptumorvqa(build, out, dtv_only=dtv_only, video=video, train=train, progress=tick)
+    for b in bars.values():
+        b.__exit__(None, None, None)
+    q, im, st = res["questions"], res["images"], res["subtypes"]
+    click.echo("; ".join(f"{sp}: {q[sp]} questions, {st[sp]} subtypes, {im[sp]} images" for sp in q)
+               + f"\nDeepTumorVQA layout: {out}")
 
 
 @main.group()

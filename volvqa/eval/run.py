@@ -32,7 +32,8 @@ def load_qa(qa_dir: Path) -> tuple[list[dict], dict[str, dict], dict]:
 
 
 def make_answerer(spec: str, items: list[dict], cases: dict, info: dict, mode: str,
-                  segmenter: str | None = None, device: str = "auto", input_format: str | None = None):
+                  segmenter: str | None = None, device: str = "auto", input_format: str | None = None,
+                  prompt_style: str = "volvqa"):
     from volvqa.models.base import load_plugin
     qc = info.get("qc") or {"mode": "exclude", "require_agreement": None}
     if spec == "grounded" and segmenter:
@@ -51,7 +52,7 @@ def make_answerer(spec: str, items: list[dict], cases: dict, info: dict, mode: s
     if spec.startswith("encoder3d:"):
         from volvqa.models.encoder3d import Encoder3DAnswerer
         return Encoder3DAnswerer.load(spec.split(":", 1)[1])
-    return load_plugin(spec, mode=mode, input_format=input_format)
+    return load_plugin(spec, mode=mode, input_format=input_format, prompt_style=prompt_style)
 
 
 SWAP_CT = "swap-ct"
@@ -59,7 +60,7 @@ SWAP_CT = "swap-ct"
 
 def predict(qa_dir: Path, model: str, split: str, out: Path, mode: str = "mc", progress: bool = True,
             perturbation: str | None = None, seed: int = 0, segmenter: str | None = None,
-            device: str = "auto", input_format: str | None = None) -> int:
+            device: str = "auto", input_format: str | None = None, prompt_style: str = "volvqa") -> int:
     from tqdm import tqdm
 
     from volvqa.io import load_volume
@@ -68,8 +69,10 @@ def predict(qa_dir: Path, model: str, split: str, out: Path, mode: str = "mc", p
     chosen = [it for it in items if split == "all" or it["split"] == split]
     if not chosen:
         raise VolvqaInputError(qa_dir, f"no items in split {split!r}")
+    if prompt_style != "volvqa" and ":" not in model.replace("encoder3d:", ""):
+        raise VolvqaInputError(None, f"--prompt {prompt_style} is for module:Class plug-ins, not {model}")
     answerer = make_answerer(model, items, cases, info, mode, segmenter=segmenter, device=device,
-                             input_format=input_format)
+                             input_format=input_format, prompt_style=prompt_style)
     needs_volume = model != "prior"
     lines = []
     by_case: dict[str, list[dict]] = {}

@@ -87,7 +87,7 @@ def random_lesion_requests(rng: np.random.Generator, organs_present: set[str]) -
 
     plan = [("liver", [0.35, 0.25, 0.15, 0.1, 0.08, 0.07], (8, 45)),
             ("kidney", [0.55, 0.3, 0.15], (8, 32)),
-            ("pancreas", [0.6, 0.4], (8, 30)),
+            ("pancreas", [0.45, 0.4, 0.15], (8, 30)),
             ("spleen", [0.85, 0.15], (8, 25)),
             ("colon", [0.8, 0.2], (12, 30))]
     for organ, probs, (dmin, dmax) in plan:
@@ -97,7 +97,7 @@ def random_lesion_requests(rng: np.random.Generator, organs_present: set[str]) -
             continue
         n = int(rng.choice(len(probs), p=probs))
         for _ in range(n):
-            cyst = rng.random() < (0.35 if organ != "spleen" else 0.2) and organ != "colon"
+            cyst = rng.random() < {"spleen": 0.2, "pancreas": 0.45}.get(organ, 0.35) and organ != "colon"
             d = float(np.exp(rng.uniform(np.log(dmin), np.log(dmax))))
             loc: dict = {}
             if organ == "liver" and rng.random() < 0.5:
