@@ -130,8 +130,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def write_case_assets(build: Path, split_dir: Path, case: dict, *, video: bool, ct: bool) -> int:
     """PNG (and MP4, CT) of one case; existing files are kept (reruns resume). Returns the PNG's slice."""
     from volvqa.io import load_volume, save_volume
-    from volvqa.models.inputs import axial_frames, key_slice_image, png_bytes, write_mp4
     from volvqa.io.atomic import atomic_path
+    from volvqa.models.inputs import axial_frames, key_slice_image, png_bytes, write_mp4
     cid = case["case_id"]
     png = split_dir / "images_2d" / "whole" / f"{cid}.png"
     mp4 = split_dir / "videos" / "whole" / f"{cid}.mp4"
