@@ -14,7 +14,7 @@ from __future__ import annotations
 from volvqa import knowledge as K
 from volvqa import labels as L
 from volvqa.qa.context import organ_text
-from volvqa.qa.templates import Instance, _stable, _yn, _z, register
+from volvqa.qa.templates.base import Instance, _stable, _yn, _z, register
 
 LUNG_FAMILY = "lung"
 DENSITIES = ["solid", "part-solid", "ground-glass"]
