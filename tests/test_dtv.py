@@ -429,3 +429,37 @@ def test_deeptumorvqa_prompt_equals_its_runners(built, tmp_path):
         assert any("Voxel spacing (mm)" in c["prompt"] for c in RecordSystemKeySlice.calls)
     with pytest.raises(Exception, match="plug-ins"):
         predict(built, "grounded", "test", tmp_path / "g.jsonl", progress=False, prompt_style="deeptumorvqa")
+
+
+def test_grounded_oracle_answers_every_item_of_a_build(built, tmp_path):
+    """Re-answering from the masks through the registry gives every generated answer back (all splits,
+    flagged subtypes included), under both protocols."""
+    from volvqa.eval.run import evaluate, predict
+    for mode in ("mc", "free"):
+        out = tmp_path / f"{mode}.jsonl"
+        predict(built, "grounded", "all", out, mode=mode, progress=False)
+        res = next(iter(evaluate(built, [out], protocol="strict").values()))
+        assert res["overall"]["score"] == 1.0, (mode, {s: v for s, v in res["subtypes"].items() if v["score"] < 1})
+        # Its protocol scores a volvqa-only subtype as categorical (free-form "12.3 HU" is then no exact match
+        # for "12.3"): its own subtypes are the comparable ones.
+        res = next(iter(evaluate(built, [out], protocol="deeptumorvqa").values()))
+        ours = {s: v for s, v in res["subtypes"].items() if s in dtv.DTV_ANSWER_TYPE}
+        assert len(ours) >= 25 and all(v["score"] == 1.0 for v in ours.values()), (mode, ours)
+        if mode == "mc":
+            assert res["overall"]["score"] == 1.0
+
+
+def test_location_answers_are_in_their_label_sets():
+    """Every place a lesion can be given (Couinaud segment, pancreas part, kidney third) is a label of its
+    family, and the kidney's middle third reads "interpolar" (a region, not a pole)."""
+    from types import SimpleNamespace
+
+    from volvqa.qa.templates.base import LOCATION_LABELS, _loc_text
+    for pole, want in (("upper", "upper pole"), ("interpolar", "interpolar"), ("lower", "lower pole")):
+        les = SimpleNamespace(organ="kidney_left", location={"pole": pole})
+        assert _loc_text(les) == want and want in LOCATION_LABELS["kidney"]
+    for part in ("head", "body", "tail"):
+        assert _loc_text(SimpleNamespace(organ="pancreas", location={"part": part})) in LOCATION_LABELS["pancreas"]
+    for seg in range(1, 9):
+        les = SimpleNamespace(organ="liver", location={"segments": [seg]})
+        assert _loc_text(les) in LOCATION_LABELS["liver"]

@@ -180,7 +180,8 @@ def _loc_text(les) -> str | None:
     if les.organ == "pancreas" and loc.get("part"):
         return loc["part"]
     if les.organ.startswith("kidney") and loc.get("pole"):
-        return f"{loc['pole']} pole"
+        # The middle third is "interpolar" (its region, not a pole): the label set's own wording.
+        return "interpolar" if loc["pole"] == "interpolar" else f"{loc['pole']} pole"
     return None
 
 

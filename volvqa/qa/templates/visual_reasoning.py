@@ -53,7 +53,8 @@ def lesion_count_by_location(ctx):
         chosen = LOCATION_LABELS[fam] if ctx.exhaustive else [places[_stable(ctx.case_id, fam) % len(places)]]
         for place in chosen:
             hit = [x for x in les if _loc_text(x) == place]
-            where = f"in {place}" if place.startswith("segment") else f"in the {place}"
+            where = f"in {place}" if place.startswith("segment") else \
+                "in the interpolar region" if place == "interpolar" else f"in the {place}"
             yield Instance({"organ": fam, "place": place, "where": where}, len(hit),
                            {"lesions_at_place": [x.lesion_id for x in hit]},
                            [x.bbox_voxel for x in hit] or _family_box(ctx, fam),
