@@ -308,3 +308,48 @@ def test_qa_audit_cli(built):
     assert "subtypes in qa.jsonl" in r.stdout and "flagged at build time" in r.stdout
     r = CliRunner().invoke(main, ["qa", "audit", str(tmp)])
     assert r.exit_code == 2 and "qa.jsonl" in r.stderr
+
+
+def _audit_items(answers_by_case, question_of, split_of, options=("yes", "no")):
+    items = []
+    for k, ans in enumerate(answers_by_case):
+        opts = {"A": options[0], "B": options[1]}
+        items.append({"qid": f"c{k}:t.x", "case_id": f"c{k}", "split": split_of(k), "subtype": "s",
+                      "category": "Recognition", "template_id": "t.x", "answer_type": "binary", "answer": ans,
+                      "options": opts, "correct_option": "A" if ans == opts["A"] else "B",
+                      "question": question_of(k), "key": "t.x|"})
+    return items
+
+
+def test_audit_interval_and_statuses_by_hand():
+    """Wilson intervals against the closed form, and the three statuses at their edges."""
+    from volvqa.qa.audit import accuracy_interval, audit_status
+    z = 1.959963984540054
+    for k, n in ((10, 10), (4, 9), (0, 5), (33, 40)):
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        assert accuracy_interval(k, n) == pytest.approx((centre - half, centre + half), abs=1e-9)
+    # 10/10 at chance 25%: lower end 72.2% > 35%: flagged. 4/9: 18.9% < 35%: kept.
+    assert audit_status(10, 10, 0.25)[0] == "flagged" and audit_status(4, 9, 0.25)[0] == "ok"
+    # Two items, chance 50%: even 2/2 has a lower end of 34%: cannot show 10 points above chance.
+    assert audit_status(2, 2, 0.5)[0] == "not enough items"
+    assert audit_status(6, 6, 0.5)[0] == "flagged" and audit_status(5, 5, 0.5)[0] == "not enough items"
+    # Several guesses tried: the interval widens (Bonferroni), 6/6 is no longer enough.
+    assert audit_status(6, 6, 0.5, n_guesses=3)[0] == "not enough items"
+
+
+def test_audit_catches_a_paraphrase_that_goes_with_the_answer():
+    """Balanced yes/no, so the per-question prior is at chance, but one wording always means yes: the
+    by-wording guess finds it and the subtype is flagged; the same items worded at random are not."""
+    from volvqa.qa.audit import audit
+    answers = ["yes" if k % 2 else "no" for k in range(80)]
+    split = lambda k: "train" if k < 40 else "test"  # noqa: E731
+    told = _audit_items(answers, lambda k: "Is it so?" if k % 2 else "Would you say it is so?", split)
+    row = audit(told)["s"]
+    assert row["best_blind_guess"] == "same wording" and row["question_only_accuracy"] == 1.0
+    assert row["status"] == "flagged" and row["audited_items"] == 40
+    rng = np.random.default_rng(0)
+    words = ["Is it so?", "Would you say it is so?"]
+    fair = _audit_items(answers, lambda k: words[int(rng.integers(2))], split)
+    assert audit(fair)["s"]["status"] == "ok"

@@ -479,6 +479,7 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
     items = balance(items, m.seed)
     rows = audit(items)
     flagged = sorted(s for s, r in rows.items() if r["flagged"])
+    unaudited = sorted(s for s, r in rows.items() if r.get("status") == "not enough items")
     final = items if cfg.include_flagged else [it for it in items if it["subtype"] not in flagged]
     final.sort(key=lambda it: it["qid"])
     n_items = {}
@@ -524,12 +525,12 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
     subtypes = sorted({it["subtype"] for it in final})
     per_cat_info = {c: sum(it["category"] == c for it in final) for c in sorted({it["category"] for it in final})}
     build_info["summary"] = {"questions": len(final), "subtypes": len(subtypes), "questions_per_category": per_cat_info,
-                             "flagged": flagged, "failed_cases": len(errors)}
+                             "flagged": flagged, "not_enough_items": unaudited, "failed_cases": len(errors)}
     write_text_atomic(build_json, json.dumps(build_info, indent=1, sort_keys=True) + "\n")
     per_cat = {c: sum(it["category"] == c for it in final) for c in sorted({it["category"] for it in final})}
     return {"questions": len(final), "subtypes": len(subtypes), "numeric_items_dropped_central": central_dropped,
             "categories": sorted(per_cat), "questions_per_category": per_cat, "flagged": flagged,
-            "failed_cases": len(errors), "qc_excluded_structures": sum(qc_summary["excluded_per_structure"].values())}
+            "not_enough_items": unaudited, "include_flagged": cfg.include_flagged, "failed_cases": len(errors), "qc_excluded_structures": sum(qc_summary["excluded_per_structure"].values())}
 
 
 def summary_text(res: dict, out: Path) -> str:
@@ -544,7 +545,10 @@ def summary_text(res: dict, out: Path) -> str:
     cats = ", ".join(f"{c} {n}" for c, n in res.get("questions_per_category", {}).items())
     lines.append(f"{res['questions']} questions in {res['subtypes']} subtypes ({cats})")
     if res.get("flagged"):
-        lines.append(f"{len(res['flagged'])} subtypes excluded by the shortcut audit (audit.json)")
+        verb = "flagged" if res.get("include_flagged") else "excluded"
+        lines.append(f"{len(res['flagged'])} subtypes {verb} by the shortcut audit (audit.json)")
+    if res.get("not_enough_items"):
+        lines.append(f"{len(res['not_enough_items'])} subtypes kept unaudited: not enough items to audit")
     if res.get("numeric_items_dropped_central"):
         lines.append(f"{res['numeric_items_dropped_central']} numeric questions dropped (answer at the dataset's "
                      "typical value)")

@@ -113,17 +113,25 @@ def dataset_card(name: str, manifest: dict, items: list[dict], audit_rows: dict,
     for (cat, sub), cnt in sorted(per_sub.items()):
         lines.append(f"| {cat} | {sub} | " + " | ".join(str(cnt[s]) for s in splits) + " |")
     lines += ["", "## Shortcut audit", "",
-              "Question-only guess (the option most often correct for the same question in train / the option "
-              "nearest the train median / the most frequent letter) vs chance, per subtype; flagged when more "
-              "than 10 points above chance.", "",
+              "Question-only guesses (the option most often correct for the same question kind, or for the same "
+              "wording, in train / the option nearest the train median / for numbers, guesses reading only the "
+              "option values / the most frequent letter) vs chance, per subtype; the best guess's accuracy with "
+              "its 95% Wilson interval (Bonferroni-corrected for the guesses tried). Flagged when the interval's "
+              "lower end is more than 10 points above chance; \"not enough items\" when even a guess right on "
+              "every item could not show that (such subtypes are kept, unaudited).", "",
               f"Before the audit, {central_dropped} numeric questions were dropped because their answer sits at "
               "the dataset's typical value, so the drawn number of distractors nearer that value than the answer "
               "could not be placed 25% apart (a free point for 'pick the usual value').", "",
-              "| subtype | items | question-only accuracy | chance | flagged |", "|---|---|---|---|---|"]
+              "| subtype | items | audited | question-only accuracy | 95% interval | chance | status |",
+              "|---|---|---|---|---|---|---|"]
     for sub, row in sorted(audit_rows.items()):
         if "question_only_accuracy" in row:
-            lines.append(f"| {sub} | {row['items']} | {row['question_only_accuracy'] * 100:.1f}% | "
-                         f"{row['chance'] * 100:.1f}% | {'yes' if row['flagged'] else ''} |")
+            lo, hi = row.get("ci95", (0.0, 1.0))
+            lines.append(f"| {sub} | {row['items']} | {row.get('audited_items', '')} | "
+                         f"{row['question_only_accuracy'] * 100:.1f}% | {lo * 100:.1f}–{hi * 100:.1f}% | "
+                         f"{row['chance'] * 100:.1f}% | {row.get('status', 'flagged' if row['flagged'] else 'ok')} |")
+        else:
+            lines.append(f"| {sub} | {row['items']} | 0 | | | | {row.get('status', '')} |")
     lines.append("")
     if excluded:
         verb = "kept (--include-flagged)" if include_flagged else "excluded from this build"
