@@ -203,9 +203,12 @@ def cache(manifest, store, volume, masks, label_spec, case_id, overwrite, series
                    "or mask folder); an annotated structure without voxels is absent, any other unknown.")
 @click.option("--qc", "qc_mode", type=click.Choice(["exclude", "warn", "off"]), default="exclude", show_default=True,
               help="Mask quality control: exclude failing structures (reported as unknown), only warn, or skip.")
+@click.option("--phase", default=None,
+              help="Contrast phase: non-contrast | arterial | portal venous | delayed | contrast | unknown "
+                   "(attenuation rules such as steatosis need unenhanced CT; default: what the file says).")
 @_with_load_opts
 def findings(volume, masks, label_spec, json_out, report_out, case_id, min_lesion_mm3, annotates, qc_mode,
-             series_uid, allow_non_ct, max_voxels):
+             phase, series_uid, allow_non_ct, max_voxels):
     """Measure organs and lesions (mm, ml, HU; RAS) and write findings JSON and a report."""
     from volvqa.findings import DEFAULT_MIN_LESION_MM3, extract
     from volvqa.findings.report import render_text, structured_report
@@ -216,6 +219,9 @@ def findings(volume, masks, label_spec, json_out, report_out, case_id, min_lesio
             raise VolvqaInputError(out, "output folder does not exist")
     from volvqa.qc import qc_labelmap
     v = load_volume(volume, series_uid=series_uid, allow_non_ct=allow_non_ct, max_voxels=max_voxels)
+    if phase is not None:
+        from volvqa.phase import normalise_phase
+        v.meta["phase"] = normalise_phase(phase, "--phase")
     lm = load_labelmap(masks, label_spec, reference=v, annotates=annotates)
     cid = case_id or volume.name.split(".nii")[0]
     lm, qc_report = qc_labelmap(v, lm, qc_mode, case_id=cid)
@@ -488,9 +494,12 @@ def evaluate_cmd(qa_dir, pred_files, json_out, report_out, perturbation, model, 
 @click.option("--png", "png_out", type=click.Path(path_type=Path), help="Key slice with the evidence box.")
 @click.option("--input-format", type=click.Choice(["volume", "key_slice", "views", "views_boxed", "video", "m3d"]),
               default=None, help="What a module:Class plug-in receives (default: its input_format, else volume).")
+@click.option("--phase", default=None,
+              help="Contrast phase: non-contrast | arterial | portal venous | delayed | contrast | unknown "
+                   "(attenuation rules such as steatosis need unenhanced CT; default: what the file says).")
 @_with_load_opts
 def answer_cmd(volume, question, options_text, model, masks, label_spec, annotates, qc_mode, segmenter, device,
-               as_json, png_out, input_format, series_uid, allow_non_ct, max_voxels):
+               as_json, png_out, input_format, phase, series_uid, allow_non_ct, max_voxels):
     """Answer one question about one scan, with its evidence."""
     from volvqa.io import load_volume
     item = {"qid": "q", "case_id": volume.name.split(".nii")[0], "question": question}
@@ -501,6 +510,9 @@ def answer_cmd(volume, question, options_text, model, masks, label_spec, annotat
         except ValueError:
             raise click.BadParameter('--options takes "A=..;B=.."') from None
     v = load_volume(volume, series_uid=series_uid, allow_non_ct=allow_non_ct, max_voxels=max_voxels)
+    if phase is not None:
+        from volvqa.phase import normalise_phase
+        v.meta["phase"] = normalise_phase(phase, "--phase")
     if model == "grounded" and segmenter:
         from volvqa.models.grounded import GroundedAnswerer
         from volvqa.segment import segmenter_masks

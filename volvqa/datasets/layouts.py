@@ -115,7 +115,11 @@ def csv_layout(m: Manifest) -> list[Case]:
             s = row["labels"].strip()
             spec = s if s in L.BUILTIN_SPECS or s in ("auto", "canonical") else \
                 L.resolve_label_spec(safe_join(m, s, what=f"line {n} labels"))
-        out.append(Case(row["case_id"].strip(), ct, masks, spec))
+        extra = {}
+        if row.get("phase"):
+            from volvqa.phase import normalise_phase
+            extra["phase"] = normalise_phase(row["phase"], f"{table} line {n}")
+        out.append(Case(row["case_id"].strip(), ct, masks, spec, extra=extra))
     return out
 
 

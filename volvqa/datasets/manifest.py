@@ -34,6 +34,7 @@ MANIFEST_KEYS = {
     "generate": "phantoms made on first use: {n, seed, lesions, kind}", "segmenter": "segmenter for cases without masks",
     "csv": "CSV table of the csv layout", "annotates": "structures the masks annotate",
     "qc": "mask quality control mode", "require_agreement": "second source structures must agree with",
+    "phase": "contrast phase of every case (non-contrast, arterial, portal venous, delayed, contrast, unknown)",
 }
 GENERATE_KEYS = ("n", "seed", "lesions", "kind")
 
@@ -121,6 +122,9 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
         labels = L.resolve_label_spec(labels, where=path)
     elif labels not in ("auto", "canonical") and labels not in L.BUILTIN_SPECS:
         labels = L.resolve_label_spec(path.parent / str(labels), where=path)
+    if "phase" in data:
+        from volvqa.phase import normalise_phase
+        data["phase"] = normalise_phase(data["phase"], path)
     known = {"name", "layout", "root", "root_env", "labels", "splits", "seed", "license"}
     return Manifest(path=path, name=str(data.get("name") or path.stem), layout=layout,
                     root=root.resolve(), labels=labels, splits=splits, seed=int(data.get("seed", 0)),

@@ -25,6 +25,7 @@ from volvqa.arrays import gather, int16_stats, memory_order
 from volvqa.errors import VolvqaInputError
 from volvqa.findings.diameters import axial_diameters, max_diameter_3d
 from volvqa.findings.records import Findings, LesionFindings, OrganFindings
+from volvqa.phase import normalise_phase
 from volvqa.records import LabelMap, Volume
 
 #: Lesion components smaller than this are dropped (and counted): about a
@@ -123,8 +124,9 @@ def contacts(labels: np.ndarray, ids: set[int], region: tuple[slice, ...] | None
 
 def extract(volume: Volume, labelmap: LabelMap, *, case_id: str = "",
             min_lesion_mm3: float = DEFAULT_MIN_LESION_MM3,
-            iso_std_fraction: float = ISO_STD_FRACTION) -> Findings:
-    """Measure organs, lesions and relations of one case (units: mm, ml, HU; RAS)."""
+            iso_std_fraction: float = ISO_STD_FRACTION, phase: str | None = None) -> Findings:
+    """Measure organs, lesions and relations of one case (units: mm, ml, HU; RAS). ``phase``: the
+    contrast phase (default: the volume's ``meta["phase"]``, else unknown)."""
     lab, hu = labelmap.array, volume.array
     if lab.shape != hu.shape:
         raise VolvqaInputError(volume.source.path, f"label map shape {lab.shape} differs from the "
@@ -261,6 +263,7 @@ def extract(volume: Volume, labelmap: LabelMap, *, case_id: str = "",
         parts=sorted(set(labelmap.part_labels.values())),
         excluded=dict(sorted(labelmap.meta.get("qc_excluded", {}).items())),
         measures=measures,
+        phase=normalise_phase(phase if phase is not None else volume.meta.get("phase"), volume.source.path),
         params={"min_lesion_mm3": min_lesion_mm3, "iso_rule": f"|dHU| < {iso_std_fraction} x parenchyma HU std",
                 "part_share": PART_SHARE, "lesion_connectivity": 26, "contact": "shared voxel face",
                 "erosion": "none"},

@@ -78,6 +78,8 @@ class Findings:
     #: Derived measurements that span structures: ``caudate`` (Couinaud segment
     #: widths and volumes for the caudate-to-right-lobe ratio).
     measures: dict[str, Any] = field(default_factory=dict)
+    #: Contrast phase (``volvqa.phase``): rules on unenhanced attenuation need non-contrast or unknown.
+    phase: str = "unknown"
 
     def status(self, name: str) -> str:
         """``present`` | ``absent`` (annotated, no voxel) | ``unknown`` (not

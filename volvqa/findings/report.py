@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from volvqa import knowledge as K
 from volvqa.findings.records import Findings, LesionFindings
+from volvqa.phase import is_contrast
 
 REPORT_ORGANS = ("liver", "spleen", "pancreas", "kidney_right", "kidney_left", "gallbladder", "stomach",
                  "colon", "aorta", "inferior_vena_cava")
@@ -24,7 +25,9 @@ def organ_flags(f: Findings) -> dict[str, list[dict]]:
             out.setdefault("spleen", []).append({"flag": f"splenomegaly ({grade})",
                                                  "value": round(spleen.volume_ml, 1), "rule": "splenomegaly"})
     liver = o.get("liver")
-    if liver:
+    # Attenuation rules hold on unenhanced CT: no fat flags on a contrast-enhanced scan.
+    unenhanced = not is_contrast(f.phase)
+    if liver and unenhanced:
         if spleen and spleen.hu_mean > 0:
             ratio = liver.hu_mean / spleen.hu_mean
             if ratio < K.FATTY_LIVER_LS_RATIO:
@@ -34,7 +37,7 @@ def organ_flags(f: Findings) -> dict[str, list[dict]]:
             out.setdefault("liver", []).append({"flag": "low liver attenuation (steatosis)",
                                                 "value": round(liver.hu_mean, 1), "rule": "fatty_liver_hu"})
     pancreas = o.get("pancreas")
-    if pancreas and spleen and spleen.hu_mean > 0:
+    if pancreas and spleen and spleen.hu_mean > 0 and unenhanced:
         ratio = pancreas.hu_mean / spleen.hu_mean
         if ratio < K.PANCREATIC_STEATOSIS_PS_RATIO:
             out.setdefault("pancreas", []).append({"flag": "pancreatic steatosis (P/S ratio)",
@@ -123,7 +126,7 @@ def structured_report(f: Findings) -> dict:
 def render_text(f: Findings) -> str:
     """RadGPT-style findings and impression."""
     rep = structured_report(f)
-    lines = [f"CASE: {f.case_id}", "", "FINDINGS:"]
+    lines = [f"CASE: {f.case_id}"] + ([f"PHASE: {f.phase}"] if f.phase != "unknown" else []) + ["", "FINDINGS:"]
     states = rep["structures"]
     names = [n for n in REPORT_ORGANS if n in f.organs or (f.annotated is not None and states[n] != "present")]
     names += sorted({les.organ for les in f.lesions if les.organ not in f.organs})

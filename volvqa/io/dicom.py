@@ -263,5 +263,7 @@ def read_series(path: str | os.PathLike, *, series_uid: str | None = None, max_v
         "n_slices": n,
         "files_skipped": skipped,
         "gantry_tilt_shear_mm": float(np.linalg.norm(in_plane)),
+        # A contrast agent named in the header: enhanced, phase not stated (its absence proves nothing).
+        "phase": "contrast" if str(first.get("ContrastBolusAgent", "") or "").strip() else "unknown",
     }
     return hu, LPS_TO_RAS @ affine_lps, meta

@@ -262,6 +262,8 @@ def dataset_masks(case_rows: dict[str, dict]):
 
     def labelmap_for(volume: Volume, item: dict) -> LabelMap:
         row = case_rows[item["case_id"]]
+        if row.get("phase"):     # the phase the build recorded decides which attenuation rules apply
+            volume.meta["phase"] = row["phase"]
         masks = _json.loads(row["masks"])
         spec = _json.loads(row["label_spec"])
         scope = _json.loads(row["annotates"]) if row.get("annotates") else None

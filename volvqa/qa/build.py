@@ -144,6 +144,7 @@ def _task(m: Manifest, c: Case, out: Path, seg: dict | None, qc: dict, device: s
             "label_spec": c.label_spec if isinstance(c.label_spec, list) else c.label_spec,
             "split": c.split, "out": str(out), "seed": m.seed, "annotates": case_annotates(m, c, seg),
             "generate": c.extra.get("generate"), "qc": qc["mode"],
+            "phase": c.extra.get("phase") or m.options.get("phase"),
             "agreement": {"backend": qc["require_agreement"], "device": seg["device"] if seg else device}
             if qc["require_agreement"] else None,
             "segmenter": {"backend": seg["backend"], "device": seg["device"]} if use_seg else None}
@@ -194,6 +195,24 @@ def process_case(task: dict) -> dict:
         return {"case_id": cid, "ok": False, "error": f"{type(e).__name__}: {' '.join(str(e).split())}"}
 
 
+def case_phase(task: dict, v) -> str:
+    """The case's contrast phase: the manifest's (per case, else per dataset), else a phantom's truth (drawn
+    phantoms without a phase are unenhanced), else what the file says (DICOM contrast agent), else unknown."""
+    if task.get("phase"):
+        return task["phase"]
+    truth = Path(task["ct"]).parent / "truth.json"
+    if truth.is_file() and Path(task["ct"]).name == "ct.nii.gz":
+        try:
+            t = json.loads(truth.read_text())
+        except ValueError:
+            t = {}
+        if "phase" in t:
+            return t["phase"]
+        if "variants" in t and "config" in t:   # a phantom drawn before phases existed: unenhanced HU
+            return "non-contrast"
+    return v.meta.get("phase", "unknown")
+
+
 def _process_case(task: dict) -> None:
     from volvqa.findings import extract
     from volvqa.findings.report import render_text, structured_report
@@ -216,6 +235,7 @@ def _process_case(task: dict) -> None:
                                              lesions=gen["lesions"])
             write_case(folder, v, lm, truth)
     v = load_volume(task["ct"])
+    v.meta["phase"] = case_phase(task, v)
     spec = task["label_spec"]
     masks = task["masks"]
     lm = None
@@ -271,7 +291,7 @@ def _process_case(task: dict) -> None:
     write_text_atomic(wd / "report.txt", render_text(f))
     meta = {"case_id": cid, "ct": task["ct"], "shape": list(v.shape), "spacing_mm": list(v.spacing_mm),
             "n_lesions": len(f.lesions), "masks": masks, "label_spec": spec, "exported": exported,
-            "annotates": sorted(lm.scope | set(f.excluded)), "qc_excluded": f.excluded}
+            "annotates": sorted(lm.scope | set(f.excluded)), "qc_excluded": f.excluded, "phase": f.phase}
     write_text_atomic(wd / "case.json", json.dumps(meta, sort_keys=True) + "\n")
     write_text_atomic(wd / "items.json", json.dumps(items, sort_keys=True) + "\n")
 
@@ -449,7 +469,7 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
             row.update(n_lesions=meta["n_lesions"], shape=meta["shape"], spacing_mm=meta["spacing_mm"],
                        masks=json.dumps(exp["masks"] if exp else [_rel(p, out) for p in meta.get("masks") or []]),
                        label_spec=json.dumps(exp["label_spec"] if exp else meta.get("label_spec")),
-                       annotates=json.dumps(meta.get("annotates")))
+                       annotates=json.dumps(meta.get("annotates")), phase=meta.get("phase", "unknown"))
             if exp:
                 row["ct"] = exp["ct"]
             scopes[c.case_id] = meta.get("annotates") or []

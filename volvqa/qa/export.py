@@ -69,7 +69,7 @@ def write_cases_parquet(path: Path, cases: list[dict]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
     keys = ["case_id", "split", "ct", "masks", "label_spec", "annotates", "n_items", "n_lesions", "shape",
-            "spacing_mm", "error"]
+            "spacing_mm", "phase", "error"]
     table = pa.table({
         "case_id": [c["case_id"] for c in cases],
         "split": [c["split"] for c in cases],
@@ -81,6 +81,7 @@ def write_cases_parquet(path: Path, cases: list[dict]) -> None:
         "n_lesions": pa.array([c.get("n_lesions") for c in cases], pa.int64()),
         "shape": pa.array([c.get("shape") for c in cases], pa.list_(pa.int64())),
         "spacing_mm": pa.array([c.get("spacing_mm") for c in cases], pa.list_(pa.float64())),
+        "phase": [c.get("phase") for c in cases],
         "error": [c.get("error") for c in cases],
     })
     assert table.column_names == keys

@@ -53,6 +53,8 @@ def case_items(ctx: CaseContext, seed: int, templates: dict[str, Template] | Non
             evidence = dict(inst.evidence)
             if t.rule:
                 evidence["rule"] = t.rule
+            if any(r.startswith("phase:") for r in t.requires):
+                evidence["phase"] = ctx.findings.phase
             out.append({
                 "qid": f"{ctx.case_id}:{t.id}" + (f":{pk}" if pk else ""),
                 "case_id": ctx.case_id,

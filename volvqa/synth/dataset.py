@@ -36,7 +36,7 @@ PARTS_SPEC = {i: n for n, i in L.PART_IDS.items()}
 PHANTOM_ANNOTATES = frozenset(PHANTOM_ORGANS) | frozenset(LESION_LABELS.values()) | {"pancreatic_pnet"} \
     | frozenset(L.PART_IDS)
 #: Smallest lesion the retries shrink to: well above findings' 50 mm^3 floor.
-MIN_DIAMETER_MM = 7.0
+MIN_DIAMETER_MM = 5.0
 
 #: Phantom variants cycle through this table by case index (a spread of clinical rules).
 #: (spleen grade, fatty liver, enlarged kidneys, fatty pancreas)
@@ -130,6 +130,59 @@ def random_lesion_requests(rng: np.random.Generator, organs_present: set[str]) -
     return reqs
 
 
+def population_lesion_requests(rng: np.random.Generator, organs_present: set[str], phase: str) -> list[LesionRequest]:
+    """Lesions of a drawn adult (``volvqa.synth.population``): heavy-tailed counts (up to 18 in a liver),
+    diameters 5 mm - 12 cm, kinds and attenuations over their real ranges (renal cysts across the Bosniak
+    unenhanced classes, pancreatic cysts across 14.5 HU, PDAC hypo- and PNET iso-/hyperattenuating, a
+    hypervascular liver tumour brighter than the liver in the arterial phase)."""
+    from volvqa.synth.population import kidney_cyst_hu, lesion_count, lesion_diameter_mm
+    reqs: list[LesionRequest] = []
+    for organ in ("liver", "kidney", "pancreas", "spleen", "colon"):
+        if organ == "kidney" and not ({"kidney_left", "kidney_right"} & organs_present):
+            continue
+        if organ != "kidney" and organ not in organs_present:
+            continue
+        for _ in range(lesion_count(rng, organ)):
+            p_cyst = {"liver": 0.4, "kidney": 0.55, "pancreas": 0.45, "spleen": 0.3, "colon": 0.0}[organ]
+            cyst = rng.random() < p_cyst
+            d = lesion_diameter_mm(rng, organ)
+            loc: dict = {}
+            if organ == "liver" and rng.random() < 0.5:
+                loc = {"segment": int(rng.integers(2, 9))}
+            elif organ == "kidney" and rng.random() < 0.6:
+                loc = {"pole": str(rng.choice(["upper", "interpolar", "lower"]))}
+            elif organ == "pancreas" and rng.random() < 0.6:
+                loc = {"part": str(rng.choice(["head", "body", "tail"]))}
+            label, hu, delta = None, None, None
+            if cyst:
+                hu = {"kidney": kidney_cyst_hu(rng), "pancreas": float(rng.uniform(0, 30))}.get(
+                    organ, float(rng.uniform(-2, 14)))
+            elif organ == "colon":
+                hu = float(rng.uniform(30, 50))
+            elif organ == "pancreas":
+                pnet = rng.random() < 0.45
+                label = "pancreatic_pnet" if pnet else "pancreatic_pdac"
+                delta = float(rng.uniform(0, 35) if pnet else rng.uniform(-55, -20))
+                if loc:
+                    loc = {"part": str(rng.choice(["body", "tail"]) if pnet else
+                                       rng.choice(["head", "head", "body", "tail"]))}
+            else:
+                r = rng.random()
+                hyper = 0.45 if phase == "arterial" else 0.15      # hypervascular tumours light up early
+                delta = float(rng.uniform(15, 60) if r < hyper else rng.uniform(-70, -15) if r < 0.92 else
+                              rng.uniform(-4, 4))
+            reqs.append(LesionRequest(
+                organ=organ, kind="cyst" if cyst else "tumor", diameter_mm=round(d, 1), label=label,
+                hu=None if hu is None else round(hu, 1), hu_delta=None if delta is None else round(delta, 1),
+                texture_std=float(rng.uniform(1, 4)) if cyst else float(rng.uniform(4, 14)),
+                margin="sharp" if cyst or rng.random() < 0.5 else "blurred",
+                blur_mm=float(rng.uniform(1.5, 4.0)),
+                irregularity=float(rng.uniform(0.02, 0.08)) if cyst else float(rng.uniform(0.05, 0.25)),
+                elongation=float(rng.uniform(1.0, 1.3)) if cyst else float(rng.uniform(1.0, 1.6)),
+                location=loc))
+    return reqs
+
+
 def insert_with_retries(volume: Volume, labelmap: LabelMap, requests: list[LesionRequest], seed: int
                         ) -> tuple[Volume, LabelMap, list[dict], list[dict]]:
     """Insert lesions one by one; a lesion that does not fit is shrunk (x0.7, up to
@@ -157,9 +210,22 @@ def insert_with_retries(volume: Volume, labelmap: LabelMap, requests: list[Lesio
     return volume, labelmap, truths, skipped
 
 
-def phantom_case(index: int, seed: int, *, lesions: bool = True, shape=None, spacing=None) -> tuple:
-    """(case_id, Volume, LabelMap, truth) for phantom ``index`` of a dataset seeded ``seed``."""
+def phantom_case(index: int, seed: int, *, lesions: bool = True, shape=None, spacing=None,
+                 population: bool = True) -> tuple:
+    """(case_id, Volume, LabelMap, truth) for phantom ``index`` of a dataset seeded ``seed``: a drawn adult
+    (``volvqa.synth.population``), or with ``population=False`` the fixed variant table of earlier
+    volvqa (unenhanced, ten variants in turn)."""
     grade, fatty, big_kidneys, fatty_pancreas = _VARIANTS[index % len(_VARIANTS)]
+    draw = None
+    if population:
+        from volvqa.knowledge import splenomegaly_grade
+        from volvqa.synth.population import draw_case
+        draw = draw_case(np.random.default_rng([seed, index, 6]))
+        hu = draw["unenhanced_hu"]
+        grade = splenomegaly_grade(draw["spleen_ml"])
+        fatty = hu["liver"] / hu["spleen"] < 1.0
+        fatty_pancreas = hu["pancreas"] / hu["spleen"] < 0.70
+        big_kidneys = draw["enlarged_kidneys"]
     case_seed = int(np.random.default_rng([seed, index]).integers(0, 2**31 - 1))
     # Removed organs, independent of the variant table: cholecystectomy 30%,
     # nephrectomy 8% per side, splenectomy 6% (not with a splenomegaly variant).
@@ -170,8 +236,16 @@ def phantom_case(index: int, seed: int, *, lesions: bool = True, shape=None, spa
         absent = tuple(n for n in absent if n != "kidney_right")
     # Caudate hypertrophy (the caudate-to-right-lobe ratio of cirrhosis) in one case in four.
     caudate = bool(np.random.default_rng([seed, index, 4]).random() < 0.25)
+    if draw is not None and caudate and grade == "normal" and "spleen" not in absent and \
+            np.random.default_rng([seed, index, 7]).random() < 0.5:
+        # Cirrhosis: caudate hypertrophy often comes with splenomegaly (portal hypertension).
+        draw["spleen_ml"] = float(np.random.default_rng([seed, index, 8]).uniform(340, 700))
+        draw["tails"].append("portal hypertension")
+        from volvqa.knowledge import splenomegaly_grade
+        grade = splenomegaly_grade(draw["spleen_ml"])
     cfg = PhantomConfig(seed=case_seed, spleen_grade=grade, fatty_liver=fatty, enlarged_kidneys=big_kidneys,
-                        fatty_pancreas=fatty_pancreas, absent=absent, caudate_hypertrophy=caudate)
+                        fatty_pancreas=fatty_pancreas, absent=absent, caudate_hypertrophy=caudate,
+                        population=draw)
     if shape is not None:
         cfg.shape = tuple(shape)
     if spacing is not None:
@@ -186,7 +260,8 @@ def phantom_case(index: int, seed: int, *, lesions: bool = True, shape=None, spa
     truth = dict(ph.truth, case_id=case_id, lesions=[], skipped_lesions=[])
     if lesions:
         rng = np.random.default_rng([seed, index, 1])
-        reqs = random_lesion_requests(rng, set(lm.labels.values()))
+        reqs = population_lesion_requests(rng, set(lm.labels.values()), cfg.phase) if draw is not None else \
+            random_lesion_requests(rng, set(lm.labels.values()))
         v, lm, truths, skipped = insert_with_retries(v, lm, reqs, case_seed)
         truth["lesions"], truth["skipped_lesions"] = truths, skipped
     _add_pancreatic_vessels(v, lm, truth, np.random.default_rng([seed, index, 5]))

@@ -82,6 +82,13 @@ class PhantomConfig:
     caudate_hypertrophy: bool = False      # a wide caudate (segment 1): caudate/right-lobe width ratio > 0.65
     parts: bool = True                     # Couinaud segments and pancreas parts
     noise_std_hu: float = NOISE_STD_HU
+    #: A drawn adult (``volvqa.synth.population.draw_case``): organ volumes, unenhanced HU, contrast phase and
+    #: enhancement, body and field of view. None: the fixed ranges above (unenhanced CT).
+    population: dict | None = None
+
+    @property
+    def phase(self) -> str:
+        return (self.population or {}).get("phase", "non-contrast")
 
 
 @dataclass
@@ -132,12 +139,25 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
     P = _Painter(grid)
     u = rng.uniform
     z_top, z_bot = origin[2] + (nz - 1) * sz, origin[2]
+    pop = cfg.population or {}
+    enh_hu = pop.get("enhancement_hu") or {}
+
+    def enh(tissue: str) -> float:
+        return float(enh_hu.get(tissue, 0.0))
+
+    def drawn(key: str, fallback):
+        return pop[key] if key in pop else fallback
+
+    # The field of view: a shifted scan places the organs higher or lower against the grid (cut at its edges).
+    dz = float(pop.get("z_shift_mm", 0.0))
     truth: dict = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
                    "organs": {}, "hu_means": {}}
 
     # Body: an ellipse per slice, skin, subcutaneous fat, muscle wall, visceral fat.
     a_body, b_body = u(140, 165), u(105, 125)
     fat_mm, muscle_mm = u(10, 28), u(8, 13)
+    a_body, b_body = a_body * pop.get("body_scale", 1.0), b_body * pop.get("body_scale", 1.0)
+    fat_mm = drawn("subcutaneous_fat_mm", fat_mm)
     full = tuple(slice(0, n) for n in cfg.shape)
     x, y, z = grid.coords(full)
     zn = (z - origin[2]) / max(z_top - origin[2], 1)
@@ -151,7 +171,7 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
     depth = (1.0 - rr) * mean_ab  # approximate depth below the skin (mm)
     P.hu[P.body & (depth < 2.5)] = HU["skin"]
     wall = P.body & (depth >= 2.5 + fat_mm) & (depth < 2.5 + fat_mm + muscle_mm)
-    P.hu[wall] = HU["muscle"]
+    P.hu[wall] = HU["muscle"] + enh("muscle")
     # Inner (peritoneal) semi-axes, the narrowest over z: organs stay inside them.
     ia = float(np.min(a_z)) - (2.5 + fat_mm + muscle_mm)
     ib = float(np.min(b_z)) - (2.5 + fat_mm + muscle_mm)
@@ -163,7 +183,7 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
     level_mm = u(28, 33)
     names = ["vertebrae_L5", "vertebrae_L4", "vertebrae_L3", "vertebrae_L2", "vertebrae_L1",
              "vertebrae_T12", "vertebrae_T11", "vertebrae_T10", "vertebrae_T9", "vertebrae_T8"]
-    zc = z_bot + u(0, level_mm)
+    zc = z_bot + dz + u(0, level_mm)
     for k, name in enumerate(names):
         z0, z1 = zc + k * level_mm, zc + (k + 1) * level_mm - 6.0
         if z0 > z_top:
@@ -183,56 +203,52 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
         P.paint(box, m, None, HU["csf"], label=False)
     for side, sgn in (("left", -1), ("right", 1)):
         box, f = ellipsoid(grid, (sgn * 36, spine_y - 45, 0), (20, 24, 400))
-        P.paint(box, f <= 1, f"autochthon_{side}", HU["muscle"])
+        P.paint(box, f <= 1, f"autochthon_{side}", HU["muscle"] + enh("muscle"))
         for box, m, _, _ in tube(grid, [(sgn * (vb_r + 10), spine_y - 2, z_bot + 90),
                                         (sgn * (vb_r + 30), spine_y + 4, z_bot - 5)], [8, 18], flat_ends=True):
-            P.paint(box, m, f"iliopsoas_{side}", HU["muscle"])
+            P.paint(box, m, f"iliopsoas_{side}", HU["muscle"] + enh("muscle"))
 
     # Vessels: aorta (left of midline), IVC (right).
     aorta_r = u(10, 13)
     aorta = (-u(12, 18), spine_y + vb_r + aorta_r + 2)
     for box, m, _, _ in tube(grid, [(aorta[0], aorta[1], z_bot + 20), (aorta[0], aorta[1], z_top + 5)], aorta_r):
-        P.paint(box, m, "aorta", HU["blood"])
+        P.paint(box, m, "aorta", HU["blood"] + enh("artery"))
     ivc = (u(18, 26), spine_y + vb_r + 10)
-    ivc_top = z_top - u(30, 50)
+    ivc_top = z_top + dz - u(30, 50)
     for box, m, _, _ in tube(grid, [(ivc[0], ivc[1], z_bot + 20), (ivc[0], ivc[1], ivc_top)], u(9, 12)):
-        P.paint(box, m, "inferior_vena_cava", HU["blood"])
+        P.paint(box, m, "inferior_vena_cava", HU["blood"] + enh("ivc"))
 
-    kid_z = z_bot + (z_top - z_bot) * 0.45
+    kid_z = z_bot + (z_top - z_bot) * 0.45 + dz
     # Spleen: left upper quadrant, posterior; volume by grade. Painted early so
     # little carves it, and rescaled until the painted volume is in its grade.
     lo, hi = SPLEEN_GRADES_ML[cfg.spleen_grade]
     spleen_ml = u(lo, hi)
+    if "spleen_ml" in pop:
+        # A drawn volume: kept in its own Bezerra grade (contiguous grades, 1% inside their limits).
+        spleen_ml = pop["spleen_ml"]
+        edges = [0.0, 314.5, 500.0, 800.0, float("inf")]
+        k = int(np.searchsorted(edges, spleen_ml)) - 1
+        lo, hi = edges[k] * 1.01, edges[k + 1] * 0.99
+        spleen_ml = float(np.clip(spleen_ml, lo * 1.02, hi * 0.98 if np.isfinite(hi) else spleen_ml))
     ratios, rot = (0.85, 1.2, 1.5), u(-40, -20)
     voxel_ml = sx * sy * sz / 1000.0
-    target = spleen_ml
-    for _ in range(4):
-        semi_s = _volume_semi_axes(target, ratios)
-        s_c = (-(ia - semi_s[0] * 1.1), spine_y + semi_s[1] * 0.55 + 5, z_top - semi_s[2] - 18)
-        box, f = ellipsoid(grid, s_c, semi_s, rotation_z_deg=rot, deform=0.05, rng=np.random.default_rng(cfg.seed + 17))
-        if "spleen" in cfg.absent:  # splenectomy
-            painted = np.zeros(f.shape, bool)
-            break
-        painted = P.paint(box, f <= 1, "spleen", HU["spleen"])
-        got = painted.sum() * voxel_ml
-        if lo <= got <= hi:
-            break
-        P.lab[box][painted] = 0
-        P.hu[box][painted] = HU["fat"]
-        target *= spleen_ml / max(got, 1.0)
-    P.hu[box][painted] = HU["spleen"] + u(-3, 3)
-    truth["organs"]["spleen"] = {"center_mm": list(s_c), "target_volume_ml": spleen_ml, "grade": cfg.spleen_grade}
-
+    # The pancreas is painted before the spleen, towards the hilum of the spleen as first sized: a large
+    # spleen then grows round it instead of filling the pancreatic bed (a 980 ml spleen left a 5 ml body).
+    semi_s0 = _volume_semi_axes(spleen_ml, ratios)
+    s_c0 = (-(ia - semi_s0[0] * 1.1), spine_y + semi_s0[1] * 0.55 + 5, z_top + dz - semi_s0[2] - 18)
     # Pancreas: a tapering tube from the head (right, by the duodenum) to the tail (spleen hilum).
     pz = kid_z + u(20, 35)
     head = np.array([ivc[0] + u(8, 15), ivc[1] + 22, pz - 12])
     neck = np.array([aorta[0] + 10, aorta[1] + 22, pz])
     body = np.array([aorta[0] - 35, aorta[1] + 18, pz + 5])
-    tail = np.array([s_c[0] + semi_s[0] * 0.9, s_c[1] + semi_s[1] * 0.6, pz + 12])
+    tail = np.array([s_c0[0] + semi_s0[0] * 0.9, s_c0[1] + semi_s0[1] * 0.6, pz + 12])
     centre = [head, (head + neck) / 2, neck, (neck + body) / 2, body, (body + tail) / 2, tail]
     scale = u(0.8, 1.2)
+    # A drawn scale is relative to the adult mean volume (about 65-90 ml; the fixed range gave 45-65 ml).
+    scale = pop["pancreas_scale"] * 1.2 if "pancreas_scale" in pop else scale
     radii = [r * scale for r in (u(14, 18), u(12, 14), u(10, 12), u(9, 11), u(8, 10), u(7, 9), u(6, 8))]
     panc_hu = u(5, 28) if cfg.fatty_pancreas else HU["pancreas"] + u(-3, 3)
+    panc_hu = drawn("unenhanced_hu", {}).get("pancreas", panc_hu) + enh("pancreas")
     panc_t = np.full(cfg.shape, np.nan, np.float32)
     seg_len = np.r_[0, np.cumsum(np.linalg.norm(np.diff(centre, axis=0), axis=1))]
     seg_len /= seg_len[-1]
@@ -243,34 +259,45 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
         sub[painted] = np.broadcast_to(tt, painted.shape)[painted]
     truth["organs"]["pancreas"] = {"centre_line_mm": [list(map(float, p)) for p in centre]}
     # Where the mesenteric vessels run (painted after the lesions, ``paint_pancreatic_vessels``).
-    truth["anchors"] = {"aorta_xy": [float(aorta[0]), float(aorta[1])], "aorta_r": float(aorta_r),
+    truth["anchors"] = {"enhancement_hu": dict(enh_hu),
+                        "aorta_xy": [float(aorta[0]), float(aorta[1])], "aorta_r": float(aorta_r),
                         "ivc_xy": [float(ivc[0]), float(ivc[1])], "pancreas_z": float(pz), "z_bot": float(z_bot),
                         "neck": [float(v) for v in neck]}
 
     # Kidneys: retroperitoneal, either side of the spine; the right one lower.
     klen = u(138, 150) if cfg.enlarged_kidneys else u(92, 124)
-    for side, sgn, dz in (("left", -1, 8.0), ("right", 1, -10.0)):
+    klen = drawn("kidney_length_mm", klen)
+    for side, sgn, kdz in (("left", -1, 8.0), ("right", 1, -10.0)):
         length = klen * u(0.97, 1.03)
         semi = (u(26, 32), u(22, 27), length / 2)
-        c = (sgn * u(62, 72), spine_y + u(-5, 8), kid_z + dz + u(-8, 8))
+        if pop.get("enlarged_kidneys"):      # an enlarged kidney is wider and thicker too (volume > 260 ml)
+            semi = (semi[0] * 1.12, semi[1] * 1.12, semi[2])
+        c = (sgn * u(62, 72), spine_y + u(-5, 8), kid_z + kdz + u(-8, 8))
         box, f = ellipsoid(grid, c, semi, rotation_z_deg=sgn * u(15, 30), deform=0.06, rng=rng)
+        k_hu = HU["kidney"] + u(-3, 3)
+        if "unenhanced_hu" in pop:
+            k_hu = pop["unenhanced_hu"]["kidney"] + (k_hu - HU["kidney"]) / 2 + enh("kidney")
         if f"kidney_{side}" not in cfg.absent:  # nephrectomy: the draws above still happen (same seed stream)
-            P.paint(box, f <= 1, f"kidney_{side}", HU["kidney"] + u(-3, 3))
+            P.paint(box, f <= 1, f"kidney_{side}", k_hu)
         truth["organs"][f"kidney_{side}"] = {"center_mm": list(c), "target_length_mm": length}
 
     # Gallbladder (before the liver, which then wraps around it).
-    gb_c = (u(30, 45), y_c + ib * 0.35, z_top - u(95, 115))
-    box, f = ellipsoid(grid, gb_c, _volume_semi_axes(u(12, 70), (1.0, 0.9, 1.9)), rotation_z_deg=u(-30, 30))
+    gb_c = (u(30, 45), y_c + ib * 0.35, z_top + dz - u(95, 115))
+    gb_ml = drawn("gallbladder_ml", u(12, 70))
+    box, f = ellipsoid(grid, gb_c, _volume_semi_axes(gb_ml, (1.0, 0.9, 1.9)), rotation_z_deg=u(-30, 30))
     if "gallbladder" not in cfg.absent:  # cholecystectomy
         P.paint(box, f <= 1, "gallbladder", HU["bile"])
 
     # Liver: right upper quadrant, with darker vessels inside.
-    liver_ml = u(950, 2300)
+    # A drawn volume is scaled up by 1/0.88: the organs painted before the liver and the body wall take
+    # 5-25% of its ellipsoids (measured over phantoms), so the painted liver lands near the draw.
+    liver_ml = pop["liver_ml"] / 0.88 if "liver_ml" in pop else u(950, 2300)
     liver_hu = u(18, 38) if cfg.fatty_liver else HU["liver"] + u(-4, 4)
+    liver_hu = drawn("unenhanced_hu", {}).get("liver", liver_hu) + enh("liver")
     # Right lobe (about 70%) against the right wall, a flatter left lobe reaching
     # across the midline anteriorly: together a wedge rather than a ball.
     semi = _volume_semi_axes(liver_ml * 0.70, (1.0, 1.15, 1.05))
-    l_c = (ia - semi[0] * 0.9, y_c + u(-5, 5), z_top - semi[2] * 1.3 - 9.0)
+    l_c = (ia - semi[0] * 0.9, y_c + u(-5, 5), z_top + dz - semi[2] * 1.3 - 9.0)
     box, f = ellipsoid(grid, l_c, semi, rotation_z_deg=u(-10, 10), deform=0.10, rng=rng)
     P.paint(box, f <= 1, "liver", liver_hu)
     semi_l = _volume_semi_axes(liver_ml * 0.32, (1.9, 0.85, 0.55))
@@ -284,38 +311,61 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
         b = a + rng.normal(0, 1, 3) * semi * 0.6
         for vbox, m, _, _ in tube(grid, [a, b], u(2.5, 4.5)):
             vm = m & (P.lab[vbox] == L.CANONICAL_IDS["liver"])
-            P.hu[vbox][vm] = liver_hu - 12.0 if not cfg.fatty_liver else liver_hu + 15.0
+            if pop:     # blood in the hepatic and portal veins, enhanced with the portal system
+                P.hu[vbox][vm] = HU["blood"] + enh("portal")
+            else:
+                P.hu[vbox][vm] = liver_hu - 12.0 if not cfg.fatty_liver else liver_hu + 15.0
     truth["organs"]["liver"] = {"center_mm": list(l_c), "target_volume_ml": liver_ml}
     truth["hu_means"]["liver"] = liver_hu
 
+    # Spleen painted after the liver: a large one then grows round the left lobe (and is rescaled to its
+    # volume) instead of carving the left lobe away (a 1,080 ml spleen left segment 4 with 0.1 ml).
+    target = spleen_ml
+    for _ in range(6):
+        semi_s = _volume_semi_axes(target, ratios)
+        s_c = (-(ia - semi_s[0] * 1.1), spine_y + semi_s[1] * 0.55 + 5, z_top + dz - semi_s[2] - 18)
+        box, f = ellipsoid(grid, s_c, semi_s, rotation_z_deg=rot, deform=0.05, rng=np.random.default_rng(cfg.seed + 17))
+        if "spleen" in cfg.absent:  # splenectomy
+            painted = np.zeros(f.shape, bool)
+            break
+        painted = P.paint(box, f <= 1, "spleen", HU["spleen"])
+        got = painted.sum() * voxel_ml
+        if lo <= got <= hi and (not pop or abs(got - spleen_ml) <= 0.08 * spleen_ml):
+            break
+        P.lab[box][painted] = 0
+        P.hu[box][painted] = HU["fat"]
+        target *= spleen_ml / max(got, 1.0)
+    P.hu[box][painted] = drawn("unenhanced_hu", {}).get("spleen", HU["spleen"] + u(-3, 3)) + enh("spleen")
+    truth["organs"]["spleen"] = {"center_mm": list(s_c), "target_volume_ml": spleen_ml, "grade": cfg.spleen_grade}
+
     # Stomach: left upper, anterior; gas in its anterior (upper, supine) part.
     st_semi = _volume_semi_axes(u(250, 450), (1.0, 0.8, 1.3))
-    st_c = (-u(30, 50), y_c + ib * 0.45, z_top - st_semi[2] - u(5, 25))
+    st_c = (-u(30, 50), y_c + ib * 0.45, z_top + dz - st_semi[2] - u(5, 25))
     box, f = ellipsoid(grid, st_c, st_semi, rotation_z_deg=u(-20, 20), deform=0.08, rng=rng)
     if box is not None:
         _, yy, _ = grid.coords(box)
         content = np.where(yy > st_c[1] + st_semi[1] * u(0.2, 0.5), HU["air"], HU["bowel_content"])
-        inside = np.where(f <= 0.8, content, HU["stomach_wall"])
+        inside = np.where(f <= 0.8, content, HU["stomach_wall"] + enh("bowel_wall"))
         P.paint(box, f <= 1, "stomach", np.broadcast_to(inside, f.shape))
 
     # Colon (frame) and small bowel (central loops), walls with fluid and gas.
     cx = ia * 0.72
     cy = y_c + u(-5, 10)
     zt = kid_z + u(-5, 15)
-    colon_path = [(cx, cy, z_bot + 25), (cx, cy + 10, zt), (cx * 0.3, cy + 45, zt + 15), (-cx * 0.3, cy + 45, zt + 15),
-                  (-cx, cy + 10, zt + 20), (-cx, cy, z_bot + 25)]
-    _bowel(P, grid, colon_path, u(16, 22), "colon", rng)
+    colon_path = [(cx, cy, z_bot + dz + 25), (cx, cy + 10, zt), (cx * 0.3, cy + 45, zt + 15), (-cx * 0.3, cy + 45, zt + 15),
+                  (-cx, cy + 10, zt + 20), (-cx, cy, z_bot + dz + 25)]
+    _bowel(P, grid, colon_path, u(16, 22), "colon", rng, wall_hu=HU["bowel_wall"] + enh("bowel_wall"))
     for _ in range(3):
-        p0 = np.array([u(-50, 50), y_c + u(10, 45), z_bot + u(20, 80)])
+        p0 = np.array([u(-50, 50), y_c + u(10, 45), z_bot + dz + u(20, 80)])
         path = [p0]
         for _ in range(4):
             path.append(path[-1] + rng.normal(0, 1, 3) * np.array([30, 12, 15]))
-        _bowel(P, grid, path, u(10, 13), "small_bowel", rng)
+        _bowel(P, grid, path, u(10, 13), "small_bowel", rng, wall_hu=HU["bowel_wall"] + enh("bowel_wall"))
 
     # Ribs 7-12 on each side: arcs from the spine around the body wall, descending anteriorly.
     for side, sgn in (("left", -1), ("right", 1)):
         for k, rib in enumerate(range(7, 13)):
-            z0 = z_top - 10 - k * u(20, 26)
+            z0 = z_top + dz - 10 - k * u(20, 26)
             if z0 < z_bot + 40:
                 break
             th = np.linspace(np.deg2rad(-80), np.deg2rad(35 - 10 * k), 9)
@@ -350,13 +400,14 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
     truth["variants"] = {"spleen_grade": cfg.spleen_grade, "fatty_liver": cfg.fatty_liver,
                          "enlarged_kidneys": cfg.enlarged_kidneys, "fatty_pancreas": cfg.fatty_pancreas,
                          "absent": list(cfg.absent), "caudate_hypertrophy": cfg.caudate_hypertrophy}
+    truth["phase"] = cfg.phase
     truth["hu_means"].update({"spleen": None, "noise_std_hu": cfg.noise_std_hu})
     spleen_m = P.lab == L.CANONICAL_IDS["spleen"]
     truth["hu_means"]["spleen"] = float(P.hu[spleen_m].mean()) if spleen_m.any() else None
     return Phantom(ct=ct, labels=P.lab, parts=parts, affine=grid.affine, truth=truth)
 
 
-def _bowel(P: _Painter, grid: Grid, path, radius: float, name: str, rng) -> None:
+def _bowel(P: _Painter, grid: Grid, path, radius: float, name: str, rng, wall_hu: float = HU["bowel_wall"]) -> None:
     """A bowel loop: 3 mm wall, lumen of mottled stool/fluid with gas anteriorly."""
     gas_level = rng.uniform(0.0, 0.7)  # share of the radius above the centre line filled with gas
     for box, m, _, inner in tube(grid, path, radius, inner_mm=3.0):
@@ -366,7 +417,7 @@ def _bowel(P: _Painter, grid: Grid, path, radius: float, name: str, rng) -> None
         stool = HU["bowel_content"] + rng.normal(0.0, 45.0, size=m.shape)
         lumen = np.where(yy > centre_y + radius * (1 - gas_level), HU["air"], stool)
         lumen = np.where(rng.random(m.shape) < 0.03, HU["air"], lumen)
-        P.paint(box, m, name, np.where(inner, lumen, HU["bowel_wall"]))
+        P.paint(box, m, name, np.where(inner, lumen, wall_hu))
 
 
 def _couinaud(parts: np.ndarray, lab: np.ndarray, box, grid: Grid, wide_caudate: bool = False) -> None:
@@ -472,7 +523,9 @@ def paint_pancreatic_vessels(ct: np.ndarray, lab: np.ndarray, affine: np.ndarray
             sub = lab[box]
             paint = m & (may[sub] | (lesion[sub] & cut_mask[box]))
             sub[paint] = L.CANONICAL_IDS[name]
-            ct[box][paint] = np.clip(np.rint(HU["blood"] + rng.normal(0, 10, int(paint.sum()))), -1024, 3071)
+            blood = HU["blood"] + float((anchors.get("enhancement_hu") or {}).get(
+                "portal" if name in ("superior_mesenteric_vein", "portal_vein") else "artery", 0.0))
+            ct[box][paint] = np.clip(np.rint(blood + rng.normal(0, 10, int(paint.sum()))), -1024, 3071)
     if cuff:
         lid, vid = L.CANONICAL_IDS[cuff["label"]], L.CANONICAL_IDS[cuff["vessel"]]
         for box, m, _, _ in tube(grid, paths[cuff["vessel"]], VESSEL_RADII[cuff["vessel"]] + 4.0):

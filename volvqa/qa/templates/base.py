@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from volvqa import labels as L
+from volvqa.phase import is_contrast
 from volvqa.qa.context import GROUPS, CaseContext, organ_text
 
 CATEGORIES = ("Recognition", "Measurement", "Visual Reasoning", "Medical Reasoning", "Localization")
@@ -101,6 +102,9 @@ def unmet_requirement(t: Template, params: dict, ctx: CaseContext) -> str | None
             fam, _, k = what.partition(":")
             if not ctx.kind_annotated(fam, k):
                 return f"the masks do not annotate {organ_text(fam)} {k}s as such"
+        if kind == "phase" and what == "non-contrast" and is_contrast(f.phase):
+            state = "contrast-enhanced" if f.phase == "contrast" else f"contrast-enhanced ({f.phase} phase)"
+            return f"the rule holds on unenhanced CT and this scan is {state}"
         if kind == "parts" and not ctx.has_parts(what):
             return "the masks do not annotate the Couinaud segments" if what == "liver" else \
                 f"the masks do not annotate the {organ_text(what)}'s parts"

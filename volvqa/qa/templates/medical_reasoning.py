@@ -29,7 +29,7 @@ def splenomegaly_grade(ctx):
 
 @register(id="med.fatty_liver", category="Medical Reasoning", subtype="fatty liver", answer_type="binary",
           needs="liver and spleen", rule="fatty_liver_ls_ratio",
-          requires=('organ:liver', 'organ:spleen'),
+          requires=('organ:liver', 'organ:spleen', 'phase:non-contrast',),
           paraphrases=("Does the patient have a fatty liver?", "Is there hepatic steatosis by the liver-to-spleen ratio?",
                        "Is the liver fatty (liver/spleen attenuation below 1.0)?"))
 def fatty_liver(ctx):
@@ -43,7 +43,7 @@ def fatty_liver(ctx):
 
 @register(id="med.steatosis_grade", category="Medical Reasoning", subtype="hepatic steatosis grade",
           answer_type="categorical", needs="liver and spleen", rule="steatosis_grade",
-          requires=('organ:liver', 'organ:spleen'),
+          requires=('organ:liver', 'organ:spleen', 'phase:non-contrast',),
           paraphrases=("What is the grade of hepatic steatosis?",
                        "Grade the liver fat: none, mild, moderate or severe?"))
 def steatosis(ctx):
@@ -57,7 +57,7 @@ def steatosis(ctx):
 
 @register(id="med.pancreatic_steatosis", category="Medical Reasoning", subtype="pancreatic steatosis",
           answer_type="binary", needs="pancreas and spleen", rule="pancreatic_steatosis",
-          requires=('organ:pancreas', 'organ:spleen'),
+          requires=('organ:pancreas', 'organ:spleen', 'phase:non-contrast',),
           paraphrases=("Is there pancreatic steatosis?", "Is the pancreas fatty (pancreas/spleen attenuation below 0.70)?"))
 def pancreatic_steatosis(ctx):
     p, s = ctx.organ("pancreas"), ctx.organ("spleen")
@@ -113,7 +113,7 @@ def pancreatic_resectability(ctx):
 
 @register(id="med.renal_mass_type", category="Medical Reasoning", subtype="renal mass characterization",
           answer_type="categorical", needs="a kidney lesion", rule="renal_cyst_hu",
-          requires=('lesions:kidney',),
+          requires=('lesions:kidney', 'phase:non-contrast',),
           paraphrases=("How is the largest renal lesion characterised: simple cyst, hyperattenuating cyst, "
                        "indeterminate or solid?",
                        "By its attenuation and type, what is the largest kidney lesion: simple cyst, hyperattenuating "
@@ -190,7 +190,7 @@ def portal_hypertension(ctx):
 
 @register(id="med.pseudocyst", category="Medical Reasoning", subtype="pseudocyst determination",
           answer_type="binary", needs="a pancreatic cyst", rule="pseudocyst_hu",
-          requires=("lesions:pancreas", "kind:pancreas:cyst"),
+          requires=("lesions:pancreas", "kind:pancreas:cyst", 'phase:non-contrast',),
           paraphrases=("Is the largest pancreatic cyst more likely a pseudocyst than a mucinous cyst (by its HU)?",
                        "By its attenuation, is the pancreatic cyst a pseudocyst?"))
 def pseudocyst(ctx):
