@@ -325,16 +325,22 @@ def train_cmd(qa_dir, out_dir, preset, seed, max_minutes, init_from):
 @main.command("train-seg")
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Run folder (runs/NAME).")
-@click.option("--preset", type=click.Choice(["cpu-small", "gpu", "cpu-tiny"]), default="cpu-small", show_default=True)
+@click.option("--preset", type=click.Choice(["cpu-small", "cpu-lesions", "gpu", "cpu-tiny"]), default="cpu-small",
+              show_default=True)
 @click.option("--labels", "label_names", default="liver,spleen,kidney_left,kidney_right", show_default=True,
               help="Canonical structures to segment.")
+@click.option("--lesions", is_flag=True,
+              help="Also learn lesion classes (liver/kidney tumor and cyst, PDAC, PNET, pancreatic cyst) and the "
+                   "pancreas, so predicted mode answers lesion questions.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-minutes", type=float, default=None)
-def train_seg_cmd(manifest, out_dir, preset, label_names, seed, max_minutes):
+def train_seg_cmd(manifest, out_dir, preset, label_names, lesions, seed, max_minutes):
     """Train the MONAI segmentation backend (SegResNet, Dice + cross-entropy) on a manifest with masks."""
     from volvqa import labels as L
-    from volvqa.segment.monai_seg import train_seg
+    from volvqa.segment.monai_seg import LESION_CLASSES, LESION_HOST_ORGANS, train_seg
     names = [n.strip() for n in label_names.split(",") if n.strip()]
+    if lesions:
+        names += [n for n in (*LESION_HOST_ORGANS, *LESION_CLASSES) if n not in names]
     bad = [n for n in names if n not in L.CANONICAL_IDS]
     if bad:
         raise click.BadParameter(f"not canonical names: {', '.join(bad)}")
@@ -579,9 +585,10 @@ def answer_cmd(volume, question, options_text, model, masks, label_spec, annotat
 @click.option("--compare-labels", default="auto", show_default=True, help="Label spec of a --compare file.")
 @click.option("--device", default="auto", show_default=True, help="Device of a --compare segmenter.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write findings and agreement as JSON.")
+@click.option("--split", default=None, help="Only the cases of this split (train | val | test) of a manifest.")
 @_with_load_opts
 def qc_cmd(manifest, volume, masks, label_spec, annotates, compare_with, compare_labels, device, json_out,
-           series_uid, allow_non_ct, max_voxels):
+           split, series_uid, allow_non_ct, max_voxels):
     """Mask quality control: one line per failed check (case, structure, check, reason); with --compare,
     per-structure agreement with a second source (Dice, volume difference, centroid distance).
     Exit status 1 when anything is flagged, 0 when clean."""
@@ -593,6 +600,7 @@ def qc_cmd(manifest, volume, masks, label_spec, annotates, compare_with, compare
     if json_out is not None and not json_out.parent.exists():
         raise VolvqaInputError(json_out, "output folder does not exist")
     errors: dict[str, str] = {}
+    detection: dict[str, dict] = {}
     if volume is not None:
         from volvqa.io import load_labelmap, load_volume
         from volvqa.qc import check_case
@@ -616,7 +624,7 @@ def qc_cmd(manifest, volume, masks, label_spec, annotates, compare_with, compare
                 other = load_labelmap(Path(compare_with), compare_labels, reference=v)
             agreement[cid] = compare(v, lm, other)
     else:
-        found, agreement, errors = qc_dataset(manifest, compare_with, device)
+        found, agreement, errors = qc_dataset(manifest, compare_with, device, split=split, detection=detection)
     for f in found:
         click.echo(f"{f['case_id']}\t{f['structure']}\t{f['check']}\t{f['message']}")
     disagree = 0
@@ -637,6 +645,11 @@ def qc_cmd(manifest, volume, masks, label_spec, annotates, compare_with, compare
     if skipped:
         click.echo(f"not compared (annotated by one source only): {len(skipped)} structures: "
                    f"{', '.join(skipped[:12])}{' ...' if len(skipped) > 12 else ''}")
+    det_table = None
+    if detection:
+        from volvqa.segment.detection import detection_table, render_detection
+        det_table = detection_table(detection)
+        click.echo("\n" + render_detection(det_table))
     for cid, e in sorted(errors.items()):
         click.echo(f"volvqa: case {cid} failed: {e}", err=True)
     n_cases = len({f["case_id"] for f in found})
@@ -645,7 +658,8 @@ def qc_cmd(manifest, volume, masks, label_spec, annotates, compare_with, compare
     if json_out is not None:
         write_text_atomic(json_out, json.dumps({"findings": found, "errors": errors,
                                                 "agreement": {k: [r.to_dict() for r in v] for k, v in agreement.items()},
-                                                "agreement_table": table}, indent=1, sort_keys=True) + "\n")
+                                                "agreement_table": table, "detection": det_table,
+                                                "detection_cases": detection}, indent=1, sort_keys=True) + "\n")
     if errors:
         sys.exit(2)
     if found or disagree:

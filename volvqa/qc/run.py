@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from volvqa import labels as L
 from volvqa.errors import VolvqaInputError
 from volvqa.qc.checks import check_case
 from volvqa.qc.compare import Agreement, compare
@@ -38,16 +39,19 @@ def second_source(spec: str, device: str = "auto"):
     return other_for
 
 
-def qc_dataset(manifest, compare_with: str | None = None, device: str = "auto", progress: bool = True
+def qc_dataset(manifest, compare_with: str | None = None, device: str = "auto", progress: bool = True,
+               split: str | None = None, detection: dict | None = None
                ) -> tuple[list[dict], dict[str, list[Agreement]], dict[str, str]]:
-    """(findings as dicts, agreement rows per case, errors per case) over a manifest's cases."""
+    """(findings as dicts, agreement rows per case, errors per case) over a manifest's cases (of one split
+    when given). With a second source and a ``detection`` dict, each case's lesion detection of the second
+    source against the masks (``volvqa.segment.detection``) is added to it for the families both annotate."""
     from tqdm import tqdm
 
     from volvqa.datasets.manifest import load_manifest
     from volvqa.io import load_labelmap, load_volume
     from volvqa.qa.build import case_annotates, cases_for
     m = load_manifest(manifest)
-    cases = cases_for(m)
+    cases = [c for c in cases_for(m) if split is None or c.split == split]
     other_for = second_source(compare_with, device) if compare_with else None
     findings, agreement, errors = [], {}, {}
     for c in tqdm(cases, desc="qc", unit="case", file=sys.stderr, disable=not progress or None):
@@ -69,7 +73,16 @@ def qc_dataset(manifest, compare_with: str | None = None, device: str = "auto", 
                                reference=v, annotates=case_annotates(m, c, None))
             findings += [f.to_dict() for f in check_case(v, lm, c.case_id)]
             if other_for is not None:
-                agreement[c.case_id] = compare(v, lm, other_for(v, c.case_id))
+                other = other_for(v, c.case_id)
+                agreement[c.case_id] = compare(v, lm, other)
+                if detection is not None:
+                    from volvqa.segment.detection import case_detection
+                    fams = tuple(f for f in ("liver", "kidney", "pancreas")
+                                 if any(L.is_lesion(n) and L.LESION_ORGAN[n] == f for n in lm.annotates)
+                                 and any(L.is_lesion(n) and L.LESION_ORGAN[n] == f for n in other.annotates))
+                    if fams:
+                        detection[c.case_id] = case_detection(other, lm, float(np.prod(v.spacing_mm)),
+                                                              families=fams)
         except VolvqaInputError as e:
             errors[c.case_id] = str(e)
     return findings, agreement, errors

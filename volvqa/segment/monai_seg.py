@@ -30,6 +30,9 @@ SEG_PRESETS = {
                       val_every=100),
     "cpu-tiny": dict(spacing_mm=(6.0, 6.0, 6.0), roi=(32, 32, 32), init_filters=8, batch=2, steps=20, lr=2e-3,
                      val_every=10),
+    # Lesions: 3 mm voxels (a 10 mm lesion spans 3 of them, not 2) and longer training for the extra classes.
+    "cpu-lesions": dict(spacing_mm=(3.0, 3.0, 3.0), roi=(64, 64, 48), init_filters=8, batch=2, steps=1500, lr=2e-3,
+                        val_every=250),
     "gpu": dict(spacing_mm=(1.5, 1.5, 1.5), roi=(128, 128, 128), init_filters=32, batch=4, steps=20000, lr=1e-3,
                 val_every=500),
 }
@@ -123,8 +126,9 @@ class MonaiSegmenter:
         from volvqa.arrays import present_ids
         from volvqa.io.labelmap import resample_nearest, split_by_side
         img, _, grid_affine = to_network_grid(volume, self.cfg)
-        pred = drop_fragments(self.predict_grid(img), len(self.cfg.classes))
         classes = self.cfg.classes
+        lesion_idx = tuple(i for i, (c, _m) in enumerate(classes, start=1) if L.is_lesion(c))
+        pred = drop_fragments(self.predict_grid(img), len(classes), keep_classes=lesion_idx)
         on_grid = resample_nearest(pred, grid_affine, volume.shape, volume.affine)
         lut = np.zeros(len(classes) + 1, np.uint8)
         for i, (_c, members) in enumerate(classes, start=1):
@@ -153,8 +157,15 @@ class _Null:
 #: A predicted component smaller than this share of its class's largest is dropped.
 MIN_FRAGMENT_FRACTION = 0.1
 
+#: Lesion classes ``train-seg --lesions`` adds (the kinds the phantoms and public datasets label), and the organ
+#: classes they need: a lesion question is asked only where its organ is annotated.
+LESION_CLASSES = ("liver_tumor", "liver_cyst", "kidney_tumor", "kidney_cyst", "pancreatic_pdac", "pancreatic_pnet",
+                  "pancreatic_cyst")
+LESION_HOST_ORGANS = ("liver", "kidney_left", "kidney_right", "pancreas")
 
-def drop_fragments(pred: np.ndarray, n_classes: int, fraction: float = MIN_FRAGMENT_FRACTION) -> np.ndarray:
+
+def drop_fragments(pred: np.ndarray, n_classes: int, fraction: float = MIN_FRAGMENT_FRACTION,
+                   keep_classes: tuple[int, ...] = ()) -> np.ndarray:
     """Remove stray components (26-connected) smaller than ``fraction`` of the
     largest component of their class: organs are one piece (two for a paired
     class), and a few hundred voxels where an organ was removed would
@@ -170,6 +181,8 @@ def drop_fragments(pred: np.ndarray, n_classes: int, fraction: float = MIN_FRAGM
     largest = np.zeros(n_classes + 1, np.int64)
     np.maximum.at(largest, comp_class[1:], sizes[1:])
     keep = sizes >= fraction * largest[comp_class]
+    if keep_classes:    # lesions come in many pieces of any size: each is kept
+        keep |= np.isin(comp_class, keep_classes)
     keep[0] = True
     return np.where(keep[comp], pred, 0).astype(pred.dtype)
 

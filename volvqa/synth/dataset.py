@@ -253,6 +253,7 @@ def phantom_case(index: int, seed: int, *, lesions: bool = True, shape=None, spa
     ph = generate_phantom(cfg)
     case_id = f"phantom_{index:04d}"
     v = Volume(ph.ct, ph.affine, tuple(cfg.spacing_mm), Source(case_id))
+    v.meta["phase"] = ph.truth["phase"]
     lm = LabelMap(ph.labels, {i: L.CANONICAL_NAMES[i] for i in present_ids(ph.labels)},
                   ph.affine, parts=ph.parts,
                   part_labels={i: PARTS_SPEC[i] for i in present_ids(ph.parts)} if ph.parts is not None else {},
