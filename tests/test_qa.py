@@ -353,3 +353,21 @@ def test_audit_catches_a_paraphrase_that_goes_with_the_answer():
     words = ["Is it so?", "Would you say it is so?"]
     fair = _audit_items(answers, lambda k: words[int(rng.integers(2))], split)
     assert audit(fair)["s"]["status"] == "ok"
+
+
+def test_median_rank_thinning_by_hand():
+    from volvqa.qa.options import _count_cap, balance_median_rank
+    # Ranks 0..3 kept 29, 2, 6, 7 times: at most 8 per rank leaves 8/23 = 0.348 <= 0.35 (9 would give 0.375).
+    assert _count_cap({0: 29, 1: 2, 2: 6, 3: 7}, 4) == 8
+    # Only the two nearest ranks survive: no cap reaches 0.35, the kind is left whole.
+    assert _count_cap({0: 13, 1: 4}, 4) is None
+    items = [{"qid": f"c{i}:meas.x", "key": "meas.x|", "_central": r}
+             for i, r in enumerate([0] * 29 + [1] * 2 + [2] * 6 + [3] * 7)]
+    items.append({"qid": "c99:meas.x", "key": "meas.x|", "_central": 2, "drop_reason": "central shortfall"})
+    assert balance_median_rank(items, 4, seed=0) == 21
+    kept = [it["_central"] for it in items if not it.get("drop_reason")]
+    assert sorted(kept).count(0) == 8 and len(kept) == 23
+    again = [{"qid": it["qid"], "key": it["key"], "_central": it["_central"]} for it in items]
+    again[-1]["drop_reason"] = "central shortfall"
+    balance_median_rank(again, 4, seed=0)
+    assert [bool(a.get("drop_reason")) for a in again] == [bool(b.get("drop_reason")) for b in items]

@@ -119,6 +119,19 @@ class QuestionOnlyPrior:
         best = max(opts.items(), key=lambda kv: (c.get(kv[1].lower(), 0), -ord(kv[0][0])))
         return best[0] if c.get(best[1].lower(), 0) > 0 else None
 
+    def by_median_rank(self, item: dict, rank: int, exclude_case: str | None = None) -> str | None:
+        """The option ``rank``-th nearest the train median (0 = nearest): a guess that learned where the truth
+        usually sits among the options relative to the usual answer."""
+        answers = self._answers(item["key"], exclude_case)
+        vals = {k: _value(v) for k, v in (item.get("options") or {}).items()}
+        vals = {k: v for k, v in vals.items() if v is not None}
+        if not answers or len(vals) <= rank:
+            return None
+        m = float(np.median([float(a) for a in answers]))
+        pos = m > 0 and all(v > 0 for v in vals.values())
+        dist = {k: abs(math.log(v) - math.log(m)) if pos else abs(v - m) for k, v in vals.items()}
+        return sorted(dist.items(), key=lambda kv: (kv[1], kv[0]))[rank][0]
+
     def farthest(self, item: dict, exclude_case: str | None = None) -> str | None:
         """The option farthest from the train median: wins where the items
         left are those whose answer is atypical."""
@@ -145,6 +158,8 @@ def numeric_guesses(prior: QuestionOnlyPrior, it: dict, exclude: str | None) -> 
            "farthest from median": prior.farthest(it, exclude_case=exclude)}
     for r in range(len(it.get("options") or {})):
         out[f"value rank {r + 1}"] = by_value_rank(it, r)
+    for r in range(1, len(it.get("options") or {}) - 1):
+        out[f"median rank {r + 1}"] = prior.by_median_rank(it, r, exclude_case=exclude)
     return out
 
 

@@ -449,7 +449,7 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
     from volvqa.qa.audit import audit
     from volvqa.qa.balance import balance
     from volvqa.qa.export import dataset_card, write_cases_parquet, write_jsonl, write_parquet
-    from volvqa.qa.options import build_options
+    from volvqa.qa.options import balance_median_rank, build_options
 
     errors = _errors(out)
     raw: list[dict] = []
@@ -486,16 +486,26 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
                     from volvqa.io.atomic import write_bytes_atomic
                     write_bytes_atomic(dest / name, src)
         case_rows.append(row)
+    # Distractors and "the usual answer" come from the train split's answers: that is the median a
+    # question-only model can learn (with answers that depend on the contrast phase, the median of all
+    # splits sits elsewhere, and the option layout balanced around it is not balanced for such a model).
     pools: dict[str, list[float]] = {}
+    all_pools: dict[str, list[float]] = {}
     for it in raw:
         if it["answer_type"] == "numeric":
-            pools.setdefault(it["key"], []).append(float(it["answer"]))
+            all_pools.setdefault(it["key"], []).append(float(it["answer"]))
+            if it.get("split") == "train":
+                pools.setdefault(it["key"], []).append(float(it["answer"]))
+    for key, values in all_pools.items():
+        if len(pools.get(key, [])) < 5:
+            pools[key] = values
     items = [build_options(it, pools, cfg.n_options, m.seed) for it in raw]
     # A numeric item whose truth sits at the dataset's typical value (so the
     # drawn number of distractors nearer that value could not be placed) is
     # answered by "pick the usual value" without the image: dropped.
+    balance_median_rank(items, cfg.n_options, m.seed)
     central_dropped = sum(1 for it in items if it.get("drop_reason"))
-    items = [it for it in items if not it.get("drop_reason")]
+    items = [{k: v for k, v in it.items() if k != "_central"} for it in items if not it.get("drop_reason")]
     items = balance(items, m.seed)
     rows = audit(items)
     flagged = sorted(s for s, r in rows.items() if r["flagged"])

@@ -129,6 +129,8 @@ def numeric_options(truth: float, pool: list[float], n: int, rng: np.random.Gene
         k += 1
         if k > 200:
             raise ValueError(f"cannot build {n} distinct options around {t}")
+    if info is not None:    # the truth's rank by distance to the median, as the options finally hold it
+        info["central_drawn"] = sum(dist(x) < dt for x in chosen)
     values = chosen + [t]
     perm = rng.permutation(n)
     texts = [fmt(values[i], decimals, unit, integer) for i in perm]
@@ -167,7 +169,57 @@ def build_options(item: dict, pools: dict[str, list[float]], n: int, seed: int) 
         info: dict = {}
         texts, c = numeric_options(item["answer"], pool, n, rng, decimals=item["decimals"], unit=item["unit"],
                                    integer=item["integer"], signed=item["signed"], info=info)
+        out = {**item, "options": {LETTERS[i]: t for i, t in enumerate(texts)}, "correct_option": LETTERS[c],
+               "_central": info["central_drawn"]}
         if info.get("central_shortfall", 0) > 0:
-            return {**item, "options": {LETTERS[i]: t for i, t in enumerate(texts)}, "correct_option": LETTERS[c],
-                    "drop_reason": "truth too close to the dataset's typical answer for the drawn option layout"}
+            out["drop_reason"] = "truth too close to the dataset's typical answer for the drawn option layout"
+        return out
     return {**item, "options": {LETTERS[i]: t for i, t in enumerate(texts)}, "correct_option": LETTERS[c]}
+
+
+#: After thinning, no rank of the truth by distance to the usual answer holds more than this share above 1/n.
+MAX_RANK_EXCESS = 0.10
+
+
+def _count_cap(kept: dict[int, int], n: int) -> int | None:
+    """The largest count T such that keeping at most T items of each rank leaves no rank with more than
+    1/n + MAX_RANK_EXCESS of the items kept (None when no T does, e.g. only one rank survives)."""
+    def worst(t: int) -> float:
+        k = [min(kept.get(c, 0), t) for c in range(n)]
+        return max(k) / sum(k) if sum(k) else 1.0
+    top = max(kept.values(), default=0)
+    for t in range(top, 0, -1):
+        if worst(t) <= 1 / n + MAX_RANK_EXCESS:
+            return t
+    return None
+
+
+def balance_median_rank(items: list[dict], n: int, seed: int) -> int:
+    """Even out, per question kind, how many distractors lie nearer the usual answer than the truth.
+
+    ``numeric_options`` draws that number uniformly, but an item whose draw cannot be placed (its truth
+    sits near the dataset's median) is dropped, and large draws fail most: the survivors would have the
+    truth nearest the median far more often than 1 in ``n`` (on the 80-phantom demo, 66% of the right
+    kidney's HU items), a free point for "pick the usual value". The ranks held most often are thinned
+    until none holds more than 1/n + ``MAX_RANK_EXCESS`` of the items kept. A kind no thinning can balance
+    (only the nearest one or two ranks survive) is left whole, for the shortcut audit to measure.
+    Marks thinned items with ``drop_reason``; returns how many."""
+    from collections import Counter, defaultdict
+    by_key: dict[str, list[dict]] = defaultdict(list)
+    for it in items:
+        if "_central" in it:
+            by_key[it["key"]].append(it)
+    thinned = 0
+    for its in by_key.values():
+        alive = [it for it in its if not it.get("drop_reason")]
+        kept = Counter(it["_central"] for it in alive)
+        cap = _count_cap(kept, n)
+        if cap is None:     # cannot be balanced: left whole for the shortcut audit to judge
+            continue
+        for c in range(n):
+            same = sorted((it for it in alive if it["_central"] == c),
+                          key=lambda it: item_rng(seed, it["qid"] + "|median-rank").random())
+            for it in same[cap:]:
+                it["drop_reason"] = "thinned so that the truth's rank by distance to the usual answer is even"
+                thinned += 1
+    return thinned
