@@ -214,3 +214,49 @@ def test_build_qa_segment_all_and_grounded_predicted_mode(tmp_path):
         assert predict(agree_out, "grounded", "all", preds, progress=False) > 0
         scores = evaluate(agree_out, [preds])
         assert next(iter(scores.values()))["overall"]["score"] == pytest.approx(1.0)
+
+
+def test_lesion_classes_survive_segment_and_detection_by_hand():
+    """A lesion-aware network's output (fed the reference as its prediction) comes back with every lesion,
+    small ones included (fragment cleaning spares lesion classes), and annotates the lesion families; the
+    detection table counts a hand-made miss and false positive."""
+    from volvqa.findings import extract
+    from volvqa.records import LabelMap
+    from volvqa.segment.detection import case_detection, detection_table
+    from volvqa.segment.monai_seg import (LESION_CLASSES, LESION_HOST_ORGANS, SegConfig, _network,
+                                          to_network_grid)
+    from volvqa.synth.dataset import phantom_case
+    _cid, v, ref, truth = phantom_case(1, 0)      # liver, kidney and pancreatic lesions (seed 0)
+    labels = ["liver", "spleen", *[o for o in LESION_HOST_ORGANS if o != "liver"], *LESION_CLASSES]
+    cfg = SegConfig(labels=labels, spacing_mm=v.spacing_mm, pair_sides=True)
+    lut = np.zeros(256, np.uint8)
+    for i, (_c, members) in enumerate(cfg.classes, start=1):
+        for n in members:
+            lut[L.CANONICAL_IDS[n]] = i
+    _, lab, _ = to_network_grid(v, cfg, lut[ref.array])
+    seg = MonaiSegmenter(cfg, _network(cfg), "cpu")
+    seg.predict_grid = lambda img: lab[0].numpy().astype(np.uint8)
+    out = seg.segment(v)
+    assert {"liver", "kidney", "pancreas"} <= {L.LESION_ORGAN[n] for n in out.annotates if L.is_lesion(n)}
+    f_ref, f_out = extract(v, ref), extract(v, out)
+    fams = ("liver", "kidney", "pancreas")
+    n_ref = sum(les.organ.startswith(fams) for les in f_ref.lesions)
+    assert n_ref >= 3 and sum(les.organ.startswith(fams) for les in f_out.lesions) == n_ref
+    vox = float(np.prod(v.spacing_mm))
+    det = case_detection(out, ref, vox)
+    assert all(x["detected"] for fam in fams for x in det[fam]["lesions"])
+    assert sum(len(det[f]["lesions"]) for f in fams) == n_ref
+    # By hand: a 4x4x4 reference lesion missed, a 3x3x3 predicted one where there is none.
+    a = np.zeros((30, 30, 30), np.uint8)
+    b = a.copy()
+    a[2:6, 2:6, 2:6] = L.CANONICAL_IDS["liver_tumor"]
+    a[20:25, 20:25, 20:25] = L.CANONICAL_IDS["liver_cyst"]
+    b[21:24, 21:24, 21:24] = L.CANONICAL_IDS["liver_tumor"]     # kind differs: still a detection
+    b[10:13, 10:13, 10:13] = L.CANONICAL_IDS["liver_tumor"]
+    mk = lambda arr: LabelMap(arr, {}, np.eye(4))                                    # noqa: E731
+    d = case_detection(mk(b), mk(a), voxel_mm3=8.0)["liver"]
+    assert [x["detected"] for x in d["lesions"]] == [False, True] and d["false_positives"] == 1
+    assert d["lesions"][0]["diameter_mm"] == pytest.approx((6 * 64 * 8 / np.pi) ** (1 / 3), abs=0.05)
+    t = detection_table({"a": {"liver": d}})["families"]["liver"]
+    assert t["sensitivity"] == 0.5 and t["false_positives_per_case"] == 1.0
+    assert t["by_size"]["< 10 mm"] == {"lesions": 1, "detected": 0, "sensitivity": 0.0}

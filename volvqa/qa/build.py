@@ -14,6 +14,8 @@ engine or the number of workers.
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 import shutil
 import sys
@@ -535,13 +537,17 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
         if scopes else {}
     build_info = {"dataset": m.name, "manifest": m.path.name, "seed": m.seed, "n_options": cfg.n_options,
                   "annotates": annotates, "qc": qc,
-                  "numeric_items_dropped_central": central_dropped}
+                  "numeric_items_dropped_central": central_dropped,
+                  "phases": dict(sorted(Counter(c.get("phase") or "unknown" for c in case_rows
+                                                if not c["error"]).items()))}
     if seg is not None:
         build_info["segmenter"] = {"backend": seg["backend"], "segment_all": seg["segment_all"]}
     build_json = out / "build.json"
     card = dataset_card(m.name, {"path": str(m.path.name), "layout": m.layout, "seed": m.seed, "license": m.license},
                         final, rows, flagged, cfg.include_flagged, len(cases), [c for c in case_rows if c["error"]],
-                        central_dropped, annotates=annotates, qc=qc_summary)
+                        central_dropped, annotates=annotates, qc=qc_summary,
+                        phases=dict(sorted(Counter(c.get("phase") or "unknown" for c in case_rows
+                                                   if not c["error"]).items())))
     write_text_atomic(out / "dataset_card.md", card)
     from volvqa.qa.export import hf_card_header, write_split_parquets
     splits = write_split_parquets(out, final)

@@ -91,7 +91,8 @@ def write_cases_parquet(path: Path, cases: list[dict]) -> None:
 
 def dataset_card(name: str, manifest: dict, items: list[dict], audit_rows: dict, excluded: list[str],
                  include_flagged: bool, n_cases: int, errors: list[dict], central_dropped: int = 0,
-                 annotates: dict[str, int] | None = None, qc: dict | None = None) -> str:
+                 annotates: dict[str, int] | None = None, qc: dict | None = None,
+                 phases: dict[str, int] | None = None) -> str:
     by_cat = Counter(it["category"] for it in items)
     by_split = Counter(it["split"] for it in items)
     per_sub = defaultdict(Counter)
@@ -103,6 +104,7 @@ def dataset_card(name: str, manifest: dict, items: list[dict], audit_rows: dict,
              f"seed {manifest.get('seed', 0)}. Every answer is computed from segmentation masks.", "",
              f"- Cases: {n_cases} ({len(errors)} failed, see `errors.jsonl`)",
              f"- Questions: {len(items)} in {len(per_sub)} subtypes",
+             *([f"- Contrast phase (cases): " + ", ".join(f"{k} {v}" for k, v in phases.items())] if phases else []),
              f"- License: {manifest.get('license') or 'see the source dataset'}", "",
              "## Questions per category", "", "| category | " + " | ".join(splits) + " | total |",
              "|---|" + "---|" * (len(splits) + 1)]
