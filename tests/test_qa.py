@@ -356,18 +356,33 @@ def test_audit_catches_a_paraphrase_that_goes_with_the_answer():
 
 
 def test_median_rank_thinning_by_hand():
-    from volvqa.qa.options import _count_cap, balance_median_rank
-    # Ranks 0..3 kept 29, 2, 6, 7 times: at most 8 per rank leaves 8/23 = 0.348 <= 0.35 (9 would give 0.375).
-    assert _count_cap({0: 29, 1: 2, 2: 6, 3: 7}, 4) == 8
-    # Only the two nearest ranks survive: no cap reaches 0.35, the kind is left whole.
+    from volvqa.qa.options import _count_cap, _median_rank, balance_median_rank
+    # Ranks 0..3 kept 29, 2, 6, 7 times: at most 6 per rank leaves 6/20 = 0.30 (7 would give 7/23 = 0.304).
+    assert _count_cap({0: 29, 1: 2, 2: 6, 3: 7}, 4) == 6
+    # Only the two nearest ranks survive: no cap reaches 0.30, the kind is left whole.
     assert _count_cap({0: 13, 1: 4}, 4) is None
-    items = [{"qid": f"c{i}:meas.x", "key": "meas.x|", "_central": r}
-             for i, r in enumerate([0] * 29 + [1] * 2 + [2] * 6 + [3] * 7)]
-    items.append({"qid": "c99:meas.x", "key": "meas.x|", "_central": 2, "drop_reason": "central shortfall"})
-    assert balance_median_rank(items, 4, seed=0) == 21
-    kept = [it["_central"] for it in items if not it.get("drop_reason")]
-    assert sorted(kept).count(0) == 8 and len(kept) == 23
-    again = [{"qid": it["qid"], "key": it["key"], "_central": it["_central"]} for it in items]
-    again[-1]["drop_reason"] = "central shortfall"
+    # Truth 50 among 10 / 30 / 50 / 90 ml, median 45: by log distance 50 is nearest, then 30, 90, 10.
+    it = {"options": {"A": "10 ml", "B": "30 ml", "C": "50 ml", "D": "90 ml"}, "correct_option": "C"}
+    assert _median_rank(it, 45.0) == 0 and _median_rank({**it, "correct_option": "A"}, 45.0) == 3
+    # Signed values (a value <= 0) are ranked by plain distance: -20 is farther from 5 than 20.
+    assert _median_rank({"options": {"A": "-20 HU", "B": "20 HU"}, "correct_option": "A"}, 5.0) == 1
+
+    def item(i, values, truth, split):
+        letters = "ABCD"
+        return {"qid": f"c{i}:meas.x", "key": "meas.x|", "answer_type": "numeric", "split": split,
+                "answer": truth, "options": {letters[k]: f"{v} ml" for k, v in enumerate(values)},
+                "correct_option": letters[values.index(truth)]}
+    # Train answers are all 100 ml (the usual answer). Ranks by log distance to 100: 100 among 200/300/400
+    # is 0; 150 among 110/300/500 is 1; 150 among 110/120/500 is 2; 500 among 110/120/150 is 3.
+    items = [item(i, [100, 200, 300, 400], 100, "train") for i in range(8)]
+    items += [item(10 + i, [100, 200, 300, 400], 100, "test") for i in range(20)]
+    items += [item(40 + i, [110, 150, 300, 500], 150, "test") for i in range(4)]
+    items += [item(50 + i, [110, 120, 150, 500], 150, "test") for i in range(4)]
+    items += [item(60 + i, [110, 120, 150, 500], 500, "test") for i in range(4)]
+    # 28 / 4 / 4 / 4 by rank: at most 5 per rank (5/17 = 0.294 <= 0.30; 6/18 = 0.33) -> 23 thinned, all rank 0.
+    assert balance_median_rank(items, 4, seed=0) == 23
+    kept = [it for it in items if not it.get("drop_reason")]
+    assert sorted(_median_rank(it, 100.0) for it in kept) == [0] * 5 + [1] * 4 + [2] * 4 + [3] * 4
+    again = [{k: v for k, v in it.items() if k != "drop_reason"} for it in items]
     balance_median_rank(again, 4, seed=0)
     assert [bool(a.get("drop_reason")) for a in again] == [bool(b.get("drop_reason")) for b in items]

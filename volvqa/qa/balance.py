@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 
-MAX_EXCESS = 0.05
+MAX_EXCESS = 0.03
 #: Integer answers balanced like classes (lesion counts: few values, a dominant one).
 COUNT_TEMPLATES = ("vr.lesion_count", "vr.lesion_count_by_location")
 

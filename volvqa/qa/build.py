@@ -507,7 +507,7 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
     # answered by "pick the usual value" without the image: dropped.
     balance_median_rank(items, cfg.n_options, m.seed)
     central_dropped = sum(1 for it in items if it.get("drop_reason"))
-    items = [{k: v for k, v in it.items() if k != "_central"} for it in items if not it.get("drop_reason")]
+    items = [it for it in items if not it.get("drop_reason")]
     items = balance(items, m.seed)
     rows = audit(items)
     flagged = sorted(s for s, r in rows.items() if r["flagged"])
