@@ -112,6 +112,16 @@ def test_build_qa_segment_stage_for_cases_without_masks(tmp_path):
     from volvqa.qa.build import BuildConfig, build_qa
 
     data, run = _tiny_run(tmp_path)
+    # A second stage starts from the first's weights (same labels and preset); other labels are refused.
+    from volvqa.errors import VolvqaInputError
+    train_m = tmp_path / "train.yaml"
+    stage2 = train_seg(train_m, tmp_path / "runs" / "seg2", preset="cpu-tiny", seed=1, progress=False,
+                       init_from=run, steps=2)
+    assert json.loads((tmp_path / "runs" / "seg2" / "config.json").read_text())["history"][-1]["step"] == 2
+    assert stage2["train_cases"] >= 1
+    with pytest.raises(VolvqaInputError, match="same labels"):
+        train_seg(train_m, tmp_path / "runs" / "seg3", preset="cpu-tiny", labels=["liver"], progress=False,
+                  init_from=run, steps=1)
     cases = sorted(p.name for p in data.iterdir() if p.is_dir())
     (data / "cases.csv").write_text("case_id,ct\n" + "".join(f"{c},{c}/ct.nii.gz\n" for c in cases))
     m = tmp_path / "nomasks.yaml"

@@ -334,7 +334,10 @@ def train_cmd(qa_dir, out_dir, preset, seed, max_minutes, init_from):
                    "pancreas, so predicted mode answers lesion questions.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-minutes", type=float, default=None)
-def train_seg_cmd(manifest, out_dir, preset, label_names, lesions, seed, max_minutes):
+@click.option("--steps", type=int, default=None, help="Training steps (default: the preset's).")
+@click.option("--init-from", type=click.Path(path_type=Path), default=None,
+              help="Start from this run's weights (same labels and preset), e.g. lesion steps after an organ stage.")
+def train_seg_cmd(manifest, out_dir, preset, label_names, lesions, seed, max_minutes, steps, init_from):
     """Train the MONAI segmentation backend (SegResNet, Dice + cross-entropy) on a manifest with masks."""
     from volvqa import labels as L
     from volvqa.segment.monai_seg import LESION_CLASSES, LESION_HOST_ORGANS, train_seg
@@ -346,7 +349,8 @@ def train_seg_cmd(manifest, out_dir, preset, label_names, lesions, seed, max_min
         raise click.BadParameter(f"not canonical names: {', '.join(bad)}")
     from volvqa.io.atomic import owned_dir
     with owned_dir(out_dir):
-        res = train_seg(manifest, out_dir, preset=preset, seed=seed, labels=names, max_minutes=max_minutes)
+        res = train_seg(manifest, out_dir, preset=preset, seed=seed, labels=names, max_minutes=max_minutes,
+                        steps=steps, init_from=init_from)
     click.echo(json.dumps(res, sort_keys=True))
 
 

@@ -208,9 +208,18 @@ def dice_per_label(pred: np.ndarray, truth: np.ndarray, n_labels: int) -> list[f
     return out
 
 
+#: With lesion classes: share of crops centred on a lesion voxel, and the cross-entropy weight of lesion
+#: classes. Lesions are a few hundred of a crop's 200,000 voxels; with crops centred on a class drawn
+#: uniformly and unit weights, a 1,250-step CPU run learnt the organs (Dice 0.77-0.95) and no lesion at all.
+LESION_CROP_SHARE = 0.5
+LESION_CE_WEIGHT = 4.0
+
+
 def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-small", seed: int = 0,
-              labels: list[str] | None = None, progress: bool = True, max_minutes: float | None = None) -> dict:
-    """Train a SegResNet on a manifest with masks (Dice + cross-entropy, random crops)."""
+              labels: list[str] | None = None, progress: bool = True, max_minutes: float | None = None,
+              init_from: str | Path | None = None, steps: int | None = None) -> dict:
+    """Train a SegResNet on a manifest with masks (Dice + cross-entropy, random crops). ``init_from``: start
+    from another run's weights (same classes and preset: e.g. an organ stage, then lesion-focused steps)."""
     import torch
     from monai.losses import DiceCELoss
     from safetensors.torch import save_file
@@ -254,10 +263,24 @@ def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-smal
             heldout.append((c.case_id, v, lm))
     if not data["train"]:
         raise VolvqaInputError(manifest, "no training cases with masks found (generate or download them first)")
-    net = _network(cfg).to(device)
+    net = _network(cfg)
+    if init_from is not None:
+        from safetensors.torch import load_file
+        prev = json.loads((Path(init_from) / "config.json").read_text())["model"]
+        if prev.get("labels") != cfg.labels or tuple(prev.get("spacing_mm", ())) != tuple(cfg.spacing_mm):
+            raise VolvqaInputError(init_from, "--init-from needs a run with the same labels and preset")
+        net.load_state_dict(load_file(str(Path(init_from) / "model.safetensors")))
+    net = net.to(device)
+    n_steps = int(steps or p["steps"])
     opt = torch.optim.AdamW(net.parameters(), lr=p["lr"], weight_decay=1e-5)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p["steps"])
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_steps)
+    lesion_idx = [i for i, (c, _m) in enumerate(cfg.classes, start=1) if L.is_lesion(c)]
+    weight = None
+    if lesion_idx:
+        weight = torch.ones(len(cfg.classes) + 1)
+        weight[lesion_idx] = LESION_CE_WEIGHT
+        weight = weight.to(device)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, weight=weight)
     rng = np.random.default_rng(seed)
     roi = np.array(cfg.roi)
     seg = MonaiSegmenter(cfg, net, device)
@@ -274,6 +297,9 @@ def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-smal
             lab = torch.nn.functional.pad(lab, [x for pr in reversed(pw[1:]) for x in pr])
             shape = np.array(img.shape[1:])
         classes = [k for k in range(1, len(cfg.classes) + 1) if bool((lab[0] == k).any())]
+        lesions_here = [k for k in classes if k in lesion_idx]
+        if lesions_here and rng.random() < LESION_CROP_SHARE:
+            classes = lesions_here
         if classes and rng.random() < 0.75:
             # Centre on a voxel of a class drawn uniformly, so small organs (kidneys)
             # are seen as often as the liver.
@@ -295,9 +321,9 @@ def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-smal
         net.train()
         return np.nanmean(np.array(scores), axis=0).tolist() if scores else []
 
-    with tqdm(total=p["steps"], desc=f"train-seg ({preset})", unit="step", file=sys.stderr,
+    with tqdm(total=n_steps, desc=f"train-seg ({preset})", unit="step", file=sys.stderr,
               disable=not progress or None) as bar:
-        for step in range(1, p["steps"] + 1):
+        for step in range(1, n_steps + 1):
             batch = [data["train"][int(rng.integers(len(data["train"])))] for _ in range(p["batch"])]
             crops = [crop(img, lab) for _cid, img, lab in batch]
             x = torch.stack([c[0] for c in crops]).to(device)
@@ -309,7 +335,7 @@ def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-smal
             sched.step()
             bar.update(1)
             stop = bool(max_minutes) and (time.perf_counter() - t0) / 60 > max_minutes
-            if step % p["val_every"] == 0 or step == p["steps"] or stop:
+            if step % p["val_every"] == 0 or step == n_steps or stop:
                 dice = validate()
                 mean = float(np.nanmean(dice)) if dice else float("nan")
                 history.append({"step": step, "loss": float(loss.detach()), "val_dice": dict(zip(class_names, dice))})
