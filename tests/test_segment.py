@@ -49,13 +49,22 @@ def test_monai_backend_trains_segments_and_round_trips(tmp_path):
     assert r.exit_code == 2 and "not a MONAI segmentation run" in r.stderr
 
 
+def _segment_fed_the_reference(v, ref, cfg):
+    """segment() of a network whose prediction is the reference on its grid; (label map, that grid)."""
+    from volvqa.segment.monai_seg import _network, class_lut, to_network_grid
+    _, lab, _ = to_network_grid(v, cfg, class_lut(cfg)[ref.array])
+    seg = MonaiSegmenter(cfg, _network(cfg), "cpu")
+    seg.predict_grid = lambda img: lab[0].numpy().astype(np.uint8)
+    return seg.segment(v), lab
+
+
 def test_monai_segment_splits_paired_class_by_side(tmp_path):
     """A network output 'kidney' becomes kidney_left / kidney_right by side,
     on the input grid: fed the reference as its prediction, segment() gives
     the reference back."""
     import torch
 
-    from volvqa.segment.monai_seg import SegConfig, _network, segmentation_dice, to_network_grid
+    from volvqa.segment.monai_seg import SegConfig, segmentation_dice
     from volvqa.synth.dataset import phantom_case
 
     _cid, v, ref, _truth = phantom_case(1, 0, lesions=False)
@@ -63,14 +72,7 @@ def test_monai_segment_splits_paired_class_by_side(tmp_path):
     cfg = SegConfig(labels=["liver", "spleen", "kidney_left", "kidney_right"], spacing_mm=v.spacing_mm,
                     pair_sides=True)
     assert [c for c, _ in cfg.classes] == ["liver", "spleen", "kidney"]
-    lut = np.zeros(256, np.uint8)
-    for i, (_c, members) in enumerate(cfg.classes, start=1):
-        for n in members:
-            lut[L.CANONICAL_IDS[n]] = i
-    _, lab, _ = to_network_grid(v, cfg, lut[ref.array])
-    seg = MonaiSegmenter(cfg, _network(cfg), "cpu")
-    seg.predict_grid = lambda img: lab[0].numpy().astype(np.uint8)
-    out = seg.segment(v)
+    out, lab = _segment_fed_the_reference(v, ref, cfg)
     dice = segmentation_dice(out, ref, cfg.labels)
     assert min(dice.values()) > 0.99, dice
     left_x = np.nonzero(out.array == L.CANONICAL_IDS["kidney_left"])[0].max()
@@ -233,20 +235,12 @@ def test_lesion_classes_survive_segment_and_detection_by_hand():
     from volvqa.findings import extract
     from volvqa.records import LabelMap
     from volvqa.segment.detection import case_detection, detection_table
-    from volvqa.segment.monai_seg import (LESION_CLASSES, LESION_HOST_ORGANS, SegConfig, _network,
-                                          to_network_grid)
+    from volvqa.segment.monai_seg import LESION_CLASSES, LESION_HOST_ORGANS, SegConfig
     from volvqa.synth.dataset import phantom_case
     _cid, v, ref, truth = phantom_case(1, 0)      # liver, kidney and pancreatic lesions (seed 0)
     labels = ["liver", "spleen", *[o for o in LESION_HOST_ORGANS if o != "liver"], *LESION_CLASSES]
     cfg = SegConfig(labels=labels, spacing_mm=v.spacing_mm, pair_sides=True)
-    lut = np.zeros(256, np.uint8)
-    for i, (_c, members) in enumerate(cfg.classes, start=1):
-        for n in members:
-            lut[L.CANONICAL_IDS[n]] = i
-    _, lab, _ = to_network_grid(v, cfg, lut[ref.array])
-    seg = MonaiSegmenter(cfg, _network(cfg), "cpu")
-    seg.predict_grid = lambda img: lab[0].numpy().astype(np.uint8)
-    out = seg.segment(v)
+    out, lab = _segment_fed_the_reference(v, ref, cfg)
     assert {"liver", "kidney", "pancreas"} <= {L.LESION_ORGAN[n] for n in out.annotates if L.is_lesion(n)}
     f_ref, f_out = extract(v, ref), extract(v, out)
     fams = ("liver", "kidney", "pancreas")

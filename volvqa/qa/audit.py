@@ -28,6 +28,9 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+from volvqa.qa.options import letters_by_distance
+from volvqa.qa.options import option_value as _value
+
 FLAG_POINTS = 10.0
 MIN_EVAL = 20
 CONFIDENCE = 0.95
@@ -49,13 +52,6 @@ def audit_status(hits: int, n: int, chance: float, n_guesses: int = 1) -> tuple[
     if accuracy_interval(n, n, n_guesses)[0] * 100 <= chance * 100 + FLAG_POINTS:
         return "not enough items", (lo, hi)
     return "ok", (lo, hi)
-
-
-def _value(text: str) -> float | None:
-    try:
-        return float(text.split()[0])
-    except (ValueError, IndexError):
-        return None
 
 
 class QuestionOnlyPrior:
@@ -123,14 +119,10 @@ class QuestionOnlyPrior:
         """The option ``rank``-th nearest the train median (0 = nearest): a guess that learned where the truth
         usually sits among the options relative to the usual answer."""
         answers = self._answers(item["key"], exclude_case)
-        vals = {k: _value(v) for k, v in (item.get("options") or {}).items()}
-        vals = {k: v for k, v in vals.items() if v is not None}
-        if not answers or len(vals) <= rank:
+        if not answers:
             return None
-        m = float(np.median([float(a) for a in answers]))
-        pos = m > 0 and all(v > 0 for v in vals.values())
-        dist = {k: abs(math.log(v) - math.log(m)) if pos else abs(v - m) for k, v in vals.items()}
-        return sorted(dist.items(), key=lambda kv: (kv[1], kv[0]))[rank][0]
+        order = letters_by_distance(item.get("options") or {}, float(np.median([float(a) for a in answers])))
+        return order[rank] if len(order) > rank else None
 
     def farthest(self, item: dict, exclude_case: str | None = None) -> str | None:
         """The option farthest from the train median: wins where the items

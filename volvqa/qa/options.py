@@ -191,21 +191,32 @@ def _count_cap(kept: dict[int, int], n: int) -> int | None:
     return None
 
 
-def _option_value(text: str) -> float | None:
-    import re
-    m = re.match(r"\s*(-?\d+(?:\.\d+)?)", text)
-    return float(m.group(1)) if m else None
+def option_value(text: str) -> float | None:
+    """The number an option text starts with ("12.5 ml" -> 12.5), else None."""
+    try:
+        return float(text.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def letters_by_distance(options: dict[str, str], m: float) -> list[str]:
+    """Option letters ordered by their value's distance to ``m`` (log distance when every value and ``m``
+    are positive; ties by letter); options without a number are left out."""
+    import math
+    vals = {k: option_value(v) for k, v in options.items()}
+    vals = {k: v for k, v in vals.items() if v is not None}
+    pos = m > 0 and all(v > 0 for v in vals.values())
+    dist = {k: abs(math.log(v) - math.log(m)) if pos else abs(v - m) for k, v in vals.items()}
+    return sorted(dist, key=lambda k: (dist[k], k))
 
 
 def _median_rank(item: dict, m: float) -> int | None:
-    """The truth's rank among the options by distance to ``m`` (0 = nearest), as the audit's guess ranks them
-    (log distance when every value is positive)."""
-    vals = {k: _option_value(v) for k, v in (item.get("options") or {}).items()}
-    if any(v is None for v in vals.values()) or item.get("correct_option") not in vals:
+    """The truth's rank among the options by distance to ``m`` (0 = nearest), as the audit's guess ranks
+    them; None when an option carries no number."""
+    opts = item.get("options") or {}
+    order = letters_by_distance(opts, m)
+    if len(order) != len(opts) or item.get("correct_option") not in order:
         return None
-    pos = m > 0 and all(v > 0 for v in vals.values())
-    dist = {k: abs(np.log(v) - np.log(m)) if pos else abs(v - m) for k, v in vals.items()}
-    order = sorted(dist, key=lambda k: (dist[k], k))
     return order.index(item["correct_option"])
 
 

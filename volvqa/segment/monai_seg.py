@@ -92,6 +92,15 @@ def to_network_grid(volume: Volume, cfg: SegConfig, labels: np.ndarray | None = 
     return img, lab, np.asarray(img.affine, float)
 
 
+def class_lut(cfg: SegConfig) -> np.ndarray:
+    """Canonical id -> network class index (0 for what the network does not learn)."""
+    lut = np.zeros(256, np.uint8)
+    for i, (_c, members) in enumerate(cfg.classes, start=1):
+        for n in members:
+            lut[L.CANONICAL_IDS[n]] = i
+    return lut
+
+
 class MonaiSegmenter:
     name = "monai"
 
@@ -244,10 +253,7 @@ def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-smal
     device = _device("auto")
     data = {"train": [], "val": []}
     heldout = []
-    lut = np.zeros(256, np.uint8)
-    for i, (_c, members) in enumerate(cfg.classes, start=1):
-        for n in members:
-            lut[L.CANONICAL_IDS[n]] = i
+    lut = class_lut(cfg)
     for c in cases:
         if not Path(c.ct).exists():
             continue

@@ -73,6 +73,16 @@ def write_case(folder: Path, volume: Volume, labelmap: LabelMap, truth: dict) ->
     return folder
 
 
+def _texture_and_shape(rng: np.random.Generator, cyst: bool) -> dict:
+    """Texture, margin and shape of a drawn lesion (cysts smooth and round, tumours grainy and irregular),
+    drawn in this order after its attenuation."""
+    return dict(texture_std=float(rng.uniform(1, 4)) if cyst else float(rng.uniform(4, 14)),
+                margin="sharp" if cyst or rng.random() < 0.5 else "blurred",
+                blur_mm=float(rng.uniform(1.5, 4.0)),
+                irregularity=float(rng.uniform(0.02, 0.08)) if cyst else float(rng.uniform(0.05, 0.25)),
+                elongation=float(rng.uniform(1.0, 1.3)) if cyst else float(rng.uniform(1.0, 1.6)))
+
+
 def random_lesion_requests(rng: np.random.Generator, organs_present: set[str]) -> list[LesionRequest]:
     """A spread of lesion counts, sizes, kinds, attenuations, margins and locations."""
     reqs: list[LesionRequest] = []
@@ -121,12 +131,7 @@ def random_lesion_requests(rng: np.random.Generator, organs_present: set[str]) -
                 hu=float(rng.uniform(0, 28) if organ == "pancreas" else rng.uniform(0, 12)) if cyst else
                 (float(rng.uniform(30, 50)) if organ == "colon" else None),   # a soft-tissue mass in the bowel
                 hu_delta=None if cyst or organ == "colon" else (delta if delta is not None else round(tumour_delta(), 1)),
-                texture_std=float(rng.uniform(1, 4)) if cyst else float(rng.uniform(4, 14)),
-                margin="sharp" if cyst or rng.random() < 0.5 else "blurred",
-                blur_mm=float(rng.uniform(1.5, 4.0)),
-                irregularity=float(rng.uniform(0.02, 0.08)) if cyst else float(rng.uniform(0.05, 0.25)),
-                elongation=float(rng.uniform(1.0, 1.3)) if cyst else float(rng.uniform(1.0, 1.6)),
-                location=loc))
+                location=loc, **_texture_and_shape(rng, cyst)))
     return reqs
 
 
@@ -174,12 +179,7 @@ def population_lesion_requests(rng: np.random.Generator, organs_present: set[str
             reqs.append(LesionRequest(
                 organ=organ, kind="cyst" if cyst else "tumor", diameter_mm=round(d, 1), label=label,
                 hu=None if hu is None else round(hu, 1), hu_delta=None if delta is None else round(delta, 1),
-                texture_std=float(rng.uniform(1, 4)) if cyst else float(rng.uniform(4, 14)),
-                margin="sharp" if cyst or rng.random() < 0.5 else "blurred",
-                blur_mm=float(rng.uniform(1.5, 4.0)),
-                irregularity=float(rng.uniform(0.02, 0.08)) if cyst else float(rng.uniform(0.05, 0.25)),
-                elongation=float(rng.uniform(1.0, 1.3)) if cyst else float(rng.uniform(1.0, 1.6)),
-                location=loc))
+                location=loc, **_texture_and_shape(rng, cyst)))
     return reqs
 
 
