@@ -64,3 +64,30 @@ class RecordSystemKeySlice:
     def generate(self, prompt, volume=None, images=None, system=None):
         type(self).calls.append({"prompt": prompt, "system": system, "images": images})
         return "A"
+
+
+class MistakenAgent:
+    """An agent that gets tools wrong and never answers: an unknown tool, then a bad argument, then
+    one valid call per turn, forever (the loop's step cap stops it)."""
+
+    def act(self, messages, tools, task):
+        turn = sum(1 for m in messages if m.get("role") == "assistant")
+        if turn == 0:
+            return {"tool_calls": [{"name": "segment_everything", "arguments": {"target": "liver"}}]}
+        if turn == 1:
+            return {"tool_calls": [{"name": "measure", "arguments": {"target": "liver", "quantity": "weight"}}]}
+        return {"tool_calls": [{"name": "segment_organ", "arguments": {"target": "liver"}}]}
+
+
+class CrashingAgent:
+    def act(self, messages, tools, task):
+        raise RuntimeError("model server unreachable")
+
+
+class SlowAgent:
+    """Takes longer than the loop allows for its first turn."""
+
+    def act(self, messages, tools, task):
+        import time
+        time.sleep(3)
+        return {"answer": "A"}

@@ -397,7 +397,8 @@ def segment_cmd(volumes, out_dir, backend, device, overwrite):
 
 @main.command("predict")
 @click.option("--qa", "qa_dir", required=True, type=click.Path(path_type=Path), help="build-qa output folder.")
-@click.option("--model", required=True, help="prior | grounded | encoder3d:runs/NAME | module:Class")
+@click.option("--model", required=True,
+              help="prior | grounded | encoder3d:runs/NAME | module:Class | agent:module:Class | agent:openai")
 @click.option("--split", default="test", show_default=True, help="train | val | test | all")
 @click.option("--mode", type=click.Choice(["mc", "free"]), default="mc", show_default=True,
               help="Multiple choice (options shown) or free form.")
@@ -410,7 +411,19 @@ def segment_cmd(volumes, out_dir, backend, device, overwrite):
               default=None, help="What a module:Class plug-in receives (default: its input_format, else volume).")
 @click.option("--prompt", "prompt_style", type=click.Choice(["volvqa", "deeptumorvqa"]), default="volvqa",
               show_default=True, help="A plug-in's prompt wording: volvqa's, or DeepTumorVQA's runners'.")
-def predict_cmd(qa_dir, model, split, mode, out, segmenter, device, input_format, prompt_style):
+@click.option("--tool-mode", type=click.Choice(["oracle", "predicted", "vision"]), default="oracle",
+              show_default=True, help="agent: tools backed by the dataset's masks, a segmenter's (--segmenter), "
+                                      "or render only.")
+@click.option("--tools-via", type=click.Choice(["local", "mcp"]), default="local", show_default=True,
+              help="agent: run tools in this process, or through `volvqa serve-tools` over MCP stdio.")
+@click.option("--max-steps", type=int, default=None, help="agent: turns per question (default 12).")
+@click.option("--agent-timeout", type=float, default=None, help="agent: seconds per question (default 300).")
+@click.option("--base-url", default=None, help="agent:openai: the OpenAI-compatible endpoint (…/v1).")
+@click.option("--model-name", default=None, help="agent:openai: the served model's name.")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
+              help="agent:openai: environment variable holding the key.")
+def predict_cmd(qa_dir, model, split, mode, out, segmenter, device, input_format, prompt_style, tool_mode,
+                tools_via, max_steps, agent_timeout, base_url, model_name, api_key_env):
     """Run a model over a benchmark split."""
     import re as _re
 
@@ -422,11 +435,49 @@ def predict_cmd(qa_dir, model, split, mode, out, segmenter, device, input_format
         out.parent.mkdir(parents=True, exist_ok=True)
     if not out.parent.exists():
         raise VolvqaInputError(out, "output folder does not exist")
-    if segmenter and model != "grounded":
-        raise click.UsageError("--segmenter goes with --model grounded")
+    agent = model.startswith("agent:")
+    if segmenter and model != "grounded" and not agent:
+        raise click.UsageError("--segmenter goes with --model grounded or an agent in --tool-mode predicted")
+    if agent and segmenter and tool_mode != "predicted":
+        raise click.UsageError("an agent with --segmenter runs in --tool-mode predicted")
+    options = dict(tool_mode=tool_mode, tools_via=tools_via, max_steps=max_steps, timeout_s=agent_timeout,
+                   base_url=base_url, model_name=model_name, api_key_env=api_key_env) if agent else None
     n = predict(qa_dir, model, split, out, mode=mode, segmenter=segmenter, device=device, input_format=input_format,
-                prompt_style=prompt_style)
+                prompt_style=prompt_style, agent_options=options)
     click.echo(f"{n} predictions -> {out}")
+
+
+@main.command("serve-tools")
+@click.option("--qa", "qa_dir", type=click.Path(path_type=Path), default=None,
+              help="A built benchmark: every tool takes a case_id.")
+@click.option("--volume", type=click.Path(path_type=Path), default=None, help="One scan (NIfTI or DICOM folder).")
+@click.option("--masks", type=click.Path(path_type=Path), default=None, help="With --volume: its masks (oracle).")
+@click.option("--label-spec", default="auto", show_default=True, help="With --masks: how to read label ids.")
+@click.option("--phase", default=None, help="With --volume: the contrast phase, if known.")
+@click.option("--mode", "tool_mode", type=click.Choice(["oracle", "predicted", "vision"]), default="oracle",
+              show_default=True)
+@click.option("--segmenter", default=None, help="Predicted mode: monai:runs/NAME | totalseg ...")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True,
+              help="stdio (spawned by an MCP client) or streamable HTTP at http://HOST:PORT/mcp.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--schemas", "print_schemas", is_flag=True, help="Print the OpenAI tool schemas (JSON) and exit.")
+def serve_tools_cmd(qa_dir, volume, masks, label_spec, phase, tool_mode, segmenter, device, transport, host, port,
+                    print_schemas):
+    """Serve segment_organ, measure, lookup_knowledge and render over MCP."""
+    from volvqa.agent.mcp_server import serve
+    from volvqa.agent.service import ToolService
+    if volume is not None and not volume.exists():
+        raise VolvqaInputError(volume, "not found")
+    if masks is not None and not masks.exists():
+        raise VolvqaInputError(masks, "not found")
+    service = ToolService(qa_dir=qa_dir, volume=volume, masks=masks, label_spec=label_spec, mode=tool_mode,
+                          segmenter=segmenter, device=device, phase=phase)
+    if print_schemas:
+        click.echo(json.dumps(service.schemas(), indent=1))
+        return
+    serve(service, transport=transport, host=host, port=port)
 
 
 @main.command("evaluate")
@@ -475,6 +526,13 @@ def evaluate_cmd(qa_dir, pred_files, json_out, report_out, perturbation, model, 
                              for c in CATEGORY_ORDER if c in r["categories"])
             tag = f"[{proto}] " if len(protocols) > 1 or proto != "strict" else ""
             click.echo(f"{tag}{m}: overall {r['overall']['score'] * 100:.1f} ({r['overall']['n']} q) | {cats}")
+            for tm, t in (r.get("tools") or {}).items():
+                vs = "-" if t["valid_call_share"] is None else f"{t['valid_call_share'] * 100:.1f}%"
+                gold = "-" if t["gold_calls_per_question"] is None else f"{t['gold_calls_per_question']:.2f}"
+                rec = "-" if t["gold_target_recall"] is None else f"{t['gold_target_recall'] * 100:.1f}%"
+                click.echo(f"{tag}{m}: tools ({tm}): {t['calls']} calls, {vs} valid, "
+                           f"{t['calls_per_question']:.2f} per question (gold {gold}), gold targets queried {rec}, "
+                           "stopped: " + ", ".join(f"{k} {v}" for k, v in t["stopped"].items()))
     res = all_res[protocols[0]] if len(protocols) == 1 else all_res
     if json_out:
         write_text_atomic(json_out, json.dumps(res, indent=1, sort_keys=True) + "\n")

@@ -31,10 +31,62 @@ def load_qa(qa_dir: Path) -> tuple[list[dict], dict[str, dict], dict]:
     return items, cases, info
 
 
+def make_agent(spec: str, qa_dir: Path, mode: str, tool_mode: str = "oracle", tools_via: str = "local",
+               segmenter: str | None = None, device: str = "auto", max_steps: int | None = None,
+               timeout_s: float | None = None, base_url: str | None = None, model_name: str | None = None,
+               api_key_env: str = "OPENAI_API_KEY"):
+    """``agent:openai`` or ``agent:module:Class`` -> an AgentAnswerer whose tools run in process or
+    through ``volvqa serve-tools`` over stdio (MCP)."""
+    import importlib
+    import inspect
+
+    from volvqa.agent.loop import (
+        DEFAULT_MAX_STEPS,
+        DEFAULT_TIMEOUT_S,
+        AgentAnswerer,
+        McpExecutor,
+        serve_tools_argv,
+    )
+    from volvqa.agent.service import ToolService
+    target = spec.split(":", 1)[1]
+    if tool_mode == "predicted" and not segmenter:
+        raise VolvqaInputError(None, "--tool-mode predicted needs --segmenter")
+    if target == "openai":
+        if not base_url or not model_name:
+            raise VolvqaInputError(None, "--model agent:openai needs --base-url and --model-name")
+        from volvqa.agent.openai_agent import OpenAIChatAgent
+        agent = OpenAIChatAgent(base_url, model_name, api_key_env=api_key_env)
+    else:
+        if ":" not in target:
+            raise VolvqaInputError(None, f"--model {spec!r}: expected agent:openai or agent:module:Class")
+        mod_name, cls_name = target.split(":", 1)
+        try:
+            cls = getattr(importlib.import_module(mod_name), cls_name)
+        except (ImportError, AttributeError) as e:
+            raise VolvqaInputError(None, f"--model {spec}: cannot load {target} ({e})") from None
+        # A class whose constructor takes qa_dir gets the benchmark folder (its train split, traces ...).
+        takes = "qa_dir" in inspect.signature(cls).parameters
+        agent = cls(qa_dir=qa_dir) if takes else cls()
+    if tools_via == "mcp":
+        executor = McpExecutor(serve_tools_argv(qa_dir, tool_mode, segmenter, device))
+    elif tools_via == "local":
+        executor = ToolService(qa_dir=qa_dir, mode=tool_mode, segmenter=segmenter, device=device)
+    else:
+        raise VolvqaInputError(None, f"unknown --tools-via {tools_via!r}: local or mcp")
+    try:
+        return AgentAnswerer(agent, spec, executor, tool_mode=tool_mode, mode=mode,
+                             max_steps=max_steps or DEFAULT_MAX_STEPS, timeout_s=timeout_s or DEFAULT_TIMEOUT_S)
+    except TypeError as e:
+        raise VolvqaInputError(None, str(e)) from None
+
+
 def make_answerer(spec: str, items: list[dict], cases: dict, info: dict, mode: str,
                   segmenter: str | None = None, device: str = "auto", input_format: str | None = None,
-                  prompt_style: str = "volvqa"):
+                  prompt_style: str = "volvqa", agent_options: dict | None = None):
     from volvqa.models.base import load_plugin
+    if spec.startswith("agent:"):
+        return make_agent(spec, Path(info["qa_dir"]), mode, segmenter=segmenter, device=device,
+                          **(agent_options or {}))
     qc = info.get("qc") or {"mode": "exclude", "require_agreement": None}
     if spec == "grounded" and segmenter:
         from volvqa.models.grounded import GroundedAnswerer
@@ -60,20 +112,33 @@ SWAP_CT = "swap-ct"
 
 def predict(qa_dir: Path, model: str, split: str, out: Path, mode: str = "mc", progress: bool = True,
             perturbation: str | None = None, seed: int = 0, segmenter: str | None = None,
-            device: str = "auto", input_format: str | None = None, prompt_style: str = "volvqa") -> int:
-    from tqdm import tqdm
-
-    from volvqa.io import load_volume
+            device: str = "auto", input_format: str | None = None, prompt_style: str = "volvqa",
+            agent_options: dict | None = None) -> int:
     from volvqa.io.atomic import write_text_atomic
     items, cases, info = load_qa(qa_dir)
     chosen = [it for it in items if split == "all" or it["split"] == split]
     if not chosen:
         raise VolvqaInputError(qa_dir, f"no items in split {split!r}")
-    if prompt_style != "volvqa" and ":" not in model.replace("encoder3d:", ""):
+    if prompt_style != "volvqa" and (":" not in model.replace("encoder3d:", "") or model.startswith("agent:")):
         raise VolvqaInputError(None, f"--prompt {prompt_style} is for module:Class plug-ins, not {model}")
     answerer = make_answerer(model, items, cases, info, mode, segmenter=segmenter, device=device,
-                             input_format=input_format, prompt_style=prompt_style)
-    needs_volume = model != "prior"
+                             input_format=input_format, prompt_style=prompt_style, agent_options=agent_options)
+    try:
+        lines = _predict_items(answerer, chosen, cases, model, mode, progress, perturbation, seed)
+    finally:
+        if hasattr(answerer, "close"):
+            answerer.close()
+    write_text_atomic(out, "\n".join(lines) + "\n")
+    return len(lines)
+
+
+def _predict_items(answerer, chosen: list[dict], cases: dict, model: str, mode: str, progress: bool,
+                   perturbation: str | None, seed: int) -> list[str]:
+    from tqdm import tqdm
+
+    from volvqa.io import load_volume
+    # Agents reach the scan through their tools only.
+    needs_volume = model != "prior" and not model.startswith("agent:")
     lines = []
     by_case: dict[str, list[dict]] = {}
     for it in chosen:
@@ -97,8 +162,7 @@ def predict(qa_dir: Path, model: str, split: str, out: Path, mode: str = "mc", p
                     pred["ct_case"] = ct_case
                 lines.append(json.dumps(pred, sort_keys=True))
                 bar.update(1)
-    write_text_atomic(out, "\n".join(lines) + "\n")
-    return len(lines)
+    return lines
 
 
 def load_predictions(path: Path) -> list[dict]:
@@ -158,6 +222,11 @@ def evaluate(qa_dir: Path, prediction_files: list[Path], protocol: str = "strict
         else:
             fmt = "mc" if (preds and preds[0].get("mode", "mc") == "mc") else "freeform"
             results[name] = dtv_results(rows, fmt)
+        if any((p.get("evidence") or {}).get("agent") for p in preds):
+            from volvqa.agent.loop import tool_metrics
+            from volvqa.agent.traces import load_traces
+            traces = load_traces(qa_dir) if (Path(qa_dir) / "traces.jsonl").is_file() else None
+            results[name]["tools"] = tool_metrics(preds, traces)
     return results
 
 
@@ -188,6 +257,14 @@ def dtv_results(rows: list[tuple[str, str, dict]], fmt: str) -> dict:
             "subtypes": subs, "protocol": "deeptumorvqa", "deeptumorvqa": agg}
 
 
+def _pct(x) -> str:
+    return "-" if x is None else f"{x * 100:.1f}%"
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 CATEGORY_ORDER = ("Recognition", "Measurement", "Visual Reasoning", "Medical Reasoning", "Localization")
 
 
@@ -210,6 +287,15 @@ def write_report(results: dict, report: Path) -> list[Path]:
         chance = f" (chance {ch[0] * 100:.1f})" if ch and ch[0] is not None else ""
         lines.append(f"| {c}{chance} | " + " | ".join(cells) + " |")
     lines.append("| **overall** | " + " | ".join(f"{results[m]['overall']['score'] * 100:.1f}" for m in models) + " |")
+    agents = [m for m in models if results[m].get("tools")]
+    if agents:
+        lines += ["", "## Tool use (agents)", "", "| model | tool mode | valid calls | calls / question | "
+                  "gold calls / question | gold targets queried | stopped |", "|---|---|---|---|---|---|---|"]
+        for m in agents:
+            for mode, t in results[m]["tools"].items():
+                lines.append(f"| {m} | {mode} | {_pct(t['valid_call_share'])} | {t['calls_per_question']:.2f} | "
+                             f"{_num(t['gold_calls_per_question'])} | {_pct(t['gold_target_recall'])} | "
+                             + ", ".join(f"{k} {v}" for k, v in t["stopped"].items()) + " |")
     subs = sorted({s for r in results.values() for s in r["subtypes"]})
     lines += ["", "## Per subtype", "", "| subtype | n | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
     for s in subs:

@@ -267,7 +267,7 @@ def extract(volume: Volume, labelmap: LabelMap, *, case_id: str = "",
         params={"min_lesion_mm3": min_lesion_mm3, "iso_rule": f"|dHU| < {iso_std_fraction} x parenchyma HU std",
                 "part_share": PART_SHARE, "lesion_connectivity": 26, "contact": "shared voxel face",
                 "erosion": "none"},
-        source=volume.source.path)
+        source=volume.source.path).canonical()
 
 
 def _whole_organ_mask(lab, labelmap: LabelMap, o: OrganFindings, lesion_masks) -> np.ndarray:

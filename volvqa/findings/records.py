@@ -102,13 +102,24 @@ class Findings:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
+    def canonical(self) -> "Findings":
+        """The findings as ``findings.json`` holds them (floats to 4 decimals), so that answers
+        computed in memory, from the file and through the agent tools are the same."""
+        return Findings.from_dict(self.to_dict())
+
     @classmethod
     def from_dict(cls, d: dict) -> "Findings":
         d = dict(d)
-        d["organs"] = {k: OrganFindings(**v) for k, v in d["organs"].items()}
-        d["lesions"] = [LesionFindings(**v) for v in d["lesions"]]
+        d["organs"] = {k: OrganFindings(**_nan_back(OrganFindings, v)) for k, v in d["organs"].items()}
+        d["lesions"] = [LesionFindings(**_nan_back(LesionFindings, v)) for v in d["lesions"]]
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _nan_back(record_type, d: dict) -> dict:
+    """JSON's null back to NaN in the record's plain float fields (``to_dict`` writes NaN as null)."""
+    floats = {f.name for f in fields(record_type) if f.type == "float"}
+    return {k: (math.nan if v is None and k in floats else v) for k, v in d.items()}
 
 
 def _rounded(x, nd: int = 4):

@@ -519,6 +519,10 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
         n_items[it["case_id"]] = n_items.get(it["case_id"], 0) + 1
     for r in case_rows:
         r["n_items"] = n_items.get(r["case_id"], 0)
+    # Gold tool traces, each verified by replay; they also put a rationale in the item's evidence.
+    from volvqa.agent.traces import build_traces
+    traces, trace_failures = build_traces(out, final)
+    write_text_atomic(out / "traces.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in traces))
     write_jsonl(out / "qa.jsonl", final)
     write_parquet(out / "qa.parquet", final)
     write_cases_parquet(out / "cases.parquet", case_rows)
@@ -561,12 +565,14 @@ def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dic
     subtypes = sorted({it["subtype"] for it in final})
     per_cat_info = {c: sum(it["category"] == c for it in final) for c in sorted({it["category"] for it in final})}
     build_info["summary"] = {"questions": len(final), "subtypes": len(subtypes), "questions_per_category": per_cat_info,
-                             "flagged": flagged, "not_enough_items": unaudited, "failed_cases": len(errors)}
+                             "flagged": flagged, "not_enough_items": unaudited, "failed_cases": len(errors),
+                             "traces": len(traces), "untraced": trace_failures}
     write_text_atomic(build_json, json.dumps(build_info, indent=1, sort_keys=True) + "\n")
     per_cat = {c: sum(it["category"] == c for it in final) for c in sorted({it["category"] for it in final})}
     return {"questions": len(final), "subtypes": len(subtypes), "numeric_items_dropped_central": central_dropped,
             "categories": sorted(per_cat), "questions_per_category": per_cat, "flagged": flagged,
-            "not_enough_items": unaudited, "include_flagged": cfg.include_flagged, "failed_cases": len(errors), "qc_excluded_structures": sum(qc_summary["excluded_per_structure"].values())}
+            "not_enough_items": unaudited, "include_flagged": cfg.include_flagged, "failed_cases": len(errors), "traces": len(traces),
+            "untraced": trace_failures, "qc_excluded_structures": sum(qc_summary["excluded_per_structure"].values())}
 
 
 def summary_text(res: dict, out: Path) -> str:
@@ -590,6 +596,9 @@ def summary_text(res: dict, out: Path) -> str:
                      "typical value)")
     if res.get("qc_excluded_structures"):
         lines.append(f"{res['qc_excluded_structures']} structures excluded by mask quality control (qc.json)")
+    if "traces" in res:
+        lines.append(f"{res['traces']} gold tool traces (traces.jsonl), each verified by replay"
+                     + (f"; {len(res['untraced'])} items without one (build.json)" if res.get("untraced") else ""))
     lines.append(f"benchmark: {Path(out) / 'qa.jsonl'}; card: {Path(out) / 'dataset_card.md'}; "
                  f"summary: {Path(out) / 'build.json'}")
     return "\n".join(lines)

@@ -89,6 +89,17 @@ class CaseContext:
                  (kind == "tumor" and n.endswith(("_pdac", "_pnet")))]
         return self.annotated(family) and any(self.findings.status(n) != "unknown" for n in names)
 
+    def slice_of(self, centroid_mm) -> int | None:
+        """The axial slice index (z) through a point in world RAS mm (a key slice to show)."""
+        import numpy as np
+        aff = np.asarray(self.findings.affine_ras_mm)
+        idx = np.linalg.solve(aff[:3, :3], np.asarray(centroid_mm) - aff[:3, 3])
+        return int(round(float(idx[2])))
+
+    def touching(self, name: str) -> set[str]:
+        """Structures sharing a voxel face with ``name``."""
+        return {b if a == name else a for a, b in self.findings.contacts if name in (a, b)}
+
     def has_parts(self, parent: str) -> bool:
         """Whether the masks delineate this organ's sub-segments (all of them)."""
         names = [p for p, par in L.PART_PARENT.items() if par == parent]

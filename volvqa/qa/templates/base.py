@@ -136,10 +136,8 @@ def register(**kw):
 
 # --- helpers -------------------------------------------------------------------------------------
 
-def _z(ctx: CaseContext, centroid_mm) -> int:
-    aff = np.asarray(ctx.findings.affine_ras_mm)
-    idx = np.linalg.solve(aff[:3, :3], np.asarray(centroid_mm) - aff[:3, 3])
-    return int(round(float(idx[2])))
+def _z(ctx: CaseContext, centroid_mm) -> int | None:
+    return ctx.slice_of(centroid_mm)
 
 
 def _stable(*parts: str) -> int:

@@ -225,12 +225,12 @@ def lesion_organ_hu_difference(ctx):
           paraphrases=("Which of these structures is in contact with the {organ}?",
                        "Which organ directly touches the {organ}?", "What structure borders the {organ}?"))
 def adjacent_organ(ctx):
-    pairs = {tuple(p) for p in ctx.findings.contacts}
     for n in ("liver", "spleen", "pancreas", "kidney_left", "kidney_right"):
         o = ctx.organ(n)
         if o is None:
             continue
-        touching = sorted(m for m in CONTACT_ORGANS if m != n and tuple(sorted((n, m))) in pairs)
+        near = ctx.touching(n)
+        touching = sorted(m for m in CONTACT_ORGANS if m != n and m in near)
         others = [m for m in CONTACT_ORGANS if m != n and m not in touching and ctx.organ(m) is not None]
         if touching and len(others) >= 3:
             pick = touching[_stable(ctx.case_id, n) % len(touching)]

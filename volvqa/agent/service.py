@@ -1,0 +1,113 @@
+"""The tools of one scan or of a built benchmark's cases, in one of three modes.
+
+- oracle: findings from the dataset's masks (a benchmark's ``cases/<id>/findings.json``,
+  which its questions were computed from; for one scan, ``--masks``);
+- predicted: findings from a segmenter's masks (``--segmenter``), through the
+  same quality control and extraction as build-qa;
+- vision: ``render`` only, over the CT.
+
+``ToolService.call(name, args)`` takes ``case_id`` among the arguments when it
+serves a benchmark, and never raises for a bad call: the error is the result.
+"""
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+from volvqa.agent.schemas import tool_schemas
+from volvqa.agent.tools import MODES, CaseTools, ToolError
+from volvqa.errors import VolvqaInputError
+from volvqa.findings.records import Findings
+
+_KEEP_CASES = 4   # tools (and their CTs) kept in memory
+
+
+class ToolService:
+    def __init__(self, *, qa_dir: str | Path | None = None, volume: str | Path | None = None,
+                 masks: str | Path | None = None, label_spec: str = "auto", mode: str = "oracle",
+                 segmenter: str | None = None, device: str = "auto", phase: str | None = None,
+                 qc: str = "exclude"):
+        if mode not in MODES:
+            raise VolvqaInputError(None, f"unknown tool mode {mode!r}; use {', '.join(MODES)}")
+        if (qa_dir is None) == (volume is None):
+            raise VolvqaInputError(None, "give either a built benchmark (--qa) or one scan (--volume)")
+        if mode == "predicted" and not segmenter:
+            raise VolvqaInputError(None, "predicted mode needs --segmenter")
+        if mode == "oracle" and volume is not None and masks is None:
+            raise VolvqaInputError(volume, "oracle mode on one scan needs its masks (--masks)")
+        self.mode, self.segmenter, self.device, self.qc = mode, segmenter, device, qc
+        self.qa_dir = Path(qa_dir) if qa_dir is not None else None
+        self.volume_path, self.masks, self.label_spec, self.phase = volume, masks, label_spec, phase
+        self.cases: dict[str, dict] = {}
+        if self.qa_dir is not None:
+            from volvqa.eval.run import load_qa
+            _items, self.cases, info = load_qa(self.qa_dir)
+            self.qc = (info.get("qc") or {}).get("mode", qc)
+        self._tools: OrderedDict[str, CaseTools] = OrderedDict()
+
+    @property
+    def per_case(self) -> bool:
+        return self.qa_dir is not None
+
+    def schemas(self) -> list[dict]:
+        return tool_schemas(self.mode, case_id=self.per_case)
+
+    def _volume(self, case_id: str):
+        from volvqa.io import load_volume
+        if self.per_case:
+            v = load_volume(self.cases[case_id]["ct"])
+            if self.cases[case_id].get("phase"):
+                v.meta["phase"] = self.cases[case_id]["phase"]
+            return v
+        v = load_volume(self.volume_path)
+        if self.phase:
+            v.meta["phase"] = self.phase
+        return v
+
+    def _findings(self, case_id: str) -> Findings | None:
+        if self.mode == "vision":
+            return None
+        if self.mode == "oracle" and self.per_case:
+            p = self.qa_dir / "cases" / case_id / "findings.json"
+            if not p.is_file():
+                raise VolvqaInputError(p, "not found: the case has no findings")
+            return Findings.from_dict(json.loads(p.read_text()))
+        from volvqa.models.grounded import GroundedAnswerer, fixed_masks
+        if self.mode == "oracle":
+            labelmap_for = fixed_masks(self.masks, self.label_spec)
+        else:
+            from volvqa.segment import segmenter_masks
+            labelmap_for = segmenter_masks(self.segmenter, self.device)
+        g = GroundedAnswerer(labelmap_for, qc=self.qc)
+        return g.findings(self._volume(case_id), {"case_id": case_id})
+
+    def tools(self, case_id: str = "") -> CaseTools:
+        if self.per_case and case_id not in self.cases:
+            raise ToolError(f"unknown case_id {case_id!r}", f"the benchmark has {len(self.cases)} cases, e.g. "
+                            + ", ".join(sorted(self.cases)[:5]))
+        if case_id in self._tools:
+            self._tools.move_to_end(case_id)
+            return self._tools[case_id]
+        t = CaseTools(self._findings(case_id), self.mode, volume_for=lambda: self._volume(case_id))
+        self._tools[case_id] = t
+        while len(self._tools) > _KEEP_CASES:
+            self._tools.popitem(last=False)
+        return t
+
+    def call(self, name: str, args: dict | str | None) -> dict:
+        try:
+            if isinstance(args, str):
+                try:
+                    args = json.loads(args) if args.strip() else {}
+                except ValueError:
+                    raise ToolError(f"arguments are not valid JSON: {args[:80]!r}") from None
+            args = dict(args or {})
+            case_id = ""
+            if self.per_case:
+                if "case_id" not in args:
+                    raise ToolError(f"{name}: missing argument case_id", "every tool takes the benchmark's case_id")
+                case_id = str(args.pop("case_id"))
+            return self.tools(case_id).call(name, args)
+        except ToolError as e:
+            return e.to_dict()
