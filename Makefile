@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := dicom,model,seg,distributed,video,dev
+EXTRAS := dicom,model,seg,distributed,video,agent,dev
 STAMP := $(VENV)/.volvqa-installed
 DATASET ?= phantom-demo
 WORKERS ?= 2

@@ -344,3 +344,40 @@ def test_schemas_are_valid_openai_function_schemas():
     r = CliRunner().invoke(main, ["serve-tools", "--qa", "nowhere", "--schemas"])
     assert r.exit_code == 2 and "nowhere" in r.output
     assert results_of([]) == {}
+
+
+def test_serve_tools_over_streamable_http(bench):
+    import socket
+    import time
+
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    out = bench / "out"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "volvqa.cli", "serve-tools", "--qa", str(out), "--transport", "http",
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):   # until it listens
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.1)
+        case = sorted(p.name for p in (out / "cases").iterdir())[0]
+
+        async def run():
+            async with streamable_http_client(f"http://127.0.0.1:{port}/mcp") as (read, write), \
+                    ClientSession(read, write) as session:
+                await session.initialize()
+                return (await session.list_tools(),
+                        await session.call_tool("measure", {"case_id": case, "target": "scan", "quantity": "phase"}))
+
+        listed, phase = anyio.run(run)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert [t.name for t in listed.tools] == ["segment_organ", "measure", "lookup_knowledge", "render"]
+    f = Findings.from_dict(json.loads((out / "cases" / case / "findings.json").read_text()))
+    assert phase.structured_content["phase"] == f.phase

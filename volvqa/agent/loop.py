@@ -40,6 +40,8 @@ class McpExecutor:
     """Tool calls through volvqa's MCP server, spawned over stdio by the MCP SDK's client."""
 
     def __init__(self, argv: list[str], timeout_s: float = 120.0):
+        from volvqa.agent.mcp_server import _need_mcp
+        _need_mcp()
         from mcp.client.stdio import StdioServerParameters
         self._params = StdioServerParameters(command=argv[0], args=argv[1:])
         self._timeout = timeout_s

@@ -15,7 +15,16 @@ from volvqa.agent.service import ToolService
 from volvqa.agent.tools import without_images
 
 
+def _need_mcp() -> None:
+    try:
+        import mcp.server.lowlevel  # noqa: F401
+    except ImportError:
+        from volvqa.errors import VolvqaInputError
+        raise VolvqaInputError(None, "the MCP server needs the mcp SDK (v2): pip install 'volvqa[agent]'") from None
+
+
 def make_server(service: ToolService):
+    _need_mcp()
     import anyio
     import mcp_types as types
     from mcp.server.lowlevel import Server
