@@ -200,7 +200,7 @@ def test_serve_tools_one_scan_partial_labels_and_vision_mode(bench, tmp_path):
                 await s.call_tool("measure", {"target": "kidney", "quantity": "lesions"}))
 
     argv = [sys.executable, "-m", "volvqa.cli", "serve-tools", "--volume", str(case / "ct.nii.gz"), "--masks",
-            str(masks), "--label-spec", str(spec)]
+            str(masks), "--labels", str(spec)]
     kid, spleen, les = anyio.run(_mcp_session, argv, body)
     assert kid.structured_content["status"] == "not annotated"
     expect = (keep == L.CANONICAL_IDS["spleen"]).sum() * abs(np.linalg.det(img.affine[:3, :3])) / 1000

@@ -452,7 +452,8 @@ def predict_cmd(qa_dir, model, split, mode, out, segmenter, device, input_format
               help="A built benchmark: every tool takes a case_id.")
 @click.option("--volume", type=click.Path(path_type=Path), default=None, help="One scan (NIfTI or DICOM folder).")
 @click.option("--masks", type=click.Path(path_type=Path), default=None, help="With --volume: its masks (oracle).")
-@click.option("--label-spec", default="auto", show_default=True, help="With --masks: how to read label ids.")
+@click.option("--labels", "label_spec", default="auto", show_default=True,
+              help="With --masks: how to read label ids (auto | totalsegmentator | ... | a YAML/JSON mapping).")
 @click.option("--phase", default=None, help="With --volume: the contrast phase, if known.")
 @click.option("--mode", "tool_mode", type=click.Choice(["oracle", "predicted", "vision"]), default="oracle",
               show_default=True)

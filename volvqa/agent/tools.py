@@ -18,7 +18,7 @@ in oracle mode, a segmenter's in predicted mode) and its CT (``render``):
 Vision mode offers ``render`` only, on the scan (no masks behind it).
 A bad call returns ``{"error": ..., "hint": ...}`` (``ToolError``), never
 raises out of ``call``: an agent reads the error and tries again.
-Values are the findings' own (rounded to 4 decimals as ``findings.json``).
+Values are the findings' own (6 decimals, as ``findings.json``).
 """
 from __future__ import annotations
 

@@ -97,13 +97,13 @@ class Findings:
         return [les for les in self.lesions if les.organ.startswith(organ_prefix)]
 
     def to_dict(self) -> dict:
-        return _rounded(asdict(self))
+        return _rounded(asdict(self), 6)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
     def canonical(self) -> "Findings":
-        """The findings as ``findings.json`` holds them (floats to 4 decimals), so that answers
+        """The findings as ``findings.json`` holds them (floats to 6 decimals), so that answers
         computed in memory, from the file and through the agent tools are the same."""
         return Findings.from_dict(self.to_dict())
 
