@@ -272,6 +272,12 @@ def test_qc_swapped_kidneys(real):
     kept, report = qc_labelmap(v, bad, "exclude")
     assert {"kidney_left", "kidney_right", "kidney_cyst"} <= set(report["excluded"])
     f = extract(v, kept)
+    # The boxes quality control hands on (those left after clearing the excluded labels) are
+    # every label's true box: the findings equal those of the same map without them.
+    assert kept.known_boxes() is not None
+    fresh = LabelMap(kept.array.copy(), kept.labels, kept.affine, parts=kept.parts, part_labels=kept.part_labels,
+                     meta=kept.meta, annotates=kept.annotates)
+    assert fresh.known_boxes() is None and extract(v, fresh).to_dict() == f.to_dict()
     ctx = CaseContext("c", f)
     assert ctx.status("kidney_left") == "unknown" and ctx.status("spleen") == "present"
     # Nothing about the kidneys is asked any more; the rest of the case still is.

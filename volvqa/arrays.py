@@ -31,6 +31,16 @@ def present_ids(labels: np.ndarray) -> list[int]:
     return [int(i) for i in np.flatnonzero(label_counts(labels)) if i]
 
 
+def label_boxes(labels: np.ndarray) -> dict[int, tuple[slice, ...]]:
+    """label value -> its bounding box (a tuple of slices), from one ``find_objects`` pass
+    over the memory-order view."""
+    from scipy import ndimage
+    view = memory_order(labels)
+    flip = view is not labels
+    found = ndimage.find_objects(view)
+    return {i + 1: (b[::-1] if flip else b) for i, b in enumerate(found) if b is not None}
+
+
 def memory_order(a: np.ndarray) -> np.ndarray:
     """A view of ``a`` whose last axis is the fastest in memory (``a.T`` for Fortran order)."""
     if not a.flags.c_contiguous and a.flags.f_contiguous:

@@ -70,6 +70,22 @@ class LabelMap:
     part_labels: dict[int, str] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     annotates: frozenset[str] | None = None
+    #: (the array they were computed on, label id -> box): set by mask quality control, which
+    #: computes every label's box, so that the findings do not compute them again
+    #: (``known_boxes``). Only used while ``array`` is that same object.
+    box_cache: tuple[Any, dict] | None = field(default=None, repr=False, compare=False)
+
+    def known_boxes(self) -> dict | None:
+        """Every label's box if already computed on this ``array``, else None."""
+        if self.box_cache is not None and self.box_cache[0]() is self.array:
+            return self.box_cache[1]
+        return None
+
+    def with_boxes(self, boxes: dict) -> "LabelMap":
+        """A copy (sharing the arrays) that carries the boxes of its labels."""
+        import dataclasses
+        import weakref
+        return dataclasses.replace(self, box_cache=(weakref.ref(self.array), boxes))
 
     def id_of(self, name: str) -> int | None:
         for i, n in self.labels.items():

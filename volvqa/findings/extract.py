@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from volvqa import knowledge as K
 from volvqa import labels as L
-from volvqa.arrays import gather, int16_stats, memory_order
+from volvqa.arrays import gather, int16_stats, label_boxes, memory_order
 from volvqa.errors import VolvqaInputError
 from volvqa.findings.diameters import axial_diameters, max_diameter_3d
 from volvqa.findings.records import Findings, LesionFindings, OrganFindings
@@ -137,9 +137,7 @@ def extract(volume: Volume, labelmap: LabelMap, *, case_id: str = "",
     voxel_ml = float(sp.prod()) / 1000.0
     # One pass for every label's box (find_objects on the memory-order view),
     # one chunked count; then work inside boxes only.
-    flip = memory_order(lab) is not lab
-    found = ndimage.find_objects(memory_order(lab))
-    boxes = {i + 1: (b[::-1] if flip else b) for i, b in enumerate(found) if b is not None}
+    boxes = labelmap.known_boxes() or label_boxes(lab)
     present = [i for i in sorted(boxes) if i in labelmap.labels]
 
     organs: dict[str, OrganFindings] = {}

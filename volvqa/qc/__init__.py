@@ -32,7 +32,9 @@ def qc_labelmap(volume: Volume, labelmap: LabelMap, mode: str = "exclude", *, ca
     report: dict = {"case_id": case_id, "mode": mode, "findings": [], "excluded": {}}
     if mode == "off" and not require_agreement:
         return labelmap, report
-    found = check_case(volume, labelmap, case_id) if mode != "off" else []
+    from volvqa.arrays import label_boxes
+    boxes = labelmap.known_boxes() or label_boxes(labelmap.array)
+    found = check_case(volume, labelmap, case_id, boxes=boxes) if mode != "off" else []
     report["findings"] = [f.to_dict() for f in found]
     excluded = excluded_structures(found, labelmap) if mode != "off" else {}
     if other is not None:
@@ -48,7 +50,8 @@ def qc_labelmap(volume: Volume, labelmap: LabelMap, mode: str = "exclude", *, ca
     if mode == "warn":  # only the agreement requirement excludes
         excluded = {k: v for k, v in excluded.items() if v.startswith(("sources disagree", "agreement not"))}
         report["excluded"] = dict(sorted(excluded.items()))
-    return exclude(labelmap, excluded), report
+    # The label map to use carries every label's box, for the findings.
+    return exclude(labelmap, excluded, boxes), report
 
 
 __all__ = ["QC_MODES", "Agreement", "QCFinding", "check_case", "check_mode", "compare", "disagreements",

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from volvqa import knowledge as K
 from volvqa import labels as L
-from volvqa.arrays import gather, int16_stats, label_counts, memory_order
+from volvqa.arrays import gather, int16_stats, label_boxes, label_counts
 from volvqa.records import LabelMap, Volume
 
 #: Lesion components below this are ignored by the outside-organ check (as by findings).
@@ -43,9 +43,7 @@ class QCFinding:
 
 
 def _boxes(lab: np.ndarray) -> dict[int, tuple[slice, ...]]:
-    flip = memory_order(lab) is not lab
-    found = ndimage.find_objects(memory_order(lab))
-    return {i + 1: (b[::-1] if flip else b) for i, b in enumerate(found) if b is not None}
+    return label_boxes(lab)
 
 
 def _world_x(affine: np.ndarray, idx) -> float:
@@ -87,13 +85,15 @@ def _sided(name: str) -> str | None:
     return None
 
 
-def check_case(volume: Volume, labelmap: LabelMap, case_id: str = "") -> list[QCFinding]:
-    """Every check on every structure of one case; an empty list means clean."""
+def check_case(volume: Volume, labelmap: LabelMap, case_id: str = "",
+               boxes: dict[int, tuple[slice, ...]] | None = None) -> list[QCFinding]:
+    """Every check on every structure of one case; an empty list means clean. ``boxes``: every
+    label's box (``volvqa.arrays.label_boxes``), when the caller has them."""
     lab, hu = labelmap.array, volume.array
     shape = lab.shape
     voxel_ml = float(np.prod(volume.spacing_mm)) / 1000.0
-    boxes = _boxes(lab)
-    counts = label_counts(lab)
+    boxes = boxes if boxes is not None else (labelmap.known_boxes() or _boxes(lab))
+    counts = _BoxCounts(lab, boxes)
     out: list[QCFinding] = []
     ids = {n: i for i, n in labelmap.labels.items()}
 
@@ -185,6 +185,20 @@ def check_case(volume: Volume, labelmap: LabelMap, case_id: str = "") -> list[QC
     return out
 
 
+class _BoxCounts(dict):
+    """Voxel count of a label, counted inside its box when first asked (a few labels are asked;
+    a count of every label would read the whole volume)."""
+
+    def __init__(self, lab: np.ndarray, boxes: dict):
+        super().__init__()
+        self._lab, self._boxes = lab, boxes
+
+    def __missing__(self, i: int) -> int:
+        n = int(np.count_nonzero(self._lab[self._boxes[i]] == i)) if i in self._boxes else 0
+        self[i] = n
+        return n
+
+
 def _family_lesions(organ: str) -> list[str]:
     fam = "kidney" if organ.startswith("kidney") else organ
     return [n for n, o in L.LESION_ORGAN.items() if o == fam]
@@ -200,10 +214,17 @@ def _sizeable_pieces(lab, sl, oid: int, lesion_ids: list[int], shape) -> int:
     pad = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, d)) for s, d in zip(sl, shape))
     sub = lab[pad]
     own = sub == oid
-    union = own | np.isin(sub, lesion_ids) if lesion_ids else own
-    cc = cc3d.connected_components(union, connectivity=26)
-    per = np.bincount(cc[own], minlength=int(cc.max()) + 1)
-    total = int(own.sum())
+    if lesion_ids:
+        member = np.zeros(max(int(sub.max()), oid, *lesion_ids) + 1, bool)   # a lookup table beats np.isin
+        member[[oid, *lesion_ids]] = True
+        union = member[sub]
+    else:
+        union = own
+    cc, n = cc3d.connected_components(union, connectivity=26, return_N=True)
+    total = int(np.count_nonzero(own))
+    if n <= 1:   # the usual case: one piece, no per-piece count needed
+        return int(n == 1 and total > 0)
+    per = label_counts(gather(cc, own), minlength=n + 1)
     return int(np.count_nonzero(per[1:] >= K.QC_SIZEABLE_PIECE * total))
 
 
@@ -274,14 +295,22 @@ def excluded_structures(findings: list[QCFinding], labelmap: LabelMap) -> dict[s
     return dict(sorted(out.items()))
 
 
-def exclude(labelmap: LabelMap, excluded: dict[str, str]) -> LabelMap:
+def exclude(labelmap: LabelMap, excluded: dict[str, str],
+            boxes: dict[int, tuple[slice, ...]] | None = None) -> LabelMap:
     """A copy of ``labelmap`` with the excluded structures' voxels cleared
-    and the structures recorded as unknown (``meta['qc_excluded']``)."""
+    and the structures recorded as unknown (``meta['qc_excluded']``).
+    With ``boxes`` (every label's box) only those boxes are searched, and the
+    copy carries the boxes of what is left."""
     if not excluded:
-        return labelmap
+        return labelmap if boxes is None else labelmap.with_boxes(boxes)
     arr = labelmap.array.copy()
     ids = [i for i, n in labelmap.labels.items() if n in excluded]
-    if ids:
+    if ids and boxes is not None:
+        for i in ids:
+            if i in boxes:
+                sub = arr[boxes[i]]
+                sub[sub == i] = 0
+    elif ids:
         arr[np.isin(arr, ids)] = 0
     parts = labelmap.parts
     pids = [i for i, n in labelmap.part_labels.items() if n in excluded]
@@ -290,6 +319,8 @@ def exclude(labelmap: LabelMap, excluded: dict[str, str]) -> LabelMap:
         parts[np.isin(parts, pids)] = 0
     meta = dict(labelmap.meta)
     meta["qc_excluded"] = dict(sorted({**meta.get("qc_excluded", {}), **excluded}.items()))
-    return LabelMap(arr, {i: n for i, n in labelmap.labels.items() if n not in excluded}, labelmap.affine,
-                    parts=parts, part_labels={i: n for i, n in labelmap.part_labels.items() if n not in excluded},
-                    meta=meta, annotates=None if labelmap.annotates is None else labelmap.annotates - set(excluded))
+    out = LabelMap(arr, {i: n for i, n in labelmap.labels.items() if n not in excluded}, labelmap.affine,
+                   parts=parts, part_labels={i: n for i, n in labelmap.part_labels.items() if n not in excluded},
+                   meta=meta, annotates=None if labelmap.annotates is None else labelmap.annotates - set(excluded))
+    # Clearing a label removes its box and changes no other label's.
+    return out if boxes is None else out.with_boxes({i: b for i, b in boxes.items() if i not in set(ids)})
