@@ -234,6 +234,10 @@ def test_tool_errors_are_results_not_crashes(bench):
     assert "no lesion 999" in t.call("measure", {"target": "lesion 999", "quantity": "volume_ml"})["error"]
     assert "must be a string" in t.call("segment_organ", {"target": 3})["error"]
     assert t.call("segment_organ", {"target": "left kidney"})["target"] == "kidney_left"
+    both = t.call("segment_organ", {"target": "kidneys"})
+    assert both["target"] == "kidney" and set(both["members"]) == {"kidney_left", "kidney_right"}
+    assert both["status"] == ("present" if "present" in both["members"].values() else both["status"])
+    assert "measure one of them" in t.call("measure", {"target": "kidney", "quantity": "volume_ml"})["error"]
     f.excluded["spleen"] = "2 sizeable pieces"
     t2 = CaseTools(f)
     assert t2.call("segment_organ", {"target": "spleen"}) == {"target": "spleen", "status": "excluded",

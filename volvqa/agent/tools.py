@@ -61,6 +61,8 @@ QUANTITIES: dict[str, tuple[str, str, str]] = {
     "geometry": ("scan", "", "array shape, voxel spacing (mm), affine (RAS mm), orientation"),
 }
 
+#: A name that stands for several structures ("lung" is itself a structure: the whole-lung label).
+_GROUPS = {"kidney": ("kidney_left", "kidney_right")}
 _LESION_REF = re.compile(r"^lesion\s*#?\s*(\d+)$")
 _WORDS = {"left kidney": "kidney_left", "right kidney": "kidney_right", "kidneys": "kidney",
           "inferior vena cava": "inferior_vena_cava", "small bowel": "small_bowel", "ivc": "inferior_vena_cava"}
@@ -196,6 +198,12 @@ class CaseTools:
         name = self._name(target)
         self._check_structure(name)
         f = self.findings
+        if name in _GROUPS:   # both kidneys: present when either is
+            members = {m: self._status(m)[0] for m in _GROUPS[name]}
+            states = set(members.values())
+            status = "present" if "present" in states else "absent" if states == {"absent"} else "not annotated"
+            return {"target": name, "status": status, "members": members,
+                    "note": f"'{name}' names {', '.join(_GROUPS[name])}: segment or measure those"}
         status, reason = self._status(name)
         out: dict[str, Any] = {"target": name, "status": status}
         if reason:
@@ -239,6 +247,9 @@ class CaseTools:
             raise ToolError(f"quantity {q!r} applies to target 'scan'")
         if q in ("lesions", "lesion_count"):
             return self._lesions(name, q)
+        if name in _GROUPS:
+            raise ToolError(f"'{name}' names {', '.join(_GROUPS[name])}; measure one of them",
+                            "a family's lesions: measure(<family>, 'lesions')")
         status, reason = self._status(name)
         if status != "present":
             raise ToolError(f"{name} is {status}" + (f" ({reason})" if reason else "") + f": no {q} to measure",
