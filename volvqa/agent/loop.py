@@ -28,7 +28,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from volvqa.agent.schemas import tool_schemas
-from volvqa.agent.tools import TOOL_NAMES, without_images
+from volvqa.agent.tools import TOOL_NAMES, ToolError, parse_arguments, without_images
 from volvqa.agent.traces import SYSTEM_PROMPT
 from volvqa.models.base import Prediction, prompt_for
 
@@ -203,14 +203,11 @@ class AgentAnswerer:
         return Prediction(item["qid"], answer, answer, self.name, time.perf_counter() - t0, evidence=evidence)
 
     def _run(self, call: dict, case_id: str) -> dict:
-        name, args = call["name"], call["arguments"]
-        if isinstance(args, str):
-            try:
-                args = json.loads(args) if args.strip() else {}
-            except ValueError:
-                return {"error": f"arguments are not valid JSON: {args[:80]!r}"}
-        if not isinstance(args, dict):
-            return {"error": "arguments must be a JSON object"}
+        name = call["name"]
+        try:
+            args = parse_arguments(call["arguments"])
+        except ToolError as e:
+            return e.to_dict()
         if name not in {s["function"]["name"] for s in self.schemas}:
             return {"error": f"unknown tool {name!r}", "hint": "tools: " + ", ".join(
                 s["function"]["name"] for s in self.schemas)}
@@ -236,12 +233,11 @@ def _text_only(m: dict) -> dict:
 def _targets(calls) -> set[tuple[str, str]]:
     out = set()
     for name, args in calls:
-        if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except ValueError:
-                continue
-        if isinstance(args, dict) and name in TOOL_NAMES:
+        try:
+            args = parse_arguments(args)
+        except ToolError:
+            continue
+        if name in TOOL_NAMES:
             out.add((name, str(args.get("target", args.get("query", ""))).strip().lower()))
     return out
 

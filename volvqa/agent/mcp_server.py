@@ -45,20 +45,14 @@ def make_server(service: ToolService):
             content.append(types.ImageContent(type="image", data=result["png_base64"], mime_type="image/png"))
         return types.CallToolResult(content=content, structured_content=text, is_error="error" in result)
 
-    return Server("volvqa", version=_version(), instructions=(
+    from volvqa import __version__
+    return Server("volvqa", version=__version__, instructions=(
         "Tools over CT scans: segment_organ, measure, lookup_knowledge"
         + (", render" if service.mode != "vision" else "") + f" ({service.mode} mode). "
         + ("Every call names the benchmark case (case_id). " if service.per_case else "")
         + "A structure reported 'not annotated' is unknown, not absent."),
         on_list_tools=list_tools, on_call_tool=call_tool)
 
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-        return version("volvqa")
-    except Exception:  # noqa: BLE001  (not installed: a source checkout)
-        return "0"
 
 
 def serve(service: ToolService, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765) -> None:

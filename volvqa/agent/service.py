@@ -16,7 +16,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from volvqa.agent.schemas import tool_schemas
-from volvqa.agent.tools import MODES, CaseTools, ToolError
+from volvqa.agent.tools import MODES, CaseTools, ToolError, parse_arguments
 from volvqa.errors import VolvqaInputError
 from volvqa.findings.records import Findings
 
@@ -65,7 +65,7 @@ class ToolService:
             v.meta["phase"] = self.phase
         return v
 
-    def _findings(self, case_id: str) -> Findings | None:
+    def _findings(self, case_id: str, volume_for) -> Findings | None:
         if self.mode == "vision":
             return None
         if self.mode == "oracle" and self.per_case:
@@ -80,7 +80,7 @@ class ToolService:
             from volvqa.segment import segmenter_masks
             labelmap_for = segmenter_masks(self.segmenter, self.device)
         g = GroundedAnswerer(labelmap_for, qc=self.qc)
-        return g.findings(self._volume(case_id), {"case_id": case_id})
+        return g.findings(volume_for(), {"case_id": case_id})
 
     def tools(self, case_id: str = "") -> CaseTools:
         if self.per_case and case_id not in self.cases:
@@ -89,7 +89,13 @@ class ToolService:
         if case_id in self._tools:
             self._tools.move_to_end(case_id)
             return self._tools[case_id]
-        t = CaseTools(self._findings(case_id), self.mode, volume_for=lambda: self._volume(case_id))
+        loaded = []   # the CT, read once: for the findings (predicted, one scan) and for render
+
+        def volume_for():
+            if not loaded:
+                loaded.append(self._volume(case_id))
+            return loaded[0]
+        t = CaseTools(self._findings(case_id, volume_for), self.mode, volume_for=volume_for)
         self._tools[case_id] = t
         while len(self._tools) > _KEEP_CASES:
             self._tools.popitem(last=False)
@@ -97,12 +103,7 @@ class ToolService:
 
     def call(self, name: str, args: dict | str | None) -> dict:
         try:
-            if isinstance(args, str):
-                try:
-                    args = json.loads(args) if args.strip() else {}
-                except ValueError:
-                    raise ToolError(f"arguments are not valid JSON: {args[:80]!r}") from None
-            args = dict(args or {})
+            args = parse_arguments(args)
             case_id = ""
             if self.per_case:
                 if "case_id" not in args:

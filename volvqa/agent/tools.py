@@ -91,6 +91,20 @@ class ToolError(Exception):
         return {"error": self.message, **({"hint": self.hint} if self.hint else {})}
 
 
+def parse_arguments(args: dict | str | None) -> dict:
+    """A call's arguments as a dict, from a dict or the JSON text chat models send; ToolError otherwise."""
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except ValueError:
+            raise ToolError(f"arguments are not valid JSON: {args[:80]!r}") from None
+    if args is None:
+        return {}
+    if not isinstance(args, dict):
+        raise ToolError("arguments must be a JSON object")
+    return dict(args)
+
+
 def canonical_args(args: dict) -> str:
     """One string per call, the key of the result caches and of trace matching."""
     return json.dumps(args, sort_keys=True, separators=(",", ":"))
@@ -108,7 +122,7 @@ class CaseTools:
         if mode != "vision" and findings is None:
             raise ValueError(f"{mode} mode needs findings")
         # The values agents see are the findings as written to findings.json.
-        self.findings = Findings.from_dict(findings.to_dict()) if findings is not None else None
+        self.findings = findings.canonical() if findings is not None else None
         self.mode = mode
         self._volume_for = volume_for
         self._volume = None
@@ -120,12 +134,7 @@ class CaseTools:
     def call(self, name: str, args: dict | str | None) -> dict:
         """Run one tool; a bad call gives ``{"error", "hint"}``."""
         try:
-            if isinstance(args, str):
-                try:
-                    args = json.loads(args) if args.strip() else {}
-                except ValueError:
-                    raise ToolError(f"arguments are not valid JSON: {args[:80]!r}") from None
-            args = dict(args or {})
+            args = parse_arguments(args)
             if name not in self.names:
                 raise ToolError(f"unknown tool {name!r}", f"tools in {self.mode} mode: {', '.join(self.names)}")
             fn = getattr(self, name)

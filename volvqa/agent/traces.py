@@ -48,38 +48,33 @@ def _instances(t, ctx) -> list:
 
 
 def _dedup(keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    seen, out = set(), []
-    for k in keys:
-        if k not in seen:
-            seen.add(k)
-            out.append(k)
-    return out
+    return list(dict.fromkeys(keys))
 
 
-def replay_answer(t, params: dict, case_id: str, results: dict) -> tuple[object, list] | None:
-    """The (answer, boxes) a template gives for ``params`` from these tool results alone,
-    or None when they do not suffice."""
+def replay_instance(t, params: dict, case_id: str, results: dict) -> tuple[object | None, str]:
+    """(the template's instance for ``params`` from these tool results alone, or None and why not)."""
     from volvqa.models.grounded import _same
     from volvqa.qa.templates import unmet_requirement
     ctx = ToolContext(case_id, Replay(results))
     try:
-        if unmet_requirement(t, params, ctx) is not None:
-            return None
+        missing = unmet_requirement(t, params, ctx)
+        if missing is not None:
+            return None, missing
         for inst in t.fn(ctx):
             if _same(inst.params, params) and unmet_requirement(t, inst.params, ctx) is None:
-                return inst.answer, inst.boxes
-    except (MissingFact, AttributeError, TypeError, KeyError):
+                return inst, ""
+    except (MissingFact, AttributeError, TypeError, KeyError) as e:
         # Templates assume complete findings (a touching organ is present ...); results an agent
         # left out can break that assumption: they do not suffice.
-        return None
-    return None
+        return None, f"the tool results lack {e}"
+    return None, "the tool results do not give this question's answer"
 
 
 def _suffices(t, inst, case_id: str, results: dict, keys: list) -> bool:
     """Whether these calls' results alone give the instance's answer and boxes."""
     from volvqa.models.grounded import answer_text
-    got = replay_answer(t, inst.params, case_id, {k: results[k] for k in keys})
-    return got is not None and answer_text(t, got[0]) == answer_text(t, inst.answer) and got[1] == inst.boxes
+    got, _why = replay_instance(t, inst.params, case_id, {k: results[k] for k in keys})
+    return got is not None and answer_text(t, got.answer) == answer_text(t, inst.answer) and got.boxes == inst.boxes
 
 
 def case_traces(findings: Findings, items: list[dict]) -> dict[str, list[tuple[str, dict, dict]]]:
@@ -245,9 +240,14 @@ def load_traces(qa_dir: Path) -> dict[str, dict]:
     return {r["qid"]: r for r in (json.loads(x) for x in p.read_text().splitlines() if x.strip())}
 
 
+def message_calls(messages: list[dict]) -> list[tuple[str, dict, dict]]:
+    """(tool, arguments, result) of the answered tool calls in chat messages."""
+    results = {m["tool_call_id"]: json.loads(m["content"]) for m in messages if m.get("role") == "tool"}
+    return [(c["function"]["name"], json.loads(c["function"]["arguments"] or "{}"), results[c["id"]])
+            for m in messages if m.get("role") == "assistant" and m.get("tool_calls")
+            for c in m["tool_calls"] if c["id"] in results]
+
+
 def trace_calls(record: dict) -> list[tuple[str, dict, dict]]:
     """(tool, arguments, result) of a trace record's messages."""
-    results = {m["tool_call_id"]: json.loads(m["content"]) for m in record["messages"] if m["role"] == "tool"}
-    return [(c["function"]["name"], json.loads(c["function"]["arguments"]), results[c["id"]])
-            for m in record["messages"] if m["role"] == "assistant" and m.get("tool_calls")
-            for c in m["tool_calls"]]
+    return message_calls(record["messages"])
