@@ -9,7 +9,7 @@ DATASET ?= phantom-demo
 WORKERS ?= 2
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test build-qa bench clean
+.PHONY: install test lint build-qa bench clean
 
 install: $(STAMP)
 
@@ -21,8 +21,11 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $@
 
-test: install
+test: lint install
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) tests
+
+lint: install
+	$(BIN)/ruff check volvqa tests benchmarks
 
 build-qa: install
 	$(BIN)/volvqa build-qa data_manifests/$(DATASET).yaml --out out/$(DATASET) --workers $(WORKERS)

@@ -20,7 +20,7 @@ def big_ct(tmp_path_factory):
     else:
         small = ct_phantom((122, 101, 30))
         aff = np.diag([3.0, 3.0, 3.0, 1.0])
-    zoom = [b / s for b, s in zip(BIG_SHAPE, small.shape)]
+    zoom = [b / s for b, s in zip(BIG_SHAPE, small.shape, strict=False)]
     big = ndimage.zoom(small, zoom, order=0, grid_mode=True, mode="grid-constant")[:512, :512, :300]
     big = big + np.random.default_rng(0).normal(0, 12, size=big.shape).astype(np.int16)
     aff[:3, :3] = aff[:3, :3] / np.array(zoom)

@@ -47,5 +47,5 @@ def test_bench_build_qa_cases_per_minute(tmp_path):
               f"({q} questions)")
     one = [r for r in rows if r[0] == 1]
     two = [r for r in rows if r[0] == 2]
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=False):
         print(f"[bench build-qa] {a[1]}: 2 workers / 1 worker throughput ratio {b[3] / a[3]:.2f}")

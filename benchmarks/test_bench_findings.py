@@ -19,7 +19,7 @@ def big_pair(tmp_path_factory, big_ct):
         pytest.skip("shared real CT data not found")
     path_ct, small, aff = big_ct
     seg = np.asanyarray(nib.load(REAL_CT / "example_seg.nii.gz").dataobj)
-    zoom = [b / s for b, s in zip((512, 512, 300), seg.shape)]
+    zoom = [b / s for b, s in zip((512, 512, 300), seg.shape, strict=False)]
     big = ndimage.zoom(seg, zoom, order=0, grid_mode=True, mode="grid-constant")[:512, :512, :300]
     p = write_nii(tmp_path_factory.mktemp("bench_seg") / "big_seg.nii.gz", big.astype(np.uint8), aff)
     return path_ct, p

@@ -25,7 +25,7 @@ BIG = (512, 512, 300)
 
 
 def _upsample(arr: np.ndarray) -> np.ndarray:
-    zoom = [b / s for b, s in zip(BIG, arr.shape)]
+    zoom = [b / s for b, s in zip(BIG, arr.shape, strict=False)]
     return ndimage.zoom(arr, zoom, order=0, grid_mode=True, mode="grid-constant")[:BIG[0], :BIG[1], :BIG[2]]
 
 
@@ -50,7 +50,7 @@ def real_size_manifest(tmp_path_factory):
         # Back to TotalSegmentator's ids for the organs, canonical lesion ids kept: written as two maps.
         big_ct = _upsample(v2.array).astype(np.int16)
         big_ct = big_ct + np.random.default_rng(k).normal(0, 12, size=big_ct.shape).astype(np.int16)
-        zoom = np.array([b / s for b, s in zip(BIG, v.shape)])
+        zoom = np.array([b / s for b, s in zip(BIG, v.shape, strict=False)])
         aff = v.affine.copy()
         aff[:3, :3] = aff[:3, :3] / zoom
         ct = write_nii(root / f"case{k}_ct.nii.gz", big_ct, aff)

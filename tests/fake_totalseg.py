@@ -77,9 +77,9 @@ def write_model(weights_root: Path, model_id: int, trainer: str, class_names: di
     """Write one model folder; ``bias`` adds a constant to chosen output logits
     (to make a crop model cover the scan with one organ, for instance)."""
     import torch
+    import totalsegmentator.nnunet as ts_nnunet
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     from totalsegmentator.map_tasks_config import TASK_ID_WEIGHTS_CONFIGS
-    import totalsegmentator.nnunet as ts_nnunet
 
     folder_name = TASK_ID_WEIGHTS_CONFIGS[model_id]["foldername"]
     model_dir = Path(weights_root) / folder_name / f"{trainer}__nnUNetPlans__3d_fullres"

@@ -9,8 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from volvqa.cli import main
-from volvqa.eval.metrics import (aggregate, iou_3d, mra, parse_bbox, parse_letter, parse_number, parse_yes_no,
-                                 score_item)
+from volvqa.eval.metrics import aggregate, iou_3d, mra, parse_bbox, parse_letter, parse_number, parse_yes_no, score_item
 from volvqa.models.grounded import parse_question
 from volvqa.qa.generate import render_question
 from volvqa.qa.templates import TEMPLATES
@@ -49,7 +48,7 @@ def test_yes_no_sensitivity_specificity():
              for i, a in enumerate(["yes", "yes", "no", "no", "no"])]
     outs = ["Yes.", "no", "No", "yes, there is", "maybe"]
     assert [parse_yes_no(o) for o in outs] == ["yes", "no", "no", "yes", None]
-    agg = aggregate(items, [score_item(it, o, "free") for it, o in zip(items, outs)])["overall"]
+    agg = aggregate(items, [score_item(it, o, "free") for it, o in zip(items, outs, strict=False)])["overall"]
     assert agg["accuracy"] == pytest.approx(0.4)
     assert agg["sensitivity"] == pytest.approx(0.5) and agg["specificity"] == pytest.approx(1 / 3)
 

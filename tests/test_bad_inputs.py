@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from pydicom.uid import JPEG2000Lossless
 
-from volvqa.cli import main
 from tests.helpers import ct_phantom, write_dicom_series, write_nii
+from volvqa.cli import main
 
 
 def _ok_nii(d: Path) -> Path:

@@ -377,9 +377,8 @@ def test_kits19_label_map_findings_against_simpleitk(tmp_path):
 # --- chest phantoms: nodules of known lobe, size and density -------------------------------------------
 
 def test_chest_phantom_nodule_truth_is_recovered():
-    from volvqa.synth.chest import NoduleSpec
-    from volvqa.synth.chest import ChestConfig, generate_chest
     from volvqa.records import LabelMap, Source, Volume
+    from volvqa.synth.chest import ChestConfig, NoduleSpec, generate_chest
     specs = [NoduleSpec("lung_upper_lobe_right", 5.5, "solid"), NoduleSpec("lung_lower_lobe_left", 7.0, "solid"),
              NoduleSpec("lung_middle_lobe_right", 12.0, "part-solid"),
              NoduleSpec("lung_lower_lobe_right", 10.0, "ground-glass"),

@@ -7,11 +7,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from tests.helpers import ct_phantom, write_nii
 from volvqa.cli import main
 from volvqa.datasets import assign_split, load_cases, load_manifest
 from volvqa.errors import VolvqaInputError
 from volvqa.io import load_labelmap, load_volume
-from tests.helpers import ct_phantom, write_nii
 
 SHAPE = (16, 16, 8)
 
@@ -189,7 +189,7 @@ def test_shipped_real_ct_manifest(real_ct, monkeypatch):
     m = Path(__file__).resolve().parents[1] / "data_manifests" / "real-ct-example.yaml"
     got = _load_all(m)
     assert [c.case_id for c, _, _ in got] == ["example_ct_dicom", "example_ct_sm"]
-    for c, v, lm in got:
+    for _c, v, lm in got:
         assert lm.array.shape == v.shape and "liver" in lm.labels.values()
 
 

@@ -365,8 +365,9 @@ def test_export_loads_with_its_loader_and_scores_grounded_100(built, ref_metrics
 
 
 def test_export_keeps_volvqa_subtypes_without_dtv_only_and_resumes(built, tmp_path):
-    from volvqa.cli import main
     from click.testing import CliRunner
+
+    from volvqa.cli import main
     out = tmp_path / "dtv"
     r = CliRunner().invoke(main, ["export", "deeptumorvqa", str(built), str(out), "--no-video", "--no-train"])
     assert r.exit_code == 0, r.output
@@ -420,7 +421,7 @@ def test_deeptumorvqa_prompt_equals_its_runners(built, tmp_path):
                 progress=False, prompt_style="deeptumorvqa")
         preds = [json.loads(x) for x in (tmp_path / f"{mode}.jsonl").read_text().splitlines()]
         checked = 0
-        for p, call in zip(preds, RecordSystemKeySlice.calls):
+        for p, call in zip(preds, RecordSystemKeySlice.calls, strict=False):
             assert call["system"] == ref.SYSTEM_PROMPT_VQA
             if p["qid"] in index:
                 assert call["prompt"] == ref.build_prompt(index[p["qid"]], "2d_image", fmt)

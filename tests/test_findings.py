@@ -7,13 +7,13 @@ import pytest
 import SimpleITK as sitk
 from click.testing import CliRunner
 
+from tests.helpers import reorder_on_disk, write_nii
 from volvqa import labels as L
 from volvqa.cli import main
 from volvqa.findings import extract
 from volvqa.findings.report import render_text, structured_report
 from volvqa.io import load_labelmap, load_volume
 from volvqa.records import LabelMap, Source, Volume
-from tests.helpers import reorder_on_disk, write_nii
 
 CID = L.CANONICAL_IDS
 
@@ -50,7 +50,7 @@ def test_agrees_with_simpleitk_on_real_ct(real_ct):
 def test_sphere_volume_within_voxelisation_bound():
     sp = np.array([0.7, 0.9, 2.5])
     r = 12.0
-    g = np.meshgrid(*[(np.arange(n) - n // 2) * s for n, s in zip((60, 50, 20), sp)], indexing="ij")
+    g = np.meshgrid(*[(np.arange(n) - n // 2) * s for n, s in zip((60, 50, 20), sp, strict=False)], indexing="ij")
     sphere = g[0] ** 2 + g[1] ** 2 + g[2] ** 2 <= r ** 2
     hu = np.full(sphere.shape, 60, np.int16)
     lab = np.where(sphere, CID["spleen"], 0)

@@ -44,7 +44,7 @@ def cases():
     from volvqa.synth.chest import chest_case
     from volvqa.synth.dataset import phantom_case
     out = {}
-    for name, (cid, v, lm, _t) in (("abdomen", phantom_case(10, 0)), ("chest", chest_case(3, 0))):
+    for name, (_cid, v, lm, _t) in (("abdomen", phantom_case(10, 0)), ("chest", chest_case(3, 0))):
         out[name] = (v, GroundedAnswerer(lambda vol, item, lm=lm: lm, mode="free"))
     return out
 

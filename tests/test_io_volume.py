@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from tests.helpers import all_orientations, ct_phantom, reorder_on_disk, write_dicom_series, write_nii
 from volvqa.errors import VolvqaInputError
 from volvqa.io import load_labelmap, load_volume, save_volume
 from volvqa.io.orientation import axcodes
-from tests.helpers import (all_orientations, ct_phantom, reorder_on_disk, write_dicom_series,
-                           write_nii)
 
 
 def test_real_nifti_loads_canonical(real_ct):

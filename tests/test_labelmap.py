@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from tests.helpers import ct_phantom, reorder_on_disk, write_nii
 from volvqa import labels as L
 from volvqa.errors import VolvqaInputError
 from volvqa.io import load_labelmap, load_volume, resample_nearest
-from tests.helpers import ct_phantom, reorder_on_disk, write_nii
 
 AFF = np.array([[0.8, 0, 0, -20.0], [0, 0.9, 0, 10.0], [0, 0, 2.5, 100.0], [0, 0, 0, 1]])
 
@@ -19,7 +19,7 @@ def ct(tmp_path):
 
 def _box(shape, lo, hi):
     m = np.zeros(shape, np.uint8)
-    m[tuple(slice(a, b) for a, b in zip(lo, hi))] = 1
+    m[tuple(slice(a, b) for a, b in zip(lo, hi, strict=False))] = 1
     return m
 
 

@@ -9,11 +9,25 @@ import yaml
 from click.testing import CliRunner
 
 from volvqa.cli import main
-from volvqa.knowledge import (KIDNEY_ENLARGED_LENGTH_MM, PANCREAS_T_STAGE_MM, PANCREATIC_STEATOSIS_PS_RATIO,
-                              PSEUDOCYST_HU, SPLENOMEGALY_ML, renal_lesion_type, splenomegaly_grade, steatosis_grade)
+from volvqa.knowledge import (
+    KIDNEY_ENLARGED_LENGTH_MM,
+    PANCREAS_T_STAGE_MM,
+    PANCREATIC_STEATOSIS_PS_RATIO,
+    PSEUDOCYST_HU,
+    SPLENOMEGALY_ML,
+    renal_lesion_type,
+    splenomegaly_grade,
+    steatosis_grade,
+)
 from volvqa.phase import is_contrast, normalise_phase
-from volvqa.synth.population import (LESION_SIZE_MM, PHASE_SHARES, draw_case, kidney_cyst_hu, lesion_count,
-                                     lesion_diameter_mm)
+from volvqa.synth.population import (
+    LESION_SIZE_MM,
+    PHASE_SHARES,
+    draw_case,
+    kidney_cyst_hu,
+    lesion_count,
+    lesion_diameter_mm,
+)
 
 N_DRAWS = 3000
 

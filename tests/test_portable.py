@@ -191,7 +191,7 @@ def test_views_and_videos_are_written_per_item(with_media):
     import io
     for variant, boxes in (("plain", None), ("boxed", it["bbox_voxel"])):
         made = view_images(v, item_centre(v, it), boxes)
-        for path, img in zip(it["views"][variant], made):
+        for path, img in zip(it["views"][variant], made, strict=False):
             assert (out / path).read_bytes() == png_bytes(img)
     boxed = np.asarray(Image.open(io.BytesIO((out / it["views"]["boxed"][0]).read_bytes())).convert("RGB"))
     assert ((boxed[..., 1] == 255) & (boxed[..., 0] == 0)).sum() > 20      # the green box is drawn

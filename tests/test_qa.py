@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from volvqa.qa.options import numeric_options, item_rng
+from volvqa.qa.options import item_rng, numeric_options
 from volvqa.qa.templates import CATEGORIES, TEMPLATES
 
 N_CASES = 8
@@ -301,6 +301,7 @@ def test_real_ct_with_inserted_lesions_end_to_end(tmp_path, real_ct):
 
 def test_qa_audit_cli(built):
     from click.testing import CliRunner
+
     from volvqa.cli import main
     tmp, m, out, res = built
     r = CliRunner().invoke(main, ["qa", "audit", str(out)])

@@ -37,9 +37,9 @@ def ts_env(tmp_path, monkeypatch):
 
 
 def test_totalseg_offline_end_to_end_on_real_ct(real_ct, ts_env, monkeypatch):
-    from tests.fake_totalseg import write_model
-
     import totalsegmentator.config as ts_config
+
+    from tests.fake_totalseg import write_model
     from volvqa.io import load_volume
 
     weights, home = ts_env

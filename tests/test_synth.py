@@ -86,7 +86,7 @@ def test_inserted_lesion_hu_mean_and_noise_match_request():
             LesionRequest(organ="liver", diameter_mm=26, hu_delta=35, texture_std=4, margin="blurred",
                           blur_mm=3)]
     v2, lm2, truth = insert_lesions(v, lm, reqs, seed=2)
-    for t, req_std in zip(truth, (10, 4)):
+    for t, req_std in zip(truth, (10, 4), strict=False):
         # Mean over the labelled voxels equals the request up to int16 rounding.
         assert abs(t["hu_mean"] - t["target_hu"]) < 0.5
         expected = np.hypot(req_std, residual_std)

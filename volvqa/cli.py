@@ -170,8 +170,9 @@ def cache(manifest, store, volume, masks, label_spec, case_id, overwrite, series
         write_case(store, cid, v, lm, overwrite=overwrite)
         click.echo(f"cached {cid} in {store}")
         return
-    from volvqa.datasets import load_cases
     from tqdm import tqdm
+
+    from volvqa.datasets import load_cases
     failed = []
     cases = load_cases(manifest)
     for c in tqdm(cases, desc="cache", unit="case", file=sys.stderr, disable=None):
@@ -274,8 +275,8 @@ def build_qa_cmd(manifest, out, workers, engine, ray_address, shard, no_finalize
                  include_flagged, segmenter, segment_all, device, gpus_per_task, qc_mode, require_agreement,
                  export_volumes, views, video, as_json):
     """Build the benchmark of a dataset manifest: findings, questions, options, audit, export."""
-    from volvqa.qa.build import BuildConfig, build_qa, cases_for, finalize
     from volvqa.datasets.manifest import load_manifest
+    from volvqa.qa.build import BuildConfig, build_qa, cases_for, finalize
     sh = None
     if shard:
         try:
@@ -366,8 +367,7 @@ def segment_cmd(volumes, out_dir, backend, device, overwrite):
     """Segment CTs; writes <name>_seg.nii.gz (canonical label ids) and, with
     liver_segments, <name>_parts.nii.gz. A CT that fails is reported and the
     others go on; the exit status is 2 if any failed."""
-    from volvqa.io import load_volume, save_labelmap
-    from volvqa.io import nifti
+    from volvqa.io import load_volume, nifti, save_labelmap
     from volvqa.segment import make_segmenter
     seg = make_segmenter(backend, device=device)
     if hasattr(seg, "prepare"):
@@ -700,8 +700,10 @@ def qc_cmd(manifest, volume, masks, label_spec, annotates, compare_with, compare
     shown = [row for row in table if row["compared"]]
     if shown:
         click.echo("\nstructure\tcompared\tboth present\tmean Dice\tmin Dice\tdisagree\tnot compared")
+        def fmt(x):
+            return "-" if x is None else f"{x:.3f}"
+
         for row in shown:
-            fmt = (lambda x: "-" if x is None else f"{x:.3f}")
             click.echo(f"{row['structure']}\t{row['compared']}\t{row['both_present']}\t{fmt(row['mean_dice'])}\t"
                        f"{fmt(row['min_dice'])}\t{row['disagree']}\t{row['not_compared']}")
     skipped = [row["structure"] for row in table if not row["compared"]]
@@ -807,6 +809,7 @@ def synth():
 def synth_phantoms(n, seed, out, lesions, kind):
     """CT phantoms with known truth (CT, label map, parts, truth.json per case)."""
     from tqdm import tqdm
+
     from volvqa.synth.dataset import generate_phantom_dataset
     if n < 1:
         raise click.BadParameter("--n must be at least 1")
@@ -828,6 +831,7 @@ def synth_phantoms(n, seed, out, lesions, kind):
 def synth_lesions(volume, masks, label_spec, spec_path, out, n, series_uid, allow_non_ct, max_voxels):
     """Insert lesions into a CT with organ masks; writes case folders with truth.json."""
     import yaml
+
     from volvqa.io import load_labelmap, load_volume
     from volvqa.synth.dataset import case_done, insert_with_retries, write_case
     from volvqa.synth.lesions import LesionRequest

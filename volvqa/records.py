@@ -81,7 +81,7 @@ class LabelMap:
             return self.box_cache[1]
         return None
 
-    def with_boxes(self, boxes: dict) -> "LabelMap":
+    def with_boxes(self, boxes: dict) -> LabelMap:
         """A copy (sharing the arrays) that carries the boxes of its labels."""
         import dataclasses
         import weakref

@@ -81,7 +81,7 @@ def render_png(volume: Volume, labelmap: LabelMap | None = None, *, structure: s
     axes = np.atleast_1d(axes)
     present = sorted(labelmap.labels) if labelmap is not None else []
     drawn: dict[int, str] = {}
-    for ax, view in zip(axes, views):
+    for ax, view in zip(axes, views, strict=False):
         take, (pu, pv), (au, av), name = specs[view]
         sl = take(img)
         nu, nv = sl.shape

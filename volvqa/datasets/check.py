@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from volvqa import labels as L
+from volvqa.arrays import label_counts
 from volvqa.datasets.manifest import Manifest, load_cases
 from volvqa.errors import VolvqaInputError
 from volvqa.io import nifti
 from volvqa.io.labelmap import MASK_SUFFIXES, _stem
 from volvqa.io.validate import max_voxels_from_env
-from volvqa.arrays import label_counts
 
 
 @dataclass
@@ -50,7 +50,7 @@ def check_manifest(manifest: Manifest, *, read_labels: bool = True) -> CheckRepo
         sources = c.masks if isinstance(c.masks, list) else [c.masks]
         specs = c.label_spec if isinstance(c.label_spec, list) else [c.label_spec] * len(sources)
         bad: list[str] = []
-        for src, spec in zip(sources, specs):
+        for src, spec in zip(sources, specs, strict=False):
             _check_source(rep, src, L.resolve_label_spec(spec), read_labels, bad)
         if bad:
             rep.unmapped[c.case_id] = bad

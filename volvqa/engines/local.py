@@ -1,8 +1,8 @@
 """Local engine: a process pool (or in-process for one worker), with a progress bar."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Callable
 
 
 def run_local(fn: Callable[[dict], dict], tasks: list[dict], *, workers: int = 1, progress: bool = True) -> list[dict]:

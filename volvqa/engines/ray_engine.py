@@ -3,7 +3,7 @@ instance; ``address="auto"`` joins the cluster the job runs in. CPU stages
 ask for one CPU per task; GPU stages (segmentation) pass ``num_gpus``."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def run_ray(fn: Callable[[dict], dict], tasks: list[dict], *, address: str | None = None, num_cpus: float = 1,

@@ -133,7 +133,7 @@ def aggregate(items: list[dict], scores: list[dict]) -> dict:
     """Scores per subtype, per category (question-weighted) and overall."""
     by_sub: dict[str, list] = {}
     by_cat: dict[str, list] = {}
-    for it, s in zip(items, scores):
+    for it, s in zip(items, scores, strict=False):
         by_sub.setdefault(it["subtype"], []).append((it, s))
         by_cat.setdefault(it["category"], []).append((it, s))
 
@@ -168,6 +168,6 @@ def aggregate(items: list[dict], scores: list[dict]) -> dict:
             out["letter_accuracy"] = float(np.mean([s["correct"] for s in mc]))
         return out
 
-    return {"overall": summary(list(zip(items, scores))),
+    return {"overall": summary(list(zip(items, scores, strict=False))),
             "categories": {k: summary(v) for k, v in sorted(by_cat.items())},
             "subtypes": {k: summary(v) for k, v in sorted(by_sub.items())}}

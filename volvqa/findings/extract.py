@@ -54,7 +54,7 @@ def _lesion_kind(label: str) -> str:
 
 
 def _pad(sl: tuple[slice, ...], shape, n: int = 1) -> tuple[slice, ...]:
-    return tuple(slice(max(s.start - n, 0), min(s.stop + n, dim)) for s, dim in zip(sl, shape))
+    return tuple(slice(max(s.start - n, 0), min(s.stop + n, dim)) for s, dim in zip(sl, shape, strict=False))
 
 
 def _bbox_from_slices(sl) -> list[int]:
@@ -176,7 +176,7 @@ def extract(volume: Volume, labelmap: LabelMap, *, case_id: str = "",
                 dropped[name] = dropped.get(name, 0) + 1
                 continue
             bb = st["bounding_boxes"][k]
-            gsl = tuple(slice(s.start + o.start, s.stop + o.start) for s, o in zip(bb, sl))
+            gsl = tuple(slice(s.start + o.start, s.stop + o.start) for s, o in zip(bb, sl, strict=False))
             m = cc[bb] == k
             vals = gather(hu[gsl], m).astype(np.float64)
             cen_idx = np.asarray(st["centroids"][k], float) + np.array([s.start for s in sl], float)
@@ -184,7 +184,7 @@ def extract(volume: Volume, labelmap: LabelMap, *, case_id: str = "",
             # Organs touching the lesion: labels in its 26-neighbour dilation.
             psl = _pad(gsl, shape)
             pm = np.zeros(tuple(s.stop - s.start for s in psl), bool)
-            inner = tuple(slice(g.start - p.start, g.stop - p.start) for g, p in zip(gsl, psl))
+            inner = tuple(slice(g.start - p.start, g.stop - p.start) for g, p in zip(gsl, psl, strict=False))
             pm[inner] = m
             ring = ndimage.binary_dilation(pm, _NEIGHBOURS_26) & ~pm
             near = lab[psl][ring]

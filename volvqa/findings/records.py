@@ -102,13 +102,13 @@ class Findings:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
-    def canonical(self) -> "Findings":
+    def canonical(self) -> Findings:
         """The findings as ``findings.json`` holds them (floats to 6 decimals), so that answers
         computed in memory, from the file and through the agent tools are the same."""
         return Findings.from_dict(self.to_dict())
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Findings":
+    def from_dict(cls, d: dict) -> Findings:
         d = dict(d)
         d["organs"] = {k: OrganFindings(**_nan_back(OrganFindings, v)) for k, v in d["organs"].items()}
         d["lesions"] = [LesionFindings(**_nan_back(LesionFindings, v)) for v in d["lesions"]]

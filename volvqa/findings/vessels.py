@@ -68,7 +68,7 @@ def contact_angles(lab: np.ndarray, tumour_box, tumour_mask: np.ndarray, vessel_
     ``tumour_mask`` is the tumour inside ``tumour_box`` (global slices)."""
     out = {}
     pad = 2
-    sl = tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(tumour_box[:2], lab.shape[:2]))
+    sl = tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(tumour_box[:2], lab.shape[:2], strict=False))
     zs = range(tumour_box[2].start, tumour_box[2].stop)
     full = np.zeros((sl[0].stop - sl[0].start, sl[1].stop - sl[1].start, len(zs)), bool)
     full[tumour_box[0].start - sl[0].start: tumour_box[0].stop - sl[0].start,

@@ -34,7 +34,7 @@ def _check_case_id(case_id: str) -> None:
 
 
 def _chunks(shape):
-    return tuple(min(c, s) for c, s in zip(CHUNKS, shape))
+    return tuple(min(c, s) for c, s in zip(CHUNKS, shape, strict=False))
 
 
 def _put(group, name: str, arr: np.ndarray) -> None:

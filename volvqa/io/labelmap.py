@@ -10,8 +10,8 @@ index remap; otherwise ``scipy.ndimage.affine_transform`` with order 0.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -192,7 +192,7 @@ def load_labelmap(source: str | os.PathLike | Sequence[str | os.PathLike], label
         raise VolvqaInputError(None, f"{len(sources)} mask sources but {len(specs)} label specs")
     explicit = None if annotates is None else L.check_structure_names(annotates, where=sources[0] if sources else None)
     acc = _Layers(reference)
-    for src, spec in zip(sources, specs):
+    for src, spec in zip(sources, specs, strict=False):
         src = Path(src)
         spec = L.resolve_label_spec(spec, where=src)
         if not src.exists():
@@ -250,7 +250,7 @@ class _Layers:
         clash = organ & (self.primary > 0) & (self.primary != ids)
         if clash.any():
             pairs, counts = np.unique(self.primary[clash].astype(np.int32) * 256 + ids[clash], return_counts=True)
-            for code, n in zip(pairs.tolist(), counts.tolist()):
+            for code, n in zip(pairs.tolist(), counts.tolist(), strict=False):
                 a, b = divmod(code, 256)
                 if not _LESION_LUT[a]:
                     key = f"{_name(a)}|{_name(b)}"

@@ -116,7 +116,7 @@ def preprocess(array_ras: np.ndarray, cfg: Encoder3DConfig):
     lo, hi = cfg.hu_window
     a = np.clip((np.asarray(array_ras, np.float32) - lo) / (hi - lo), 0.0, 1.0)
     t = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 1, 0)))[None, None]  # (1, 1, z, y, x)
-    if cfg.resize == "area" and all(n >= g for n, g in zip(t.shape[2:], cfg.grid)):
+    if cfg.resize == "area" and all(n >= g for n, g in zip(t.shape[2:], cfg.grid, strict=False)):
         t = F.interpolate(t, size=tuple(cfg.grid), mode="area")
     else:
         t = F.interpolate(t, size=tuple(cfg.grid), mode="trilinear", align_corners=False)
@@ -127,7 +127,7 @@ def grid_cell_ml(volume, cfg: Encoder3DConfig) -> float:
     """Volume (ml) of the scan that one anatomy cell covers: the grid maps
     the whole scan, whatever its spacing, so sizes in ml need this."""
     r = cfg.anatomy_subgrid
-    cells = math.prod(g // p * r for g, p in zip(cfg.grid, cfg.patch))
+    cells = math.prod(g // p * r for g, p in zip(cfg.grid, cfg.patch, strict=False))
     return volume.voxel_volume_ml * math.prod(volume.shape) / cells
 
 
@@ -182,7 +182,7 @@ def _net(cfg: Encoder3DConfig):
             h = cfg.hidden
             self.vit = ViT(in_channels=1, img_size=tuple(cfg.grid), patch_size=tuple(cfg.patch), hidden_size=h,
                            mlp_dim=2 * h, num_layers=cfg.vit_layers, num_heads=cfg.heads, classification=False)
-            self.tok_grid = tuple(g // p for g, p in zip(cfg.grid, cfg.patch))
+            self.tok_grid = tuple(g // p for g, p in zip(cfg.grid, cfg.patch, strict=False))
             self.pool = nn.AdaptiveAvgPool3d(tuple(cfg.visual_tokens))
             self.emb = nn.Embedding(len(cfg.vocab), h, padding_idx=PAD)
             self.pos = nn.Parameter(torch.zeros(1, cfg.max_len, h))
@@ -256,7 +256,7 @@ def _net(cfg: Encoder3DConfig):
                 # with the parent organ (lesion vs liver), and its size in ml.
                 if vol is None or cell_ml is None:
                     raise ValueError("concept tokens need the volume on the grid and its cell volume (ml)")
-                cell = [g // c for g, c in zip(cfg.grid, self.cell_grid)]
+                cell = [g // c for g, c in zip(cfg.grid, self.cell_grid, strict=False)]
                 img = F.avg_pool3d(vol.float(), cell).flatten(1)               # (B, N)
                 w = prob / mass.clamp(min=1e-3)[:, None]
                 mean_i = torch.einsum("bnc,bn->bc", w, img)
@@ -314,7 +314,7 @@ class Encoder3DAnswerer:
         self._vol_cache: tuple[int, object] | None = None
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> "Encoder3DAnswerer":
+    def load(cls, run_dir: str | Path) -> Encoder3DAnswerer:
         from safetensors.torch import load_file
         run_dir = Path(run_dir)
         if not (run_dir / "config.json").is_file() or not (run_dir / "model.safetensors").is_file():

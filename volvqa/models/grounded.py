@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Callable
-
-
+from collections.abc import Callable
 
 from volvqa.findings import extract
 from volvqa.findings.records import Findings

@@ -57,7 +57,7 @@ def item_centre(volume: Volume, item: dict) -> tuple[int, int, int]:
         c = [s // 2 for s in volume.shape]
     if item.get("key_slice") is not None:
         c[2] = int(item["key_slice"])
-    return tuple(min(max(int(v), 0), s - 1) for v, s in zip(c, volume.shape))  # type: ignore[return-value]
+    return tuple(min(max(int(v), 0), s - 1) for v, s in zip(c, volume.shape, strict=False))  # type: ignore[return-value]
 
 
 def view_images(volume: Volume, centre, boxes=None) -> list:

@@ -21,8 +21,18 @@ from pathlib import Path
 import numpy as np
 
 from volvqa.errors import VolvqaInputError
-from volvqa.models.encoder3d import (ANATOMY_CHANNELS, PRESETS, Encoder3DAnswerer, Encoder3DConfig, _net,
-                                     build_vocab, encode_text, grid_cell_ml, preprocess, signed_log)
+from volvqa.models.encoder3d import (
+    ANATOMY_CHANNELS,
+    PRESETS,
+    Encoder3DAnswerer,
+    Encoder3DConfig,
+    _net,
+    build_vocab,
+    encode_text,
+    grid_cell_ml,
+    preprocess,
+    signed_log,
+)
 
 
 def _cached_cases(qa_dir: Path, cases: dict, case_ids: list[str], with_masks: set[str]) -> dict:
@@ -222,7 +232,7 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
     tensors = {cid: preprocess(v.array, cfg) for cid, v in vols.items()}
     shapes = {cid: np.array(v.shape * 2, float) - 1 for cid, v in vols.items()}
     cell_ml = {cid: grid_cell_ml(v, cfg) for cid, v in vols.items()}
-    cell_grid = tuple(g // q * cfg.anatomy_subgrid for g, q in zip(cfg.grid, cfg.patch))
+    cell_grid = tuple(g // q * cfg.anatomy_subgrid for g, q in zip(cfg.grid, cfg.patch, strict=False))
     anat_epochs = 0 if init_from is not None else p.get("anatomy_epochs", 0)
     # Targets teach pretraining only; a run started from another's encoder skips it.
     targets = {cid: torch.from_numpy(anatomy_targets(loaded[cid][1], cell_grid))
@@ -279,7 +289,7 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
                 # The weight is 0 beyond d = 1 + 0.5 / min radius: only the box around that is computed.
                 reach = radius * (1.0 + 0.5 / radius.min())
                 box = tuple(slice(max(int(math.floor(c - r)), 0), min(int(math.ceil(c + r)) + 1, n))
-                            for c, r, n in zip(centre.tolist(), reach.tolist(), cfg.grid))
+                            for c, r, n in zip(centre.tolist(), reach.tolist(), cfg.grid, strict=False))
                 zz, yy, xx = torch.meshgrid(*[torch.arange(sl.start, sl.stop) for sl in box], indexing="ij")
                 d = torch.sqrt(((zz - centre[0]) / radius[0]) ** 2 + ((yy - centre[1]) / radius[1]) ** 2
                                + ((xx - centre[2]) / radius[2]) ** 2)

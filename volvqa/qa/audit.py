@@ -173,17 +173,17 @@ def audit(items: list[dict]) -> dict[str, dict]:
                ("binary", "categorical") else {}, "flagged": False}
         if mc:
             exclude = [it["case_id"] if it["split"] == "train" else None for it in mc]
-            hits = [prior.guess(it, exclude_case=ex) == it["correct_option"] for it, ex in zip(mc, exclude)]
+            hits = [prior.guess(it, exclude_case=ex) == it["correct_option"] for it, ex in zip(mc, exclude, strict=False)]
             chance = float(np.mean([1.0 / len(it["options"]) for it in mc]))
             acc = float(np.mean(hits))
             best, best_hits = "prior", int(sum(hits))
-            guesses = [{"same wording": prior.by_wording(it, exclude_case=ex)} for it, ex in zip(mc, exclude)]
+            guesses = [{"same wording": prior.by_wording(it, exclude_case=ex)} for it, ex in zip(mc, exclude, strict=False)]
             if its[0]["answer_type"] == "numeric":
                 # Other blind guesses that read only the option values.
-                for g, it, ex in zip(guesses, mc, exclude):
+                for g, it, ex in zip(guesses, mc, exclude, strict=False):
                     g.update(numeric_guesses(prior, it, ex))
             for name in guesses[0]:
-                k = sum(g.get(name) == it["correct_option"] for g, it in zip(guesses, mc))
+                k = sum(g.get(name) == it["correct_option"] for g, it in zip(guesses, mc, strict=False))
                 if k > best_hits:
                     best, best_hits = name, int(k)
             status, (lo, hi) = audit_status(best_hits, len(mc), chance, n_guesses=1 + len(guesses[0]))

@@ -14,11 +14,10 @@ engine or the number of workers.
 """
 from __future__ import annotations
 
-from collections import Counter
-
 import json
 import shutil
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,7 +229,8 @@ def _process_case(task: dict) -> None:
         return
     gen = task.get("generate")
     if gen:
-        from volvqa.synth.dataset import case_done as synth_done, synthetic_case, write_case
+        from volvqa.synth.dataset import case_done as synth_done
+        from volvqa.synth.dataset import synthetic_case, write_case
         folder = Path(task["ct"]).parent
         if not synth_done(folder):
             _, v, lm, truth = synthetic_case(gen.get("kind", "abdomen"), gen["index"], gen["seed"],
@@ -246,7 +246,7 @@ def _process_case(task: dict) -> None:
     if not masks:
         raise VolvqaInputError(task["ct"], "case has no masks (a segmenter is needed for this manifest)")
     if isinstance(spec, list):
-        keep = [(m, s) for m, s in zip(masks, spec) if Path(m).exists() or not m.endswith("parts.nii.gz")]
+        keep = [(m, s) for m, s in zip(masks, spec, strict=False) if Path(m).exists() or not m.endswith("parts.nii.gz")]
         masks, spec = [m for m, _ in keep], [s for _, s in keep]
     if lm is None:
         lm = load_labelmap(masks if len(masks) > 1 else masks[0],
@@ -314,7 +314,7 @@ def _write_views(out: Path, cid: str, v, items: list[dict]) -> None:
                  "boxed": [f"views/{cid}_{key}_{n}_boxed.png" for n in names]}
         if not all((out / p).exists() for p in paths["plain"] + paths["boxed"]):
             for variant, boxes in (("plain", None), ("boxed", it["bbox_voxel"])):
-                for p, img in zip(paths[variant], view_images(v, c, boxes)):
+                for p, img in zip(paths[variant], view_images(v, c, boxes), strict=False):
                     if not (out / p).exists():
                         write_bytes_atomic(out / p, png_bytes(img))
         it["views"] = paths

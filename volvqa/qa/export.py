@@ -104,7 +104,7 @@ def dataset_card(name: str, manifest: dict, items: list[dict], audit_rows: dict,
              f"seed {manifest.get('seed', 0)}. Every answer is computed from segmentation masks.", "",
              f"- Cases: {n_cases} ({len(errors)} failed, see `errors.jsonl`)",
              f"- Questions: {len(items)} in {len(per_sub)} subtypes",
-             *([f"- Contrast phase (cases): " + ", ".join(f"{k} {v}" for k, v in phases.items())] if phases else []),
+             *(["- Contrast phase (cases): " + ", ".join(f"{k} {v}" for k, v in phases.items())] if phases else []),
              f"- License: {manifest.get('license') or 'see the source dataset'}", "",
              "## Questions per category", "", "| category | " + " | ".join(splits) + " | total |",
              "|---|" + "---|" * (len(splits) + 1)]

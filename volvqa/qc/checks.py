@@ -110,7 +110,7 @@ def check_case(volume: Volume, labelmap: LabelMap, case_id: str = "",
         n_own = int(counts[i])
         whole = n_own + sum(int(counts[ids[x]]) for x in _family_lesions(name) if x in ids
                             and _lesion_belongs(x, name))
-        complete = not any(s.start == 0 or s.stop == dim for s, dim in zip(sl, shape))
+        complete = not any(s.start == 0 or s.stop == dim for s, dim in zip(sl, shape, strict=False))
         if rng.volume_ml is not None:
             ml = whole * voxel_ml
             lo, hi = rng.volume_ml
@@ -211,7 +211,7 @@ def _lesion_belongs(lesion: str, organ: str) -> bool:
 
 def _sizeable_pieces(lab, sl, oid: int, lesion_ids: list[int], shape) -> int:
     """Pieces (26-connected, lesions included) holding >= QC_SIZEABLE_PIECE of the organ's own voxels."""
-    pad = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, d)) for s, d in zip(sl, shape))
+    pad = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, d)) for s, d in zip(sl, shape, strict=False))
     sub = lab[pad]
     own = sub == oid
     if lesion_ids:

@@ -75,7 +75,7 @@ def compare(volume: Volume, a: LabelMap, b: LabelMap, names=None) -> list[Agreem
         arr_a, ia = _layer(a, name)
         arr_b, ib = _layer(b, name)
         ba, bb = _box(arr_a, ia), _box(arr_b, ib)
-        sl = tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(ba, bb))
+        sl = tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(ba, bb, strict=False))
         ma, mb = arr_a[sl] == ia, arr_b[sl] == ib
         na, nb, nab = int(ma.sum()), int(mb.sum()), int(np.count_nonzero(ma & mb))
         dice = 2.0 * nab / (na + nb)

@@ -10,7 +10,6 @@ back to the input grid through world coordinates (nearest neighbour).
 from __future__ import annotations
 
 import json
-
 import random
 import sys
 import time
@@ -108,7 +107,7 @@ class MonaiSegmenter:
         self.cfg, self.net, self.device = cfg, net, device
 
     @classmethod
-    def load(cls, run_dir: Path, device: str = "auto") -> "MonaiSegmenter":
+    def load(cls, run_dir: Path, device: str = "auto") -> MonaiSegmenter:
         from safetensors.torch import load_file
         if not (run_dir / "config.json").is_file() or not (run_dir / "model.safetensors").is_file():
             raise VolvqaInputError(run_dir, "not a MONAI segmentation run (needs config.json and model.safetensors)")
@@ -234,10 +233,10 @@ def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-smal
     from safetensors.torch import save_file
     from tqdm import tqdm
 
+    from volvqa.datasets.manifest import load_manifest
     from volvqa.io import load_labelmap, load_volume
     from volvqa.io.atomic import atomic_path, write_text_atomic
     from volvqa.qa.build import cases_for
-    from volvqa.datasets.manifest import load_manifest
 
     if preset not in SEG_PRESETS:
         raise VolvqaInputError(None, f"unknown preset {preset!r}; choose from {sorted(SEG_PRESETS)}")
@@ -314,8 +313,8 @@ def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-smal
             c = fg[int(rng.integers(len(fg)))].numpy()
             lo = np.clip(c - roi // 2, 0, shape - roi)
         else:
-            lo = np.array([int(rng.integers(0, s - r + 1)) for s, r in zip(shape, roi)])
-        sl = (slice(None),) + tuple(slice(int(a), int(a + r)) for a, r in zip(lo, roi))
+            lo = np.array([int(rng.integers(0, s - r + 1)) for s, r in zip(shape, roi, strict=False)])
+        sl = (slice(None),) + tuple(slice(int(a), int(a + r)) for a, r in zip(lo, roi, strict=False))
         return img[sl], lab[sl]
 
     def validate():
@@ -344,7 +343,7 @@ def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-smal
             if step % p["val_every"] == 0 or step == n_steps or stop:
                 dice = validate()
                 mean = float(np.nanmean(dice)) if dice else float("nan")
-                history.append({"step": step, "loss": float(loss.detach()), "val_dice": dict(zip(class_names, dice))})
+                history.append({"step": step, "loss": float(loss.detach()), "val_dice": dict(zip(class_names, dice, strict=False))})
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}", dice=f"{mean:.3f}")
                 if not dice or mean > best:
                     best = mean if dice else best

@@ -205,7 +205,7 @@ class TotalSegmentatorSegmenter:
         self._prepared = False
 
     @classmethod
-    def from_spec(cls, spec: str, device: str = "auto") -> "TotalSegmentatorSegmenter":
+    def from_spec(cls, spec: str, device: str = "auto") -> TotalSegmentatorSegmenter:
         fast, tasks = parse_backend(spec)
         return cls(fast=fast, tasks=tasks, device=device)
 

@@ -246,7 +246,7 @@ def _paint_nodules(grid: Grid, lab: np.ndarray, hu: np.ndarray, nodules: list[No
         if not lb or lb[0] is None:
             out.append({"index": k, **asdict(n), "skipped": "its lobe is empty"})
             continue
-        lb = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, d)) for b, d in zip(lb[0], lab.shape))
+        lb = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, d)) for b, d in zip(lb[0], lab.shape, strict=False))
         free = lobe[lb] & ~ndimage.binary_dilation(taken[lb], iterations=2)
         dist = ndimage.distance_transform_edt(free, sampling=sp)
         cand = np.argwhere(dist >= need)

@@ -231,7 +231,7 @@ def phantom_case(index: int, seed: int, *, lesions: bool = True, shape=None, spa
     # nephrectomy 8% per side, splenectomy 6% (not with a splenomegaly variant).
     r = np.random.default_rng([seed, index, 2]).random(4)
     absent = tuple(n for n, p, x in zip(("gallbladder", "kidney_left", "kidney_right", "spleen"),
-                                        (0.30, 0.08, 0.08, 0.06 if grade == "normal" else 0.0), r) if x < p)
+                                        (0.30, 0.08, 0.08, 0.06 if grade == "normal" else 0.0), r, strict=False) if x < p)
     if "kidney_left" in absent and "kidney_right" in absent:
         absent = tuple(n for n in absent if n != "kidney_right")
     # Caudate hypertrophy (the caudate-to-right-lobe ratio of cirrhosis) in one case in four.

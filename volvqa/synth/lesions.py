@@ -63,7 +63,7 @@ class LesionRequest:
     label: str | None = None         # a canonical lesion class of the organ's family (e.g. pancreatic_pnet)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LesionRequest":
+    def from_dict(cls, d: dict) -> LesionRequest:
         known = set(cls.__dataclass_fields__)
         bad = set(d) - known
         if bad:
@@ -134,7 +134,7 @@ def _insert_one(hu, lab, labels, labelmap: LabelMap, volume: Volume, req: Lesion
     lid = L.CANONICAL_IDS[lesion_label]
     labels[lid] = lesion_label
     box = ndimage.find_objects((lab == oid).astype(np.uint8))[0]
-    box = tuple(slice(max(s.start - 2, 0), min(s.stop + 2, n)) for s, n in zip(box, lab.shape))
+    box = tuple(slice(max(s.start - 2, 0), min(s.stop + 2, n)) for s, n in zip(box, lab.shape, strict=False))
     sub_lab = lab[box]
     organ_m = sub_lab == oid
     lesions_here = np.isin(sub_lab, [i for i, n in labels.items() if L.is_lesion(n)])

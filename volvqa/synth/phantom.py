@@ -304,7 +304,7 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
     ll_c = (l_c[0] - semi[0] * 0.55 - semi_l[0] * 0.6, l_c[1] + semi[1] * 0.35, l_c[2] + semi[2] * 0.1)
     box2, f2 = ellipsoid(grid, ll_c, semi_l, rotation_z_deg=u(-15, 5), deform=0.08, rng=rng)
     P.paint(box2, f2 <= 1, "liver", liver_hu)
-    liver_box = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(box, box2)) \
+    liver_box = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(box, box2, strict=False)) \
         if box2 is not None else box
     for _ in range(4):
         a = np.array(l_c) + rng.normal(0, 1, 3) * semi * 0.3

@@ -89,7 +89,7 @@ def tube(grid: Grid, points_mm, radii_mm, *, flat_ends: bool = False, inner_mm: 
     """
     pts = np.asarray(points_mm, float)
     rad = np.broadcast_to(np.asarray(radii_mm, float), (len(pts),))
-    for a, b, ra, rb in zip(pts[:-1], pts[1:], rad[:-1], rad[1:]):
+    for a, b, ra, rb in zip(pts[:-1], pts[1:], rad[:-1], rad[1:], strict=False):
         rmax = max(ra, rb)
         box = grid.index_box(np.minimum(a, b) - rmax, np.maximum(a, b) + rmax)
         if box is None:

@@ -17,10 +17,9 @@ A new question type is one function here plus its test.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
-
-import numpy as np
+from typing import Any
 
 from volvqa import labels as L
 from volvqa.phase import is_contrast

@@ -267,7 +267,7 @@ def organ_aggregation(ctx):
         os_ = [ctx.complete(m) for m in members]
         if all(os_):
             v = sum(o.volume_ml for o in os_)
-            yield Instance({"organ": name}, round(v, 1), {m: o.volume_ml for m, o in zip(members, os_)},
+            yield Instance({"organ": name}, round(v, 1), {m: o.volume_ml for m, o in zip(members, os_, strict=False)},
                            [o.bbox_voxel for o in os_], _z(ctx, os_[0].centroid_mm))
 
 
