@@ -9,7 +9,7 @@ DATASET ?= phantom-demo
 WORKERS ?= 2
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test lint build-qa bench clean
+.PHONY: install test test-fast lint docs build-qa bench clean
 
 install: $(STAMP)
 
@@ -21,11 +21,18 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $@
 
-test: lint install
+test: lint docs
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) tests
+
+# A representative subset (every package, no full build): under 2 minutes.
+test-fast: lint
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" tests
 
 lint: install
 	$(BIN)/ruff check volvqa tests benchmarks
+
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 build-qa: install
 	$(BIN)/volvqa build-qa data_manifests/$(DATASET).yaml --out out/$(DATASET) --workers $(WORKERS)

@@ -14,16 +14,18 @@ import pytest
 from click.testing import CliRunner
 
 from volvqa import labels as L
-from volvqa.agent.schemas import tool_schemas
 from volvqa.agent.scripted import answer_from_results, results_of
 from volvqa.agent.service import ToolService
-from volvqa.agent.tools import CaseTools, canonical_args
-from volvqa.agent.traces import load_traces, trace_calls
+from volvqa.bench.layout import load_traces
 from volvqa.cli import main
 from volvqa.eval.run import evaluate
 from volvqa.findings.records import Findings
-from volvqa.models.grounded import _params_from_qid, answer_text
+from volvqa.qa.qid import params_of
+from volvqa.qa.readings import answer_text
 from volvqa.qa.templates import TEMPLATES
+from volvqa.tools.api import CaseTools, canonical_args
+from volvqa.tools.schemas import tool_schemas
+from volvqa.tools.traces import trace_calls
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def test_every_item_has_a_trace_that_replays_on_the_live_tools(bench):
             results[(name, canonical_args(args))] = live
         # The results alone give the answer, by the item's template.
         want = it["correct_option"] or answer_text(TEMPLATES[it["template_id"]], it["answer"])
-        got = answer_from_results(it["template_id"], _params_from_qid(it["qid"]), results, it["case_id"],
+        got = answer_from_results(it["template_id"], params_of(it["qid"]), results, it["case_id"],
                                   it.get("options"))
         assert got == want, it["qid"]
         assert tr["messages"][-1] == {"role": "assistant", "content": tr["answer"]}
@@ -75,7 +77,7 @@ def test_organ_volume_trace_is_two_calls_and_its_value_is_the_mask_count(bench):
     volume counted here from the mask file with nibabel."""
     out = bench / "out"
     it = next(i for i in _items(out) if i["template_id"] == "meas.organ_volume")
-    organ = _params_from_qid(it["qid"])["organ"]
+    organ = params_of(it["qid"])["organ"]
     calls = trace_calls(load_traces(out)[it["qid"]])
     assert [(n, a) for n, a, _r in calls] == [("segment_organ", {"target": organ}),
                                               ("measure", {"target": organ, "quantity": "volume_ml"})]
@@ -92,7 +94,7 @@ def test_organ_volume_trace_is_two_calls_and_its_value_is_the_mask_count(bench):
     assert calls[1][2]["unit"] == "ml"
     # Without the measurement the answer cannot be given.
     partial = {("segment_organ", canonical_args(calls[0][1])): calls[0][2]}
-    assert answer_from_results(it["template_id"], _params_from_qid(it["qid"]), partial, it["case_id"],
+    assert answer_from_results(it["template_id"], params_of(it["qid"]), partial, it["case_id"],
                                it["options"]).startswith("cannot answer")
 
 

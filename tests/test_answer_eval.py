@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from volvqa.cli import main
 from volvqa.eval.metrics import aggregate, iou_3d, mra, parse_bbox, parse_letter, parse_number, parse_yes_no, score_item
-from volvqa.models.grounded import parse_question
 from volvqa.qa.generate import render_question
+from volvqa.qa.readings import parse_question
 from volvqa.qa.templates import TEMPLATES
 
 OPTS = {"A": "12.0 ml", "B": "20.0 ml", "C": "31.5 ml", "D": "50.0 ml"}

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.helpers import REAL_CT
-from volvqa.eval import dtv
+from volvqa.qa import dtv
 
 REF = REAL_CT.parent / "reference" / "deeptumorvqa_v2"
 
@@ -117,7 +117,8 @@ def _outputs_for(it, k):
 
 
 def test_benchmark_aggregates_equal_the_reference(built, ref_metrics, tmp_path):
-    from volvqa.eval.run import dtv_answer_text, evaluate
+    from volvqa.eval.run import evaluate
+    from volvqa.qa.dtv import dtv_answer_text
     items = [json.loads(x) for x in (built / "qa.jsonl").read_text().splitlines()]
     items = [it for it in items if it["category"] != "Localization"]
     index = {it["qid"]: {"question_subtype": dtv.dtv_subtype(it) or it["subtype"],
@@ -299,7 +300,7 @@ def _schema():
 
 
 def test_subtype_tables_equal_the_reference(ref_metrics):
-    from volvqa.qa.dtv_export import DTV_PRIMITIVES
+    from volvqa.bench.dtv_export import DTV_PRIMITIVES
     schema = _schema()
     assert set(schema) == set(dtv.DTV_ANSWER_TYPE) == set(DTV_PRIMITIVES)
     assert dtv.DTV_ANSWER_TYPE == ref_metrics.SUBTYPE_ANSWER_TYPE
@@ -321,8 +322,8 @@ def _category_of(subtype):
 def test_export_loads_with_its_loader_and_scores_grounded_100(built, ref_metrics, tmp_path):
     """The exported build read by DeepTumorVQA's own loader (local mode) in its three input modes, and our
     grounded oracle's predictions scored by its own aggregate: 100% in multiple choice and free form."""
+    from volvqa.bench.dtv_export import RECORD_FIELDS
     from volvqa.io import load_volume
-    from volvqa.qa.dtv_export import RECORD_FIELDS
     loader = _load_ref("loader")
     schema = _schema()
     out = tmp_path / "dtv"
@@ -410,8 +411,8 @@ def test_deeptumorvqa_prompt_equals_its_runners(built, tmp_path):
     """--prompt deeptumorvqa: a plug-in gets, item for item, the text its build_prompt makes from the
     exported record (spacing for numeric subtypes, its answer-format lines), and its system prompt."""
     from tests.plugins import RecordSystemKeySlice
+    from volvqa.bench.dtv_export import export_deeptumorvqa
     from volvqa.eval.run import predict
-    from volvqa.qa.dtv_export import export_deeptumorvqa
     ref = _ref_prompt_module(tmp_path)
     export_deeptumorvqa(built, tmp_path / "x", video=False, train=False)
     index = {q["qid"]: q for q in json.loads((tmp_path / "x" / "benchmark" / "test_qa.json").read_text())["questions"]}
@@ -455,12 +456,12 @@ def test_location_answers_are_in_their_label_sets():
     family, and the kidney's middle third reads "interpolar" (a region, not a pole)."""
     from types import SimpleNamespace
 
-    from volvqa.qa.templates.base import LOCATION_LABELS, _loc_text
+    from volvqa.qa.templates.base import LOCATION_LABELS, loc_text
     for pole, want in (("upper", "upper pole"), ("interpolar", "interpolar"), ("lower", "lower pole")):
         les = SimpleNamespace(organ="kidney_left", location={"pole": pole})
-        assert _loc_text(les) == want and want in LOCATION_LABELS["kidney"]
+        assert loc_text(les) == want and want in LOCATION_LABELS["kidney"]
     for part in ("head", "body", "tail"):
-        assert _loc_text(SimpleNamespace(organ="pancreas", location={"part": part})) in LOCATION_LABELS["pancreas"]
+        assert loc_text(SimpleNamespace(organ="pancreas", location={"part": part})) in LOCATION_LABELS["pancreas"]
     for seg in range(1, 9):
         les = SimpleNamespace(organ="liver", location={"segments": [seg]})
-        assert _loc_text(les) in LOCATION_LABELS["liver"]
+        assert loc_text(les) in LOCATION_LABELS["liver"]

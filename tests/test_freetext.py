@@ -21,20 +21,20 @@ def _key(tid, params):
 def _instance_params(answerer, volume, tid, params):
     """The parameters of the template instance a reading selects (None if it selects none):
     readings may name an instance by different keys (``where`` or ``place``)."""
-    from volvqa.models.grounded import _same
+    from volvqa.qa.readings import same_params
     f = answerer.findings(volume, {"case_id": "c"})
     for inst in TEMPLATES[tid].fn(CaseContext("c", f, exhaustive=True)):
-        if _same(inst.params, params):
+        if same_params(inst.params, params):
             return _key(tid, inst.params)
     return _key(tid, params)
 
 
 def _expected_answer(answerer, volume, tid, params):
-    from volvqa.models.grounded import _same, answer_text
+    from volvqa.qa.readings import answer_text, same_params
     f = answerer.findings(volume, {"case_id": "c"})
     ctx = CaseContext("c", f, exhaustive=True)
     for inst in TEMPLATES[tid].fn(ctx):
-        if _same(inst.params, params):
+        if same_params(inst.params, params):
             return answer_text(TEMPLATES[tid], inst.answer)
     return None
 

@@ -81,7 +81,7 @@ def test_hub_layout_loads_with_split_names(built, tmp_path):
 
 
 def test_key_slice_png_is_the_named_slice_of_the_exported_volume(built):
-    from volvqa.qa.export import key_slice_png
+    from volvqa.bench.export import key_slice_png
     _tmp, _m, out, _r = built
     import nibabel as nib
     items = [json.loads(x) for x in (out / "qa.jsonl").read_text().splitlines() if '"image": "images' in x]
@@ -182,7 +182,7 @@ def test_views_and_videos_are_written_per_item(with_media):
     import imageio.v2 as imageio
 
     from volvqa.io import load_volume
-    from volvqa.models.inputs import item_centre, png_bytes, view_images
+    from volvqa.render.inputs import item_centre, png_bytes, view_images
     out = with_media
     items = [json.loads(x) for x in (out / "qa.jsonl").read_text().splitlines()]
     assert items and all(it["views"] and it["video"] for it in items)

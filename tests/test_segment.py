@@ -12,7 +12,6 @@ from volvqa import labels as L
 from volvqa.cli import main
 from volvqa.io import load_labelmap, load_volume
 from volvqa.qa.context import organ_text
-from volvqa.segment import ReferenceSegmenter
 from volvqa.segment.monai_seg import MonaiSegmenter, dice_per_label, train_seg
 
 
@@ -90,12 +89,6 @@ def test_reference_backend_and_dice():
     assert np.isnan(dice_per_label(a * 0, b * 0, 1)[0])
 
 
-def test_reference_segmenter(real_ct):
-    v = load_volume(real_ct / "example_ct_sm.nii.gz")
-    lm = ReferenceSegmenter(real_ct / "example_seg.nii.gz", "totalsegmentator").segment(v)
-    assert lm.labels[L.CANONICAL_IDS["liver"]] == "liver"
-
-
 def _tiny_run(tmp_path, n=3, seed=2):
     data = tmp_path / "data"
     r = subprocess.run([sys.executable, "-m", "volvqa.cli", "synth", "phantoms", "--n", str(n), "--seed", str(seed),
@@ -111,7 +104,7 @@ def _tiny_run(tmp_path, n=3, seed=2):
 def test_build_qa_segment_stage_for_cases_without_masks(tmp_path):
     """A manifest whose cases have no masks builds through its ``segmenter:``;
     predictions are cached and a rerun does not segment again."""
-    from volvqa.qa.build import BuildConfig, build_qa
+    from volvqa.bench.build import BuildConfig, build_qa
 
     data, run = _tiny_run(tmp_path)
     # A second stage starts from the first's weights (same labels and preset); other labels are refused.

@@ -20,15 +20,16 @@ def resolve_device(device: str | None) -> str:
         return device
     if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
         if not torch.cuda.is_available():
-            raise VolvqaInputError(None, f"--device {device}: no CUDA device on this machine (torch "
-                                   f"{torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use --device auto "
-                                   "or cpu, or install your CUDA build of torch")
+            raise VolvqaInputError(None, f"no CUDA device on this machine (torch {torch.__version__}, CUDA "
+                                   f"build: {torch.version.cuda or 'no'}); use device auto or cpu, or install your "
+                                   "CUDA build of torch", param="device", value=device)
         if ":" in device and int(device[5:]) >= torch.cuda.device_count():
-            raise VolvqaInputError(None, f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+            raise VolvqaInputError(None, f"only {torch.cuda.device_count()} CUDA device(s)", param="device",
+                                   value=device)
         return device
     if device == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise VolvqaInputError(None, "--device mps: no Apple MPS device on this machine")
+            raise VolvqaInputError(None, "no Apple MPS device on this machine", param="device", value=device)
         return device
-    raise VolvqaInputError(None, f"unknown device {device!r}: use {DEVICE_CHOICES}")
+    raise VolvqaInputError(None, f"unknown device: use {DEVICE_CHOICES}", param="device", value=device)

@@ -5,12 +5,28 @@ import os
 
 
 class VolvqaInputError(ValueError):
-    """Bad input: a file that is missing, corrupt, or not what it claims to be.
+    """Bad input: a file that is missing, corrupt, or not what it claims to be,
+    or an argument that cannot be used.
 
-    ``str(err)`` is a single line: ``<path>: <problem>``.
+    ``str(err)`` is a single line: ``<path>: <problem>``, or, for a bad
+    argument, ``<param>=<value>: <problem>``. ``param`` is the library's
+    parameter name (``device``, ``segmenter``, ``max_voxels``); the command
+    line turns it into its flag, so library messages never name flags.
     """
 
-    def __init__(self, path: str | os.PathLike | None, problem: str):
+    def __init__(self, path: str | os.PathLike | None, problem: str, *, param: str | None = None,
+                 value: object = None):
         self.path = None if path is None else os.fspath(path)
         self.problem = " ".join(str(problem).split())  # keep it on one line
-        super().__init__(f"{self.path}: {self.problem}" if self.path else self.problem)
+        self.param, self.value = param, value
+        super().__init__(self.render())
+
+    def render(self, flag_of=None) -> str:
+        """The one-line message; ``flag_of(param)`` names the argument (the CLI passes its flags)."""
+        where = []
+        if self.path:
+            where.append(self.path)
+        if self.param:
+            name = flag_of(self.param) if flag_of else self.param
+            where.append(name if self.value is None else (f"{name} {self.value}" if flag_of else f"{name}={self.value!r}"))
+        return ": ".join([*where, self.problem])

@@ -27,10 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from volvqa.agent.schemas import tool_schemas
-from volvqa.agent.tools import TOOL_NAMES, ToolError, parse_arguments, without_images
-from volvqa.agent.traces import SYSTEM_PROMPT
-from volvqa.models.base import Prediction, prompt_for
+from volvqa.models.base import Prediction
+from volvqa.qa.prompts import prompt_for
+from volvqa.tools.api import TOOL_NAMES, ToolError, parse_arguments, without_images
+from volvqa.tools.schemas import tool_schemas
+from volvqa.tools.traces import SYSTEM_PROMPT
 
 DEFAULT_MAX_STEPS = 12
 DEFAULT_TIMEOUT_S = 300.0
@@ -245,7 +246,7 @@ def _targets(calls) -> set[tuple[str, str]]:
 def tool_metrics(predictions: list[dict], traces: dict[str, dict] | None) -> dict:
     """Per tool mode: share of valid calls, calls per question (and the gold traces' length), the
     share of the gold trace's (tool, target) pairs the agent queried, and how runs stopped."""
-    from volvqa.agent.traces import trace_calls
+    from volvqa.tools.traces import trace_calls
     by_mode: dict[str, list[dict]] = {}
     for p in predictions:
         a = (p.get("evidence") or {}).get("agent")

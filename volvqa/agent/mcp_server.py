@@ -1,7 +1,7 @@
 """``volvqa serve-tools``: the agent tools over the Model Context Protocol (the ``mcp`` SDK, v2).
 
 The server lists the tools with the same JSON schemas as the OpenAI
-function-calling ones (``volvqa.agent.schemas``) and answers ``tools/call``
+function-calling ones (``volvqa.tools.schemas``) and answers ``tools/call``
 with the result as JSON text and as structured content; ``render`` adds the
 PNG as an image block. A bad call is a result with ``isError`` set and the
 error and a hint in its JSON, so the client's model can read it.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from volvqa.agent.service import ToolService
-from volvqa.agent.tools import without_images
+from volvqa.tools.api import without_images
 
 
 def _need_mcp() -> None:

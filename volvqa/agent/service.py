@@ -11,14 +11,14 @@ serves a benchmark, and never raises for a bad call: the error is the result.
 """
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from pathlib import Path
 
-from volvqa.agent.schemas import tool_schemas
-from volvqa.agent.tools import MODES, CaseTools, ToolError, parse_arguments
+from volvqa.bench.layout import load_findings
 from volvqa.errors import VolvqaInputError
 from volvqa.findings.records import Findings
+from volvqa.tools.api import MODES, CaseTools, ToolError, parse_arguments
+from volvqa.tools.schemas import tool_schemas
 
 _KEEP_CASES = 4   # tools (and their CTs) kept in memory
 
@@ -31,17 +31,17 @@ class ToolService:
         if mode not in MODES:
             raise VolvqaInputError(None, f"unknown tool mode {mode!r}; use {', '.join(MODES)}")
         if (qa_dir is None) == (volume is None):
-            raise VolvqaInputError(None, "give either a built benchmark (--qa) or one scan (--volume)")
+            raise VolvqaInputError(None, "give either a built benchmark (qa_dir) or one scan (volume)")
         if mode == "predicted" and not segmenter:
-            raise VolvqaInputError(None, "predicted mode needs --segmenter")
+            raise VolvqaInputError(None, "predicted mode needs a segmenter", param="segmenter")
         if mode == "oracle" and volume is not None and masks is None:
-            raise VolvqaInputError(volume, "oracle mode on one scan needs its masks (--masks)")
+            raise VolvqaInputError(volume, "oracle mode on one scan needs its masks", param="masks")
         self.mode, self.segmenter, self.device, self.qc = mode, segmenter, device, qc
         self.qa_dir = Path(qa_dir) if qa_dir is not None else None
         self.volume_path, self.masks, self.label_spec, self.phase = volume, masks, label_spec, phase
         self.cases: dict[str, dict] = {}
         if self.qa_dir is not None:
-            from volvqa.eval.run import load_qa
+            from volvqa.bench.layout import load_qa
             _items, self.cases, info = load_qa(self.qa_dir)
             self.qc = (info.get("qc") or {}).get("mode", qc)
         self._tools: OrderedDict[str, CaseTools] = OrderedDict()
@@ -69,10 +69,7 @@ class ToolService:
         if self.mode == "vision":
             return None
         if self.mode == "oracle" and self.per_case:
-            p = self.qa_dir / "cases" / case_id / "findings.json"
-            if not p.is_file():
-                raise VolvqaInputError(p, "not found: the case has no findings")
-            return Findings.from_dict(json.loads(p.read_text()))
+            return load_findings(self.qa_dir, case_id)
         from volvqa.models.grounded import GroundedAnswerer, fixed_masks
         if self.mode == "oracle":
             labelmap_for = fixed_masks(self.masks, self.label_spec)

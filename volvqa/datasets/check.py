@@ -10,7 +10,7 @@ from volvqa.arrays import label_counts
 from volvqa.datasets.manifest import Manifest, load_cases
 from volvqa.errors import VolvqaInputError
 from volvqa.io import nifti
-from volvqa.io.labelmap import MASK_SUFFIXES, _stem
+from volvqa.io.labelmap import MASK_SUFFIXES, mask_stem
 from volvqa.io.validate import max_voxels_from_env
 
 
@@ -78,7 +78,7 @@ def _check_source(rep: CheckReport, masks, spec, read_labels: bool, bad: list[st
     if masks.is_dir():
         for f in sorted(masks.iterdir()):
             if f.name.endswith(MASK_SUFFIXES):
-                stem = _stem(f)
+                stem = mask_stem(f)
                 name = spec.get(stem) if isinstance(spec, dict) else L.canonical_name(stem)
                 if name is None:
                     bad.append(stem)

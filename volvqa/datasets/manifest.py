@@ -182,3 +182,23 @@ def load_cases(manifest: Manifest | str | os.PathLike) -> list[Case]:
         seen.add(c.case_id)
         c.split = assign_split(c.case_id, m.seed, m.splits)
     return sorted(cases, key=lambda c: c.case_id)
+
+
+def cases_for(m: Manifest) -> list[Case]:
+    """Cases of a manifest; for a generating manifest, the cases it will generate."""
+    gen = m.options.get("generate")
+    if not gen:
+        return load_cases(m)
+    from volvqa.synth.dataset import KINDS, case_prefix
+    kind = str(gen.get("kind", "abdomen"))
+    if kind not in KINDS:
+        raise VolvqaInputError(m.path, f"generate: unknown phantom kind {kind!r}; choose from {', '.join(KINDS)}")
+    out = []
+    for i in range(int(gen["n"])):
+        cid = f"{case_prefix(kind)}_{i:04d}"
+        d = m.root / cid
+        out.append(Case(cid, d / "ct.nii.gz", [d / "seg.nii.gz", d / "parts.nii.gz"], ["canonical", "volvqa_parts"],
+                        split=assign_split(cid, m.seed, m.splits),
+                        extra={"generate": {"index": i, "seed": int(gen.get("seed", 0)), "kind": kind,
+                                            "lesions": bool(gen.get("lesions", True))}}))
+    return out

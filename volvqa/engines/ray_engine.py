@@ -19,9 +19,9 @@ def run_ray(fn: Callable[[dict], dict], tasks: list[dict], *, address: str | Non
                 ray.init(address=address, **kw)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 from volvqa.errors import VolvqaInputError
-                raise VolvqaInputError(None, f"--ray-address {address}: no Ray cluster reachable "
-                                       f"({' '.join(str(e).split())[:160]}); start one with `ray start --head`, "
-                                       "or leave --ray-address out to run a local Ray instance") from None
+                raise VolvqaInputError(None, f"no Ray cluster reachable ({' '.join(str(e).split())[:160]}); "
+                                       "start one with `ray start --head`, or give no address to run a local "
+                                       "Ray instance", param="ray_address", value=address) from None
         else:
             ray.init(num_cpus=max_local_cpus, **kw)
         started = True

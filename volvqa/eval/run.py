@@ -5,106 +5,21 @@ import json
 import sys
 from pathlib import Path
 
+from volvqa.bench.layout import TRACES_JSONL, load_qa, load_traces
 from volvqa.errors import VolvqaInputError
 from volvqa.eval.metrics import aggregate, score_item
-
-
-def load_qa(qa_dir: Path) -> tuple[list[dict], dict[str, dict], dict]:
-    """(items, case rows by id, build info) of a build-qa output folder."""
-    import pandas as pd
-    qa_dir = Path(qa_dir)
-    p = qa_dir / "qa.jsonl"
-    if not p.is_file():
-        raise VolvqaInputError(p, "not found: is this a build-qa output folder?")
-    items = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
-    cases = {}
-    if (qa_dir / "cases.parquet").is_file():
-        for r in pd.read_parquet(qa_dir / "cases.parquet").to_dict("records"):
-            # Paths are relative to the build folder (older builds: absolute).
-            r["ct"] = str(qa_dir / r["ct"]) if r.get("ct") and not Path(r["ct"]).is_absolute() else r.get("ct")
-            if r.get("masks"):
-                r["masks"] = json.dumps([str(qa_dir / p) if not Path(p).is_absolute() else p
-                                         for p in json.loads(r["masks"]) or []])
-            cases[r["case_id"]] = r
-    info = json.loads((qa_dir / "build.json").read_text()) if (qa_dir / "build.json").is_file() else {}
-    info["qa_dir"] = str(qa_dir)
-    return items, cases, info
-
-
-def make_agent(spec: str, qa_dir: Path, mode: str, tool_mode: str = "oracle", tools_via: str = "local",
-               segmenter: str | None = None, device: str = "auto", max_steps: int | None = None,
-               timeout_s: float | None = None, base_url: str | None = None, model_name: str | None = None,
-               api_key_env: str = "OPENAI_API_KEY"):
-    """``agent:openai`` or ``agent:module:Class`` -> an AgentAnswerer whose tools run in process or
-    through ``volvqa serve-tools`` over stdio (MCP)."""
-    import importlib
-    import inspect
-
-    from volvqa.agent.loop import (
-        DEFAULT_MAX_STEPS,
-        DEFAULT_TIMEOUT_S,
-        AgentAnswerer,
-        McpExecutor,
-        serve_tools_argv,
-    )
-    from volvqa.agent.service import ToolService
-    target = spec.split(":", 1)[1]
-    if tool_mode == "predicted" and not segmenter:
-        raise VolvqaInputError(None, "--tool-mode predicted needs --segmenter")
-    if target == "openai":
-        if not base_url or not model_name:
-            raise VolvqaInputError(None, "--model agent:openai needs --base-url and --model-name")
-        from volvqa.agent.openai_agent import OpenAIChatAgent
-        agent = OpenAIChatAgent(base_url, model_name, api_key_env=api_key_env)
-    else:
-        if ":" not in target:
-            raise VolvqaInputError(None, f"--model {spec!r}: expected agent:openai or agent:module:Class")
-        mod_name, cls_name = target.split(":", 1)
-        try:
-            cls = getattr(importlib.import_module(mod_name), cls_name)
-        except (ImportError, AttributeError) as e:
-            raise VolvqaInputError(None, f"--model {spec}: cannot load {target} ({e})") from None
-        # A class whose constructor takes qa_dir gets the benchmark folder (its train split, traces ...).
-        takes = "qa_dir" in inspect.signature(cls).parameters
-        agent = cls(qa_dir=qa_dir) if takes else cls()
-    if tools_via == "mcp":
-        executor = McpExecutor(serve_tools_argv(qa_dir, tool_mode, segmenter, device))
-    elif tools_via == "local":
-        executor = ToolService(qa_dir=qa_dir, mode=tool_mode, segmenter=segmenter, device=device)
-    else:
-        raise VolvqaInputError(None, f"unknown --tools-via {tools_via!r}: local or mcp")
-    try:
-        return AgentAnswerer(agent, spec, executor, tool_mode=tool_mode, mode=mode,
-                             max_steps=max_steps or DEFAULT_MAX_STEPS, timeout_s=timeout_s or DEFAULT_TIMEOUT_S)
-    except TypeError as e:
-        raise VolvqaInputError(None, str(e)) from None
+from volvqa.qa.dtv import dtv_answer_text
 
 
 def make_answerer(spec: str, items: list[dict], cases: dict, info: dict, mode: str,
                   segmenter: str | None = None, device: str = "auto", input_format: str | None = None,
                   prompt_style: str = "volvqa", agent_options: dict | None = None):
-    from volvqa.models.base import load_plugin
-    if spec.startswith("agent:"):
-        return make_agent(spec, Path(info["qa_dir"]), mode, segmenter=segmenter, device=device,
-                          **(agent_options or {}))
-    qc = info.get("qc") or {"mode": "exclude", "require_agreement": None}
-    if spec == "grounded" and segmenter:
-        from volvqa.models.grounded import GroundedAnswerer
-        from volvqa.segment import segmenter_masks
-        return GroundedAnswerer(segmenter_masks(segmenter, device), name="grounded-predicted", mode=mode,
-                                qc=qc["mode"])
-    if spec == "prior":
-        from volvqa.models.prior import PriorAnswerer
-        return PriorAnswerer([it for it in items if it["split"] == "train"])
-    if spec == "grounded":
-        from volvqa.models.grounded import GroundedAnswerer, agreement_masks, dataset_masks
-        other = agreement_masks(info["qa_dir"], qc["require_agreement"]) if qc.get("require_agreement") else None
-        return GroundedAnswerer(dataset_masks(cases), name="grounded-oracle", mode=mode, qc=qc["mode"],
-                                other_for=other)
-    if spec.startswith("encoder3d:"):
-        from volvqa.models.encoder3d import Encoder3DAnswerer
-        return Encoder3DAnswerer.load(spec.split(":", 1)[1])
-    return load_plugin(spec, mode=mode, input_format=input_format, prompt_style=prompt_style)
+    """The answerer a spec names, over a built benchmark (``volvqa.models.registry``)."""
+    from volvqa.models.registry import ModelRequest
+    from volvqa.models.registry import make_answerer as make
+    return make(spec, ModelRequest(mode=mode, items=items, cases=cases, info=info, segmenter=segmenter,
+                                   device=device, input_format=input_format, prompt_style=prompt_style,
+                                   options=dict(agent_options or {})))
 
 
 SWAP_CT = "swap-ct"
@@ -119,8 +34,10 @@ def predict(qa_dir: Path, model: str, split: str, out: Path, mode: str = "mc", p
     chosen = [it for it in items if split == "all" or it["split"] == split]
     if not chosen:
         raise VolvqaInputError(qa_dir, f"no items in split {split!r}")
-    if prompt_style != "volvqa" and (":" not in model.replace("encoder3d:", "") or model.startswith("agent:")):
-        raise VolvqaInputError(None, f"--prompt {prompt_style} is for module:Class plug-ins, not {model}")
+    from volvqa.models.registry import is_plugin_class
+    if prompt_style != "volvqa" and not is_plugin_class(model):
+        raise VolvqaInputError(None, f"this prompt style is for module:Class plug-ins, not {model}",
+                               param="prompt_style", value=prompt_style)
     answerer = make_answerer(model, items, cases, info, mode, segmenter=segmenter, device=device,
                              input_format=input_format, prompt_style=prompt_style, agent_options=agent_options)
     try:
@@ -195,7 +112,7 @@ PROTOCOLS = ("strict", "deeptumorvqa")
 
 def evaluate(qa_dir: Path, prediction_files: list[Path], protocol: str = "strict") -> dict:
     """Scores per model. ``strict``: volvqa's rules (``volvqa.eval.metrics``);
-    ``deeptumorvqa``: DeepTumorVQA v2's evaluator (``volvqa.eval.dtv``),
+    ``deeptumorvqa``: DeepTumorVQA v2's evaluator (``volvqa.qa.dtv``),
     Localization left out."""
     if protocol not in PROTOCOLS:
         raise VolvqaInputError(None, f"unknown protocol {protocol!r}: use {', '.join(PROTOCOLS)}")
@@ -224,32 +141,23 @@ def evaluate(qa_dir: Path, prediction_files: list[Path], protocol: str = "strict
             results[name] = dtv_results(rows, fmt)
         if any((p.get("evidence") or {}).get("agent") for p in preds):
             from volvqa.agent.loop import tool_metrics
-            from volvqa.agent.traces import load_traces
-            traces = load_traces(qa_dir) if (Path(qa_dir) / "traces.jsonl").is_file() else None
+            traces = load_traces(qa_dir) if (Path(qa_dir) / TRACES_JSONL).is_file() else None
             results[name]["tools"] = tool_metrics(preds, traces)
     return results
 
 
 def dtv_row(item: dict, pred: dict) -> tuple[str, str, dict]:
     """(DeepTumorVQA subtype, super type, its item score) for one prediction."""
-    from volvqa.eval.dtv import dtv_subtype, score_one
+    from volvqa.qa.dtv import dtv_subtype, score_one
     fmt = "mc" if pred.get("mode", "mc") == "mc" else "freeform"
     sub = dtv_subtype(item) or item["subtype"]
     gt = item.get("correct_option") if fmt == "mc" else dtv_answer_text(item)
     return sub, item["category"].lower(), score_one(sub, str(pred.get("answer", "")), str(gt or ""), fmt)
 
 
-def dtv_answer_text(item: dict) -> str:
-    """The ground-truth answer as DeepTumorVQA's records write it (a plain string)."""
-    a = item["answer"]
-    if isinstance(a, float) and a.is_integer() and item.get("integer"):
-        return str(int(a))
-    return a if isinstance(a, str) else json.dumps(a) if isinstance(a, (dict, list)) else str(a)
-
-
 def dtv_results(rows: list[tuple[str, str, dict]], fmt: str) -> dict:
     """DeepTumorVQA's aggregate in the shape the rest of volvqa prints (scores in 0..1)."""
-    from volvqa.eval.dtv import aggregate as dtv_aggregate
+    from volvqa.qa.dtv import aggregate as dtv_aggregate
     agg = dtv_aggregate(rows, fmt)
     cats = {c.title(): {"score": v["accuracy"], "n": v["n_total"]} for c, v in agg["by_super_type"].items()}
     subs = {s: {"score": m.get("mean_mra", m.get("accuracy")), "n": m["n_total"]} for s, m in agg["by_subtype"].items()}

@@ -50,7 +50,7 @@ def organ_flags(f: Findings) -> dict[str, list[dict]]:
     return out
 
 
-def _loc_text(les: LesionFindings) -> str:
+def loc_text(les: LesionFindings) -> str:
     loc = les.location
     if "segments" in loc:
         return "segment" + ("s " if len(loc["segments"]) > 1 else " ") + ", ".join(map(str, loc["segments"]))
@@ -71,7 +71,7 @@ LOBE_TEXT = {"lung_upper_lobe_left": "left upper lobe", "lung_lower_lobe_left": 
 
 
 def lesion_line(les: LesionFindings) -> str:
-    loc = _loc_text(les)
+    loc = loc_text(les)
     att = {"hypo": "hypoattenuating", "hyper": "hyperattenuating", "iso": "isoattenuating"}.get(
         les.attenuation, les.density or "")
     words = " ".join(w for w in [att, les.kind] if w)

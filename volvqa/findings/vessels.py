@@ -21,7 +21,6 @@ PANCREATIC_VESSELS = {"superior_mesenteric_artery": "artery", "celiac_trunk": "a
                       "common_hepatic_artery": "artery", "superior_mesenteric_vein": "vein",
                       "portal_vein": "vein"}
 SECTOR_DEG = 5.0
-_CROSS = ndimage.generate_binary_structure(2, 1)
 _SQUARE = np.ones((3, 3), bool)
 
 

@@ -223,8 +223,8 @@ def read_series(path: str | os.PathLike, *, series_uid: str | None = None, max_v
                                f"{steps.max():.3f} mm along the normal (nominal {nominal:.3f} mm)")
     n = len(slices)
     if rows * cols * n > max_voxels:
-        raise VolvqaInputError(path, f"series has {rows * cols * n} voxels, more than the limit "
-                               f"of {max_voxels} (raise it with --max-voxels or VOLVQA_MAX_VOXELS)")
+        raise VolvqaInputError(path, f"series has {rows * cols * n} voxels, more than the limit of {max_voxels} "
+                               "(raise the limit, or set VOLVQA_MAX_VOXELS)", param="max_voxels")
     _check_decoder(path, first)
 
     hu = np.empty((cols, rows, n), dtype=np.float64)

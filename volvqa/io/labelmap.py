@@ -26,7 +26,7 @@ from volvqa.records import LabelMap, Volume
 MASK_SUFFIXES = (".nii.gz", ".nii")
 
 
-def _stem(p: Path) -> str:
+def mask_stem(p: Path) -> str:
     n = p.name
     for suf in MASK_SUFFIXES:
         if n.endswith(suf):
@@ -355,7 +355,7 @@ def _add_mask_folder(acc: _Layers, src: Path, spec, reference: Volume, ignore_un
         raise VolvqaInputError(src, "mask folder holds no .nii/.nii.gz files")
     unmapped, todo = [], []
     for f in files:
-        stem = _stem(f)
+        stem = mask_stem(f)
         name = spec.get(stem) if isinstance(spec, dict) else L.canonical_name(stem)
         if name is None:
             unmapped.append(stem)

@@ -32,8 +32,8 @@ def check_shape(path, shape: tuple[int, ...], max_voxels: int) -> tuple[int, int
         raise VolvqaInputError(path, f"empty image: shape {shape3}")
     n = int(np.prod(shape3, dtype=np.int64))
     if n > max_voxels:
-        raise VolvqaInputError(path, f"image has {n} voxels {shape3}, more than the limit of "
-                               f"{max_voxels} (raise it with --max-voxels or VOLVQA_MAX_VOXELS)")
+        raise VolvqaInputError(path, f"image has {n} voxels {shape3}, more than the limit of {max_voxels} "
+                               "(raise the limit, or set VOLVQA_MAX_VOXELS)", param="max_voxels")
     return shape3  # type: ignore[return-value]
 
 

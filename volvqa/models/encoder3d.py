@@ -416,8 +416,8 @@ class Encoder3DAnswerer:
         prior is looked up by; None when the question matches no kind."""
         if "answer_type" in item:
             return item
-        from volvqa.models.grounded import parse_question
-        from volvqa.qa.generate import _param_key
+        from volvqa.qa.qid import param_key
+        from volvqa.qa.readings import parse_question
         from volvqa.qa.templates import TEMPLATES
         readings = parse_question(item.get("question", ""))
         if not readings:
@@ -425,14 +425,14 @@ class Encoder3DAnswerer:
         tid, params = readings[0]
         t = TEMPLATES[tid]
         keep = params if t.key_params is None else {k: v for k, v in params.items() if k in t.key_params}
-        return dict(item, template_id=tid, answer_type=t.answer_type, key=f"{tid}|{_param_key(keep)}")
+        return dict(item, template_id=tid, answer_type=t.answer_type, key=f"{tid}|{param_key(keep)}")
 
     def answer(self, volume, item: dict) -> Prediction:
         import torch
         t0 = time.perf_counter()
         kind = self.question_kind(item)
         if kind is None:
-            from volvqa.models.grounded import supported_kinds
+            from volvqa.qa.readings import supported_kinds
             msg = ("cannot answer: the question matches no question kind encoder3d was built for; supported: "
                    + "; ".join(supported_kinds()))
             return Prediction(item.get("qid", ""), msg, msg, self.name, time.perf_counter() - t0)
@@ -464,3 +464,10 @@ class Encoder3DAnswerer:
                 scores = torch.log_softmax(self.net.category(fused)[0], -1) + self.prior_answer_logits([item])[1][0]
                 out = self.cfg.labels[int(torch.argmax(scores))] if self.cfg.labels else ""
         return Prediction(item["qid"], out, out, self.name, time.perf_counter() - t0)
+
+
+def from_request(arg, request) -> Encoder3DAnswerer:
+    """``encoder3d:runs/NAME``: a trained 3D-encoder run (config.json + model.safetensors)."""
+    if not arg:
+        raise VolvqaInputError(None, "give the run folder: encoder3d:runs/NAME", param="model", value="encoder3d")
+    return Encoder3DAnswerer.load(arg)

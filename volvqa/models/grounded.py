@@ -11,120 +11,18 @@ question kinds it supports.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 
+from volvqa.errors import VolvqaInputError
 from volvqa.findings import extract
 from volvqa.findings.records import Findings
 from volvqa.models.base import Prediction
-from volvqa.qa.context import ORGAN_TEXT, CaseContext, organ_text
-from volvqa.qa.options import fmt
+from volvqa.qa.context import CaseContext, organ_text
+from volvqa.qa.qid import params_of
+from volvqa.qa.readings import answer_text, parse_question, pick_option, same_params, supported_kinds
 from volvqa.qa.templates import TEMPLATES, Template, unmet_requirement
 from volvqa.records import LabelMap, Volume
-
-_NAME_OF = {v: k for k, v in ORGAN_TEXT.items()}
-_NAME_OF.update({"kidneys": "kidneys", "liver and spleen": "liver and spleen"})
-_INT_FIELDS = {"slice", "segment"}
-
-
-def _pattern(paraphrase: str) -> re.Pattern:
-    parts = re.split(r"(\{[a-z_]+\})", paraphrase)
-    out = []
-    seen = set()
-    for p in parts:
-        if p.startswith("{") and p.endswith("}"):
-            name = p[1:-1]
-            if name in seen:
-                out.append(rf"(?P={name})")
-                continue
-            seen.add(name)
-            out.append(rf"(?P<{name}>\d+)" if name in _INT_FIELDS else rf"(?P<{name}>.+?)")
-        else:
-            out.append(re.escape(p))
-    return re.compile("^" + "".join(out) + "$", re.I)
-
-
-_PATTERNS: list[tuple[int, str, re.Pattern]] = sorted(
-    ((p.count("{"), t.id, _pattern(p)) for t in TEMPLATES.values() for p in t.paraphrases),
-    key=lambda x: (x[0], x[1]))
-
-
-def supported_kinds() -> list[str]:
-    return sorted({t.subtype.replace("{organ}", "<organ>").replace("{kind}", "<kind>") for t in TEMPLATES.values()})
-
-
-def parse_question(question: str) -> list[tuple[str, dict]]:
-    """Candidate (template id, params) readings of a free-text question, best first."""
-    q = " ".join(question.strip().split())
-    out = []
-    for _n, tid, pat in _PATTERNS:
-        m = pat.match(q)
-        if not m:
-            continue
-        params = {}
-        ok = True
-        for k, v in m.groupdict().items():
-            if k in _INT_FIELDS:
-                params[k] = int(v)
-            elif k == "organ":
-                if v.lower() not in _NAME_OF:
-                    ok = False
-                    break
-                params[k] = _NAME_OF[v.lower()]
-            elif k == "organs":  # "liver, kidneys and pancreas" -> liver+kidney+pancreas
-                names = [w.strip().lower() for w in re.split(r",|\band\b", v) if w.strip()]
-                names = [n[:-1] if n == "kidneys" else n for n in names]
-                if not names or any(n not in _NAME_OF for n in names):
-                    ok = False
-                    break
-                params[k] = "+".join(_NAME_OF[n] for n in names)
-            else:
-                params[k] = v
-        if ok:
-            out.append((tid, params))
-    return out
-
-
-def _params_from_qid(qid: str) -> dict:
-    parts = qid.split(":", 2)
-    if len(parts) < 3 or not parts[2]:
-        return {}
-    return dict(kv.split("=", 1) for kv in parts[2].split(","))
-
-
-def _same(a: dict, b: dict) -> bool:
-    keys = set(a) & set(b)
-    return all(str(a[k]) == str(b[k]) for k in keys) and set(b) <= set(a) | {"where"}
-
-
-def answer_text(t: Template, answer) -> str:
-    if t.answer_type == "numeric":
-        return fmt(float(answer), t.decimals, t.unit, t.integer)
-    if t.answer_type == "bbox":
-        return str(list(answer["voxel"]))
-    return str(answer)
-
-
-def pick_option(t: Template, answer, options: dict[str, str], evidence: dict | None = None) -> str | None:
-    if t.answer_type == "numeric":
-        vals = {}
-        for k, v in options.items():
-            try:
-                vals[k] = float(v.split()[0])
-            except (ValueError, IndexError):
-                continue
-        if not vals:
-            return None
-        return min(vals, key=lambda k: (abs(vals[k] - float(answer)), k))
-    wants = [str(answer)]
-    if evidence and evidence.get("touching"):  # any structure in contact is a right answer
-        wants += [ORGAN_TEXT.get(n, n) for n in evidence["touching"]]
-    for want in wants:
-        for k, v in sorted(options.items()):
-            if v.lower() == want.lower():
-                return k
-    return None
 
 
 class GroundedAnswerer:
@@ -163,15 +61,15 @@ class GroundedAnswerer:
 
     def resolve(self, item: dict) -> list[tuple[str, dict]]:
         """Readings of an item: its template; the generator's wordings; else a natural reading
-        (``volvqa.models.freetext``), whose unit hints are kept in ``self._units``."""
+        (``volvqa.qa.freetext``), whose unit hints are kept in ``self._units``."""
         self._units = {}
         self._natural = False
         if item.get("template_id") in TEMPLATES:
-            return [(item["template_id"], _params_from_qid(item.get("qid", "")))]
+            return [(item["template_id"], params_of(item.get("qid", "")))]
         exact = parse_question(item["question"])
         if exact:
             return exact
-        from volvqa.models.freetext import interpret
+        from volvqa.qa.freetext import interpret
         self._natural = True
         out = []
         for r in interpret(item["question"]):
@@ -196,7 +94,7 @@ class GroundedAnswerer:
             if unmet_requirement(t, params, ctx) is not None:
                 continue
             for inst in t.fn(ctx):
-                if _same(inst.params, params) and unmet_requirement(t, inst.params, ctx) is None:
+                if same_params(inst.params, params) and unmet_requirement(t, inst.params, ctx) is None:
                     answerable.append((t, inst, params))
                     break
         distinct = {(t.id, json.dumps(p, sort_keys=True)) for t, _i, p in answerable}
@@ -276,8 +174,8 @@ def agreement_masks(qa_dir, backend: str):
     ``<qa>/agreement/`` (build-qa --require-agreement)."""
     from pathlib import Path
 
+    from volvqa.bench.layout import segmentation_paths
     from volvqa.io import load_labelmap
-    from volvqa.qa.build import segmentation_paths
     from volvqa.segment import segmenter_annotates
     scope = sorted(segmenter_annotates(backend))
 
@@ -300,3 +198,26 @@ def fixed_masks(path, label_spec="auto", annotates=None):
 
 __all__ = ["GroundedAnswerer", "agreement_masks", "dataset_masks", "fixed_masks", "parse_question",
            "supported_kinds"]
+
+
+def from_request(arg, request) -> GroundedAnswerer:
+    """``grounded``: answers from masks: a segmenter's (predicted), one scan's, or a benchmark's own (oracle)."""
+    if arg:
+        raise VolvqaInputError(None, "the grounded answerer takes no argument", param="model",
+                               value=f"grounded:{arg}")
+    qc_info = request.info.get("qc") or {"mode": "exclude", "require_agreement": None}
+    qc = request.qc or qc_info["mode"]
+    if request.segmenter:
+        if request.labelmap_for is not None:
+            raise VolvqaInputError(None, "give masks or a segmenter, not both", param="segmenter")
+        from volvqa.segment import segmenter_masks
+        return GroundedAnswerer(segmenter_masks(request.segmenter, request.device), name="grounded-predicted",
+                                mode=request.mode, qc=qc)
+    if request.labelmap_for is not None:
+        return GroundedAnswerer(request.labelmap_for, mode=request.mode, qc=qc)
+    if request.qa_dir is None:
+        raise VolvqaInputError(None, "the grounded answerer needs the scan's masks or a segmenter", param="masks")
+    other = agreement_masks(request.qa_dir, qc_info["require_agreement"]) if qc_info.get("require_agreement") \
+        else None
+    return GroundedAnswerer(dataset_masks(request.cases), name="grounded-oracle", mode=request.mode, qc=qc,
+                            other_for=other)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from volvqa.errors import VolvqaInputError
 from volvqa.models.base import Prediction
 from volvqa.qa.audit import QuestionOnlyPrior, key_of
 
@@ -25,3 +26,14 @@ class PriorAnswerer:
         else:
             out = letter
         return Prediction(item["qid"], out, out, self.name, time.perf_counter() - t)
+
+
+def from_request(arg, request) -> PriorAnswerer:
+    """``prior``: the question-only prior of a built benchmark's train split."""
+    if arg:
+        raise VolvqaInputError(None, "the prior takes no argument", param="model", value=f"prior:{arg}")
+    train = [it for it in request.items if it["split"] == "train"]
+    if not train:
+        raise VolvqaInputError(request.qa_dir, "the prior needs a built benchmark with a train split",
+                               param="model", value="prior")
+    return PriorAnswerer(train)

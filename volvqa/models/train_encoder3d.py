@@ -66,13 +66,13 @@ def question_phrasings(item: dict) -> list[str]:
     answer by chance (demo: "Is there hepatic steatosis by the liver-to-spleen
     ..." is "yes" for 6 of 7 training items), a shortcut a text encoder
     learns instead of reading the scan."""
-    from volvqa.models.grounded import _INT_FIELDS, _params_from_qid
     from volvqa.qa.generate import render_question
+    from volvqa.qa.qid import params_of
     from volvqa.qa.templates import TEMPLATES
     t = TEMPLATES.get(item.get("template_id", ""))
     if t is None:
         return [item["question"]]
-    params = {k: int(v) if k in _INT_FIELDS else v for k, v in _params_from_qid(item["qid"]).items()}
+    params = params_of(item["qid"], typed=True)
     try:
         out = {render_question(t, params, k) for k in range(len(t.paraphrases))}
     except (KeyError, IndexError, ValueError):  # parameters the qid does not carry
@@ -174,7 +174,7 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
     from safetensors.torch import save_file
     from tqdm import tqdm
 
-    from volvqa.eval.run import load_qa
+    from volvqa.bench.layout import load_qa
     from volvqa.io.atomic import write_text_atomic
 
     if preset not in PRESETS:

@@ -30,6 +30,7 @@ import numpy as np
 
 from volvqa.qa.options import letters_by_distance
 from volvqa.qa.options import option_value as _value
+from volvqa.qa.qid import params_of
 
 FLAG_POINTS = 10.0
 MIN_EVAL = 20
@@ -200,8 +201,7 @@ def audit(items: list[dict]) -> dict[str, dict]:
 def key_of(item: dict) -> str:
     """The question kind of an exported item (its qid carries the parameters)."""
     from volvqa.qa.templates import TEMPLATES
-    parts = item["qid"].split(":", 2)
-    params = dict(kv.split("=", 1) for kv in parts[2].split(",")) if len(parts) == 3 and parts[2] else {}
+    params = params_of(item["qid"])
     t = TEMPLATES.get(item["template_id"])
     keep = params if t is None or t.key_params is None else {k: v for k, v in params.items() if k in t.key_params}
     return f"{item['template_id']}|" + ",".join(f"{k}={keep[k]}" for k in sorted(keep))

@@ -12,16 +12,13 @@ import numpy as np
 
 from volvqa.jsonable import jsonable
 from volvqa.qa.context import CaseContext, organ_text
+from volvqa.qa.qid import make_qid, param_key
 from volvqa.qa.templates import TEMPLATES, Template, unmet_requirement
 
 
 def _pick(seed: int, *parts: str, n: int) -> int:
     h = hashlib.sha256(("|".join([str(seed), *parts])).encode()).digest()
     return int.from_bytes(h[:8], "big") % n
-
-
-def _param_key(params: dict) -> str:
-    return ",".join(f"{k}={params[k]}" for k in sorted(params))
 
 
 def _bbox_mm(findings, box: list[int]) -> list[float]:
@@ -47,7 +44,7 @@ def case_items(ctx: CaseContext, seed: int, templates: dict[str, Template] | Non
         for inst in t.fn(ctx):
             if unmet_requirement(t, inst.params, ctx) is not None:
                 continue
-            pk = _param_key(inst.params)
+            pk = param_key(inst.params)
             kp = inst.params if t.key_params is None else {k: inst.params[k] for k in t.key_params if k in inst.params}
             k = _pick(seed, ctx.case_id, t.id, pk, n=len(t.paraphrases))
             evidence = dict(inst.evidence)
@@ -56,13 +53,13 @@ def case_items(ctx: CaseContext, seed: int, templates: dict[str, Template] | Non
             if any(r.startswith("phase:") for r in t.requires):
                 evidence["phase"] = ctx.findings.phase
             out.append({
-                "qid": f"{ctx.case_id}:{t.id}" + (f":{pk}" if pk else ""),
+                "qid": make_qid(ctx.case_id, t.id, inst.params),
                 "case_id": ctx.case_id,
                 "category": t.category,
                 "subtype": t.subtype_of(inst.params),
                 "template_id": t.id,
                 "params": inst.params,
-                "key": f"{t.id}|{_param_key(kp)}",
+                "key": f"{t.id}|{param_key(kp)}",
                 "paraphrase": k,
                 "question": render_question(t, inst.params, k),
                 "answer_type": t.answer_type,

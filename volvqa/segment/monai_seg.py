@@ -233,10 +233,9 @@ def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-smal
     from safetensors.torch import save_file
     from tqdm import tqdm
 
-    from volvqa.datasets.manifest import load_manifest
+    from volvqa.datasets.manifest import cases_for, load_manifest
     from volvqa.io import load_labelmap, load_volume
     from volvqa.io.atomic import atomic_path, write_text_atomic
-    from volvqa.qa.build import cases_for
 
     if preset not in SEG_PRESETS:
         raise VolvqaInputError(None, f"unknown preset {preset!r}; choose from {sorted(SEG_PRESETS)}")
@@ -273,7 +272,8 @@ def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-smal
         from safetensors.torch import load_file
         prev = json.loads((Path(init_from) / "config.json").read_text())["model"]
         if prev.get("labels") != cfg.labels or tuple(prev.get("spacing_mm", ())) != tuple(cfg.spacing_mm):
-            raise VolvqaInputError(init_from, "--init-from needs a run with the same labels and preset")
+            raise VolvqaInputError(init_from, "the run to start from must have the same labels and preset",
+                                   param="init_from")
         net.load_state_dict(load_file(str(Path(init_from) / "model.safetensors")))
     net = net.to(device)
     n_steps = int(steps or p["steps"])
@@ -374,3 +374,18 @@ def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-smal
             "val_cases": len(data["val"])}
 
 
+def _run_dir(spec: str) -> Path:
+    return Path(spec.split(":", 1)[1]) if ":" in spec else Path("")
+
+
+def make(spec: str, device: str = "auto") -> MonaiSegmenter:
+    """The registry's constructor: ``monai:runs/NAME``."""
+    return MonaiSegmenter.load(_run_dir(spec), device=device)
+
+
+def annotates(spec: str) -> frozenset[str]:
+    """The structures a trained run outputs (its config's labels, expanded)."""
+    cfg = _run_dir(spec) / "config.json"
+    if not cfg.is_file():
+        raise VolvqaInputError(cfg.parent, "not a MONAI segmentation run (needs config.json and model.safetensors)")
+    return frozenset(x for n in json.loads(cfg.read_text())["model"]["labels"] for x in L.expand_names(n))

@@ -249,8 +249,7 @@ class TotalSegmentatorSegmenter:
         part_labels = {i: part_names[i] for i in present_ids(parts)} if parts is not None else {}
         meta = {"segmenter": "totalsegmentator" + (":fast" if self.fast else ""),
                 "tasks": self.all_tasks, "device": self.device}
-        from volvqa.segment import segmenter_annotates
-        scope = segmenter_annotates("totalsegmentator" + "".join(f"+{t}" for t in self.tasks))
+        scope = annotates("totalsegmentator" + "".join(f"+{t}" for t in self.tasks))
         return LabelMap(merged, present, volume.affine.copy(), parts=parts, part_labels=part_labels,
                         meta=meta, annotates=scope)
 
@@ -260,3 +259,26 @@ class TotalSegmentatorSegmenter:
             raise RuntimeError(f"TotalSegmentator task {task} returned shape {pred.shape}, "
                                f"expected the input's {volume.shape}")
 
+
+#: Canonical structures each extra TotalSegmentator task outputs (merged into the ``total`` task's).
+TASK_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "liver_segments": tuple(f"liver_segment_{i}" for i in range(1, 9)),
+    "kidney_cysts": ("kidney_cyst",),
+    "liver_vessels": ("liver_vessels", "liver_tumor"),
+    "liver_lesions": ("liver_lesion",),
+    "lung_nodules": ("lung_nodule", "lung"),
+}
+
+
+def make(spec: str, device: str = "auto") -> TotalSegmentatorSegmenter:
+    """The registry's constructor: ``totalsegmentator[:fast][+task...]``."""
+    return TotalSegmentatorSegmenter.from_spec(spec, device=device)
+
+
+def annotates(spec: str) -> frozenset[str]:
+    """The structures ``spec`` outputs: the total task's, plus each extra task's."""
+    _fast, tasks = parse_backend(spec)
+    names = {L.canonical_name(n) for n in L.TOTALSEG_TOTAL.values()}
+    for t in tasks:
+        names.update(TASK_OUTPUTS[t])
+    return frozenset(n for n in names if n)

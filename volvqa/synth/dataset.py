@@ -273,7 +273,7 @@ def _add_pancreatic_vessels(v: Volume, lm: LabelMap, truth: dict, rng) -> None:
     """The mesenteric vessels, drawn last; in some cases routed along (abutting) or through (encased by)
     the largest pancreatic tumour, so resectability and T4 fall on every side. Lesions the vessels cut
     are re-measured in the truth."""
-    from volvqa.synth.phantom import VESSEL_RADII, paint_pancreatic_vessels
+    from volvqa.synth.vessels import VESSEL_RADII, paint_pancreatic_vessels
     anchors = truth.get("anchors")
     if not anchors:
         return
@@ -337,7 +337,7 @@ def _debit_organs(before: np.ndarray, after: np.ndarray, truth: dict, voxel_ml: 
 
 
 def vessel_home(anchors: dict, vessel: str) -> tuple[float, float]:
-    from volvqa.synth.phantom import vessel_paths
+    from volvqa.synth.vessels import vessel_paths
     return tuple(vessel_paths(anchors)[vessel][-1][:2])
 
 

@@ -109,13 +109,6 @@ def draw_case(rng: np.random.Generator) -> dict:
             "tails": tails}
 
 
-def _away(value: float, edge: float, margin: float) -> float:
-    """``value`` moved out of ``edge ± margin`` to the nearer side."""
-    if abs(value - edge) >= margin:
-        return value
-    return edge - margin if value < edge else edge + margin
-
-
 def _keep_clear(hu: dict) -> None:
     """Keep the drawn unenhanced values clear of the rules' thresholds (liver/spleen 1.0, pancreas/spleen
     0.70 by 8%; the Kodama liver bands at 39, 51 and 58 HU by 2 HU), so a phantom's truth is decisive: blur

@@ -172,7 +172,7 @@ def _family_box(ctx: CaseContext, family: str) -> list[list[int]]:
     return [o.bbox_voxel for o in _family_organs(ctx, family)]
 
 
-def _loc_text(les) -> str | None:
+def loc_text(les) -> str | None:
     loc = les.location
     if les.organ == "liver" and loc.get("segments"):
         shares = loc.get("segment_shares", {})

@@ -8,10 +8,10 @@ from volvqa.qa.templates.base import (
     _family_box,
     _family_organs,
     _in_view_landmark,
-    _loc_text,
     _pancreatic_tumours,
     _yn,
     _z,
+    loc_text,
     register,
 )
 
@@ -142,7 +142,7 @@ def part_lesion_exists(ctx):
             continue
         les = [x for x in ctx.lesions(family) if x.organ == fam]
         for place in places:
-            hit = [x for x in les if _loc_text(x) == place]
+            hit = [x for x in les if loc_text(x) == place]
             where = f"in the {place}" if place != "interpolar" else "in the interpolar region"
             yield Instance({"organ": fam, "place": place, "where": where}, _yn(bool(hit)),
                            {"lesions": [x.lesion_id for x in hit]}, [x.bbox_voxel for x in hit] or [o.bbox_voxel],

@@ -13,11 +13,11 @@ from volvqa.qa.templates.base import (
     _family_box,
     _family_organs,
     _lesion_params,
-    _loc_text,
     _named_lesions,
     _stable,
     _yn,
     _z,
+    loc_text,
     register,
 )
 
@@ -47,12 +47,12 @@ def lesion_count_by_location(ctx):
         les = ctx.lesions(fam)
         if not les or not ctx.annotated(fam):
             continue
-        places = sorted({_loc_text(x) for x in les if _loc_text(x)})
+        places = sorted({loc_text(x) for x in les if loc_text(x)})
         if not places:
             continue
         chosen = LOCATION_LABELS[fam] if ctx.exhaustive else [places[_stable(ctx.case_id, fam) % len(places)]]
         for place in chosen:
-            hit = [x for x in les if _loc_text(x) == place]
+            hit = [x for x in les if loc_text(x) == place]
             where = f"in {place}" if place.startswith("segment") else \
                 "in the interpolar region" if place == "interpolar" else f"in the {place}"
             yield Instance({"organ": fam, "place": place, "where": where}, len(hit),
@@ -99,9 +99,9 @@ def largest_lesion_slice(ctx):
 def largest_lesion_location(ctx):
     for fam in ("liver", "pancreas", "kidney"):
         les = ctx.lesions(fam)
-        if les and ctx.annotated(fam) and _loc_text(les[0]):
+        if les and ctx.annotated(fam) and loc_text(les[0]):
             x = les[0]
-            yield Instance({"organ": fam}, _loc_text(x), {"location": x.location}, [x.bbox_voxel], x.axial_slice,
+            yield Instance({"organ": fam}, loc_text(x), {"location": x.location}, [x.bbox_voxel], x.axial_slice,
                            label_set=LOCATION_LABELS[fam])
 
 
@@ -176,7 +176,7 @@ def lesion_outlier(ctx):
                        "Are the liver lesions clustered in one segment or widely distributed?"))
 def liver_lesion_clustering(ctx):
     les = ctx.lesions("liver")
-    segs = [_loc_text(x) for x in les]
+    segs = [loc_text(x) for x in les]
     if len(les) >= 2 and all(segs) and ctx.annotated("liver") and ctx.has_parts("liver"):
         counts = sorted((segs.count(s) for s in set(segs)), reverse=True)
         top = counts[0] / len(les)
@@ -309,8 +309,8 @@ def segment_comparison(ctx):
 def lesion_location(ctx):
     for fam in ("liver", "pancreas"):
         for x in _named_lesions(ctx, fam):
-            if ctx.annotated(fam) and _loc_text(x):
-                yield Instance(_lesion_params(fam, x), _loc_text(x), {"location": x.location}, [x.bbox_voxel],
+            if ctx.annotated(fam) and loc_text(x):
+                yield Instance(_lesion_params(fam, x), loc_text(x), {"location": x.location}, [x.bbox_voxel],
                                x.axial_slice, label_set=LOCATION_LABELS[fam])
 
 

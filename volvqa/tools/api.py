@@ -311,9 +311,9 @@ class CaseTools:
         else:
             from collections import Counter
 
-            from volvqa.qa.templates.base import _loc_text
+            from volvqa.qa.templates.base import loc_text
             out["by_kind"] = dict(sorted(Counter(x.kind for x in les).items()))
-            out["by_location"] = dict(sorted(Counter(_loc_text(x) or "unlocated" for x in les).items()))
+            out["by_location"] = dict(sorted(Counter(loc_text(x) or "unlocated" for x in les).items()))
         return out
 
     def _measure_lesion(self, x: LesionFindings, q: str) -> dict:
@@ -365,7 +365,7 @@ class CaseTools:
     def render(self, target: str, view: str = "axial", slice: int | None = None) -> dict:
         from PIL import Image
 
-        from volvqa.render import SOFT_TISSUE_WINDOW, _panel, windowed
+        from volvqa.render import SOFT_TISSUE_WINDOW, panel, windowed
         if view not in VIEWS:
             raise ToolError(f"unknown view {view!r}", "views: " + ", ".join(VIEWS))
         if self._volume is None:
@@ -393,7 +393,7 @@ class CaseTools:
         hi = [min(shape[i] - 1, box[i + 3] + margin) for i in range(3)]
         sl = [builtins_slice(lo[i], hi[i] + 1) for i in range(3)]
         sl[axis] = idx
-        img = _panel(windowed(np.asarray(v.array[tuple(sl)]), *SOFT_TISSUE_WINDOW))
+        img = panel(windowed(np.asarray(v.array[tuple(sl)]), *SOFT_TISSUE_WINDOW))
         buf = io.BytesIO()
         Image.fromarray((img * 255).round().astype(np.uint8)).save(buf, format="PNG")
         return {"target": name if name == "scan" else seg["target"], "view": view, "slice": int(idx),

@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from volvqa import labels as L
-from volvqa.datasets.manifest import Case, Manifest, assign_split, load_cases, load_manifest
+from volvqa.bench.layout import case_done, merge_errors, read_errors, segmentation_paths, work_dir
+from volvqa.datasets.manifest import Case, Manifest, cases_for, load_manifest
 from volvqa.errors import VolvqaInputError
 from volvqa.io.atomic import write_text_atomic
 
@@ -116,26 +116,6 @@ def qc_settings(m: Manifest, cfg: BuildConfig) -> dict:
     return {"mode": mode, "require_agreement": str(other) if other else None}
 
 
-def cases_for(m: Manifest) -> list[Case]:
-    """Cases of a manifest; for a generating manifest, the cases it will generate."""
-    gen = m.options.get("generate")
-    if not gen:
-        return load_cases(m)
-    from volvqa.synth.dataset import KINDS, case_prefix
-    kind = str(gen.get("kind", "abdomen"))
-    if kind not in KINDS:
-        raise VolvqaInputError(m.path, f"generate: unknown phantom kind {kind!r}; choose from {', '.join(KINDS)}")
-    out = []
-    for i in range(int(gen["n"])):
-        cid = f"{case_prefix(kind)}_{i:04d}"
-        d = m.root / cid
-        out.append(Case(cid, d / "ct.nii.gz", [d / "seg.nii.gz", d / "parts.nii.gz"], ["canonical", "volvqa_parts"],
-                        split=assign_split(cid, m.seed, m.splits),
-                        extra={"generate": {"index": i, "seed": int(gen.get("seed", 0)), "kind": kind,
-                                            "lesions": bool(gen.get("lesions", True))}}))
-    return out
-
-
 def _task(m: Manifest, c: Case, out: Path, seg: dict | None, qc: dict, device: str = "auto",
           export: bool = False, views: bool = False, video: bool = False) -> dict:
     masks = c.masks if isinstance(c.masks, list) else ([c.masks] if c.masks else [])
@@ -149,11 +129,6 @@ def _task(m: Manifest, c: Case, out: Path, seg: dict | None, qc: dict, device: s
             "agreement": {"backend": qc["require_agreement"], "device": seg["device"] if seg else device}
             if qc["require_agreement"] else None,
             "segmenter": {"backend": seg["backend"], "device": seg["device"]} if use_seg else None}
-
-
-def segmentation_paths(out: Path, case_id: str, folder: str = "segmentations") -> tuple[Path, Path]:
-    d = out / folder
-    return d / f"{case_id}_seg.nii.gz", d / f"{case_id}_parts.nii.gz"
 
 
 def _segment_case(task: dict, v, key: str = "segmenter", folder: str = "segmentations"):
@@ -174,14 +149,6 @@ def _segment_case(task: dict, v, key: str = "segmenter", folder: str = "segmenta
     if parts_path.is_file():
         return [str(seg_path), str(parts_path)], ["canonical", "volvqa_parts"], lm
     return [str(seg_path)], ["canonical"], lm
-
-
-def work_dir(out: Path, case_id: str) -> Path:
-    return out / "work" / case_id
-
-
-def case_done(out: Path, case_id: str) -> bool:
-    return (work_dir(out, case_id) / "items.json").is_file()
 
 
 def process_case(task: dict) -> dict:
@@ -215,12 +182,12 @@ def case_phase(task: dict, v) -> str:
 
 
 def _process_case(task: dict) -> None:
+    from volvqa.bench.export import key_slice_png
     from volvqa.findings import extract
     from volvqa.findings.report import render_text, structured_report
     from volvqa.io import load_labelmap, load_volume
     from volvqa.io.atomic import write_bytes_atomic
     from volvqa.qa.context import CaseContext
-    from volvqa.qa.export import key_slice_png
     from volvqa.qa.generate import case_items
 
     out = Path(task["out"])
@@ -280,7 +247,7 @@ def _process_case(task: dict) -> None:
     if task.get("views"):
         _write_views(out, cid, v, items)
     if task.get("video"):
-        from volvqa.models.inputs import axial_frames, write_mp4
+        from volvqa.render.inputs import axial_frames, write_mp4
         (out / "videos").mkdir(exist_ok=True)
         mp4 = out / "videos" / f"{cid}.mp4"
         if not mp4.exists():
@@ -304,7 +271,7 @@ def _write_views(out: Path, cid: str, v, items: list[dict]) -> None:
     import hashlib
 
     from volvqa.io.atomic import write_bytes_atomic
-    from volvqa.models.inputs import item_centre, png_bytes, view_images
+    from volvqa.render.inputs import item_centre, png_bytes, view_images
     (out / "views").mkdir(exist_ok=True)
     names = ("axial", "coronal", "sagittal")
     for it in items:
@@ -327,7 +294,6 @@ def export_case(out: Path, cid: str, v, lm) -> dict:
     its source data. A source CT already stored as canonical int16 NIfTI is
     hard-linked rather than copied when the file system allows."""
     import os
-    import shutil
 
     from volvqa.io import nifti, save_labelmap, save_volume
     (out / "volumes").mkdir(exist_ok=True)
@@ -413,214 +379,15 @@ def build_qa(cfg: BuildConfig) -> dict:
     todo = [t for t in tasks if not case_done(out, t["case_id"])]
     results = run_cases(todo, cfg, seg["gpus_per_task"] if seg else 0) if todo else []
     new_errors = {r["case_id"]: r["error"] for r in results if not r["ok"]}
-    _merge_errors(out, new_errors, {t["case_id"] for t in todo})
+    merge_errors(out, new_errors, {t["case_id"] for t in todo})
+    for k in sorted(new_errors):
+        print(f"volvqa: case {k} failed: {new_errors[k]}", file=sys.stderr)
     summary = {"cases": len(cases), "processed": len(todo), "failed_now": len(new_errors)}
     if cfg.finalize:
-        pending = [c.case_id for c in cases if not case_done(out, c.case_id) and c.case_id not in _errors(out)]
+        pending = [c.case_id for c in cases if not case_done(out, c.case_id) and c.case_id not in read_errors(out)]
         if pending:
             raise VolvqaInputError(out, f"{len(pending)} cases not processed yet (other shards?): "
                                    f"{', '.join(pending[:5])}")
+        from volvqa.bench.finalize import finalize
         summary.update(finalize(m, cases, out, cfg))
     return summary
-
-
-def _rel(path, out: Path) -> str:
-    """A path as cases.parquet records it: relative to the build folder (posix),
-    so the build can move together with (or, exported, without) its data."""
-    import os
-    return Path(os.path.relpath(Path(path).resolve(), Path(out).resolve())).as_posix()
-
-
-def _errors(out: Path) -> dict[str, str]:
-    p = out / "errors.jsonl"
-    if not p.exists():
-        return {}
-    return {r["case_id"]: r["error"] for r in map(json.loads, p.read_text().splitlines()) if r}
-
-
-def _merge_errors(out: Path, new: dict[str, str], attempted: set[str]) -> None:
-    errs = {k: v for k, v in _errors(out).items() if k not in attempted}
-    errs.update(new)
-    text = "".join(json.dumps({"case_id": k, "error": errs[k]}, sort_keys=True) + "\n" for k in sorted(errs))
-    write_text_atomic(out / "errors.jsonl", text)  # always there: empty when no case failed
-    for k in sorted(new):
-        print(f"volvqa: case {k} failed: {new[k]}", file=sys.stderr)
-
-
-def finalize(m: Manifest, cases: list[Case], out: Path, cfg: BuildConfig) -> dict:
-    from volvqa.qa.audit import audit
-    from volvqa.qa.balance import balance
-    from volvqa.qa.export import dataset_card, write_cases_parquet, write_jsonl, write_parquet
-    from volvqa.qa.options import balance_median_rank, build_options
-
-    errors = _errors(out)
-    raw: list[dict] = []
-    case_rows = []
-    scopes: dict[str, list[str]] = {}
-    qc_reports: dict[str, dict] = {}
-    for c in cases:
-        wd = work_dir(out, c.case_id)
-        row = {"case_id": c.case_id, "split": c.split, "ct": _rel(c.ct, out), "error": errors.get(c.case_id)}
-        if case_done(out, c.case_id):
-            its = json.loads((wd / "items.json").read_text())
-            for it in its:
-                it["split"] = c.split
-            raw += its
-            meta = json.loads((wd / "case.json").read_text())
-            exp = meta.get("exported")
-            row.update(n_lesions=meta["n_lesions"], shape=meta["shape"], spacing_mm=meta["spacing_mm"],
-                       masks=json.dumps(exp["masks"] if exp else [_rel(p, out) for p in meta.get("masks") or []]),
-                       label_spec=json.dumps(exp["label_spec"] if exp else meta.get("label_spec")),
-                       annotates=json.dumps(meta.get("annotates")), phase=meta.get("phase", "unknown"))
-            if exp:
-                row["ct"] = exp["ct"]
-            scopes[c.case_id] = meta.get("annotates") or []
-            # Cases processed by a volvqa without quality control have no qc.json.
-            qc_reports[c.case_id] = json.loads((wd / "qc.json").read_text()) if (wd / "qc.json").is_file() else \
-                {"case_id": c.case_id, "mode": "not run", "findings": [], "excluded": {}}
-            dest = out / "cases" / c.case_id
-            dest.mkdir(parents=True, exist_ok=True)
-            for name in ("findings.json", "report.txt", "qc.json"):
-                if not (wd / name).is_file():
-                    continue
-                src = (wd / name).read_bytes()
-                if not (dest / name).exists() or (dest / name).read_bytes() != src:
-                    from volvqa.io.atomic import write_bytes_atomic
-                    write_bytes_atomic(dest / name, src)
-        case_rows.append(row)
-    # Distractors and "the usual answer" come from the train split's answers: that is the median a
-    # question-only model can learn (with answers that depend on the contrast phase, the median of all
-    # splits sits elsewhere, and the option layout balanced around it is not balanced for such a model).
-    pools: dict[str, list[float]] = {}
-    all_pools: dict[str, list[float]] = {}
-    for it in raw:
-        if it["answer_type"] == "numeric":
-            all_pools.setdefault(it["key"], []).append(float(it["answer"]))
-            if it.get("split") == "train":
-                pools.setdefault(it["key"], []).append(float(it["answer"]))
-    for key, values in all_pools.items():
-        if len(pools.get(key, [])) < 5:
-            pools[key] = values
-    items = [build_options(it, pools, cfg.n_options, m.seed) for it in raw]
-    # A numeric item whose truth sits at the dataset's typical value (so the
-    # drawn number of distractors nearer that value could not be placed) is
-    # answered by "pick the usual value" without the image: dropped.
-    balance_median_rank(items, cfg.n_options, m.seed)
-    central_dropped = sum(1 for it in items if it.get("drop_reason"))
-    items = [it for it in items if not it.get("drop_reason")]
-    items = balance(items, m.seed)
-    rows = audit(items)
-    flagged = sorted(s for s, r in rows.items() if r["flagged"])
-    unaudited = sorted(s for s, r in rows.items() if r.get("status") == "not enough items")
-    final = items if cfg.include_flagged else [it for it in items if it["subtype"] not in flagged]
-    final.sort(key=lambda it: it["qid"])
-    n_items = {}
-    for it in final:
-        n_items[it["case_id"]] = n_items.get(it["case_id"], 0) + 1
-    for r in case_rows:
-        r["n_items"] = n_items.get(r["case_id"], 0)
-    # Gold tool traces, each verified by replay; they also put a rationale in the item's evidence.
-    from volvqa.agent.traces import build_traces
-    traces, trace_failures = build_traces(out, final)
-    write_text_atomic(out / "traces.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in traces))
-    write_jsonl(out / "qa.jsonl", final)
-    write_parquet(out / "qa.parquet", final)
-    write_cases_parquet(out / "cases.parquet", case_rows)
-    write_text_atomic(out / "audit.json", json.dumps(rows, indent=1, sort_keys=True) + "\n")
-    qc = qc_settings(m, cfg)
-    modes = {r.get("mode") for r in qc_reports.values()}
-    if len(modes) == 1:  # what the cases ran with (shards merged later may not repeat the options)
-        qc["mode"] = modes.pop()
-    others = {r.get("require_agreement") for r in qc_reports.values()}
-    if len(others) == 1 and others != {None}:
-        qc["require_agreement"] = others.pop()
-    qc_summary = qc_overview(qc_reports, qc)
-    write_text_atomic(out / "qc.json", json.dumps(qc_summary, indent=1, sort_keys=True) + "\n")
-    seg = segmenter_settings(m, cfg)
-    annotates = {n: sum(n in s_ for s_ in scopes.values()) for n in sorted(set().union(*scopes.values()))} \
-        if scopes else {}
-    build_info = {"dataset": m.name, "manifest": m.path.name, "seed": m.seed, "n_options": cfg.n_options,
-                  "annotates": annotates, "qc": qc,
-                  "numeric_items_dropped_central": central_dropped,
-                  "phases": dict(sorted(Counter(c.get("phase") or "unknown" for c in case_rows
-                                                if not c["error"]).items()))}
-    if seg is not None:
-        build_info["segmenter"] = {"backend": seg["backend"], "segment_all": seg["segment_all"]}
-    build_json = out / "build.json"
-    card = dataset_card(m.name, {"path": str(m.path.name), "layout": m.layout, "seed": m.seed, "license": m.license},
-                        final, rows, flagged, cfg.include_flagged, len(cases), [c for c in case_rows if c["error"]],
-                        central_dropped, annotates=annotates, qc=qc_summary,
-                        phases=dict(sorted(Counter(c.get("phase") or "unknown" for c in case_rows
-                                                   if not c["error"]).items())))
-    write_text_atomic(out / "dataset_card.md", card)
-    from volvqa.qa.export import hf_card_header, write_split_parquets
-    splits = write_split_parquets(out, final)
-    write_text_atomic(out / "README.md", hf_card_header(m.name, m.license, splits) + card)
-    used = {it["image"] for it in final if it.get("image")}
-    used |= {p for it in final if it.get("views") for ps in it["views"].values() for p in ps}
-    for folder in ("images", "views"):
-        for p in sorted((out / folder).glob("*.png")) if (out / folder).exists() else []:
-            if f"{folder}/{p.name}" not in used:
-                p.unlink()
-    subtypes = sorted({it["subtype"] for it in final})
-    per_cat_info = {c: sum(it["category"] == c for it in final) for c in sorted({it["category"] for it in final})}
-    build_info["summary"] = {"questions": len(final), "subtypes": len(subtypes), "questions_per_category": per_cat_info,
-                             "flagged": flagged, "not_enough_items": unaudited, "failed_cases": len(errors),
-                             "traces": len(traces), "untraced": trace_failures}
-    write_text_atomic(build_json, json.dumps(build_info, indent=1, sort_keys=True) + "\n")
-    per_cat = {c: sum(it["category"] == c for it in final) for c in sorted({it["category"] for it in final})}
-    return {"questions": len(final), "subtypes": len(subtypes), "numeric_items_dropped_central": central_dropped,
-            "categories": sorted(per_cat), "questions_per_category": per_cat, "flagged": flagged,
-            "not_enough_items": unaudited, "include_flagged": cfg.include_flagged, "failed_cases": len(errors), "traces": len(traces),
-            "untraced": trace_failures, "qc_excluded_structures": sum(qc_summary["excluded_per_structure"].values())}
-
-
-def summary_text(res: dict, out: Path) -> str:
-    """What a person reads after build-qa (the JSON is in build.json and with --json)."""
-    lines = []
-    if "cases" in res:
-        lines.append(f"{res['processed']} of {res['cases']} cases processed now, {res['failed_now']} failed"
-                     + (f" (see {Path(out) / 'errors.jsonl'})" if res["failed_now"] else ""))
-    if "questions" not in res:
-        lines.append("per-case stage only: run build-qa --merge-only once every shard has finished")
-        return "\n".join(lines)
-    cats = ", ".join(f"{c} {n}" for c, n in res.get("questions_per_category", {}).items())
-    lines.append(f"{res['questions']} questions in {res['subtypes']} subtypes ({cats})")
-    if res.get("flagged"):
-        verb = "flagged" if res.get("include_flagged") else "excluded"
-        lines.append(f"{len(res['flagged'])} subtypes {verb} by the shortcut audit (audit.json)")
-    if res.get("not_enough_items"):
-        lines.append(f"{len(res['not_enough_items'])} subtypes kept unaudited: not enough items to audit")
-    if res.get("numeric_items_dropped_central"):
-        lines.append(f"{res['numeric_items_dropped_central']} numeric questions dropped (answer at the dataset's "
-                     "typical value)")
-    if res.get("qc_excluded_structures"):
-        lines.append(f"{res['qc_excluded_structures']} structures excluded by mask quality control (qc.json)")
-    if "traces" in res:
-        lines.append(f"{res['traces']} gold tool traces (traces.jsonl), each verified by replay"
-                     + (f"; {len(res['untraced'])} items without one (build.json)" if res.get("untraced") else ""))
-    lines.append(f"benchmark: {Path(out) / 'qa.jsonl'}; card: {Path(out) / 'dataset_card.md'}; "
-                 f"summary: {Path(out) / 'build.json'}")
-    return "\n".join(lines)
-
-
-def qc_overview(reports: dict[str, dict], qc: dict) -> dict:
-    """The build's ``qc.json``: settings, counts per check and per
-    structure, and each case's findings and exclusions."""
-    by_check: dict[str, int] = {}
-    by_structure: dict[str, int] = {}
-    for r in reports.values():
-        for f in r.get("findings", []):
-            by_check[f["check"]] = by_check.get(f["check"], 0) + 1
-        for n in r.get("excluded", {}):
-            by_structure[n] = by_structure.get(n, 0) + 1
-    return {"mode": qc["mode"], "require_agreement": qc["require_agreement"],
-            "cases_with_findings": sum(1 for r in reports.values() if r.get("findings") or r.get("excluded")),
-            "findings_per_check": dict(sorted(by_check.items())),
-            "excluded_per_structure": dict(sorted(by_structure.items())),
-            "cases": {k: {"findings": r.get("findings", []), "excluded": r.get("excluded", {})}
-                      for k, r in sorted(reports.items()) if r.get("findings") or r.get("excluded")}}
-
-
-def clean(out: Path) -> None:
-    shutil.rmtree(out / "work", ignore_errors=True)

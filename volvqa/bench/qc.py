@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from volvqa import labels as L
+from volvqa.bench.layout import label_map_paths
 from volvqa.errors import VolvqaInputError
 from volvqa.qc.checks import check_case
 from volvqa.qc.compare import Agreement, compare
@@ -26,13 +27,13 @@ def second_source(spec: str, device: str = "auto"):
         return lambda volume, case_id: seg.segment(volume)
     folder = Path(spec)
     if not folder.is_dir():
-        raise VolvqaInputError(folder, "--compare takes a segmenter backend (monai:runs/NAME, "
-                               "totalsegmentator[...]) or a folder of <case>_seg.nii.gz label maps")
+        raise VolvqaInputError(folder, "not a segmenter (monai:runs/NAME, totalsegmentator[...]) nor a folder "
+                               "of <case>_seg.nii.gz label maps", param="compare")
 
     def other_for(volume, case_id):
-        seg, parts = folder / f"{case_id}_seg.nii.gz", folder / f"{case_id}_parts.nii.gz"
+        seg, parts = label_map_paths(folder, case_id)
         if not seg.is_file():
-            raise VolvqaInputError(seg, "no label map for this case in the --compare folder")
+            raise VolvqaInputError(seg, "no label map for this case in the folder compared with", param="compare")
         if parts.is_file():
             return load_labelmap([seg, parts], ["canonical", "volvqa_parts"], reference=volume)
         return load_labelmap(seg, "canonical", reference=volume)
@@ -47,9 +48,9 @@ def qc_dataset(manifest, compare_with: str | None = None, device: str = "auto", 
     source against the masks (``volvqa.segment.detection``) is added to it for the families both annotate."""
     from tqdm import tqdm
 
-    from volvqa.datasets.manifest import load_manifest
+    from volvqa.bench.build import case_annotates
+    from volvqa.datasets.manifest import cases_for, load_manifest
     from volvqa.io import load_labelmap, load_volume
-    from volvqa.qa.build import case_annotates, cases_for
     m = load_manifest(manifest)
     cases = [c for c in cases_for(m) if split is None or c.split == split]
     other_for = second_source(compare_with, device) if compare_with else None

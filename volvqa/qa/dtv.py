@@ -25,8 +25,11 @@ reference scorer item by item):
 """
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
+
+from volvqa.qa.qid import params_of
 
 #: DeepTumorVQA v2 subtype -> answer type (its 42 subtypes).
 DTV_ANSWER_TYPE: dict[str, str] = {
@@ -230,14 +233,15 @@ DTV_SUBTYPE: dict[str, object] = {
 }
 
 
-def params_of(item: dict) -> dict:
-    parts = str(item.get("qid", "")).split(":", 2)
-    if len(parts) < 3 or not parts[2]:
-        return {}
-    return dict(kv.split("=", 1) for kv in parts[2].split(",") if "=" in kv)
-
-
 def dtv_subtype(item: dict) -> str | None:
     """The DeepTumorVQA v2 subtype an item belongs to, or None for volvqa-only questions."""
     m = DTV_SUBTYPE.get(item.get("template_id", ""))
-    return m(params_of(item)) if callable(m) else m
+    return m(params_of(item.get("qid", ""))) if callable(m) else m
+
+
+def dtv_answer_text(item: dict) -> str:
+    """The ground-truth answer as DeepTumorVQA's records write it (a plain string)."""
+    a = item["answer"]
+    if isinstance(a, float) and a.is_integer() and item.get("integer"):
+        return str(int(a))
+    return a if isinstance(a, str) else json.dumps(a) if isinstance(a, (dict, list)) else str(a)

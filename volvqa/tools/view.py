@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from volvqa import labels as L
-from volvqa.agent.tools import canonical_args
 from volvqa.findings.records import LesionFindings
 from volvqa.qa.context import FAMILY_LESIONS, ORGAN_OPTIONAL_FAMILIES, CaseContext
+from volvqa.tools.api import canonical_args
 
 Fetch = Callable[[str, dict], "dict | None"]
 

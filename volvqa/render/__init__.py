@@ -23,7 +23,7 @@ def windowed(hu: np.ndarray, width: float, level: float) -> np.ndarray:
     return np.clip((hu.astype(np.float32) - lo) / width, 0.0, 1.0)
 
 
-def _panel(arr2d_xy: np.ndarray) -> np.ndarray:
+def panel(arr2d_xy: np.ndarray) -> np.ndarray:
     """(first axis, second axis) slice -> display image: rows = second axis reversed,
     columns = first axis reversed (patient's right / anterior on the left)."""
     return arr2d_xy.T[::-1, ::-1]
@@ -86,7 +86,7 @@ def render_png(volume: Volume, labelmap: LabelMap | None = None, *, structure: s
         sl = take(img)
         nu, nv = sl.shape
         extent = (0, nu * pu, 0, nv * pv)
-        ax.imshow(_panel(sl), cmap="gray", vmin=0, vmax=1, extent=extent, interpolation="nearest")
+        ax.imshow(panel(sl), cmap="gray", vmin=0, vmax=1, extent=extent, interpolation="nearest")
         if labelmap is not None:
             lab = take(labelmap.array)
             for k, lid in enumerate(present):
@@ -94,7 +94,7 @@ def render_png(volume: Volume, labelmap: LabelMap | None = None, *, structure: s
                 if not m.any():
                     continue
                 # Display coordinates in mm, same flips as the image.
-                shown = _panel(m.astype(np.float32))
+                shown = panel(m.astype(np.float32))
                 ys = (np.arange(shown.shape[0])[::-1] + 0.5) * pv
                 xs = (np.arange(shown.shape[1]) + 0.5) * pu
                 thick = lid in focus

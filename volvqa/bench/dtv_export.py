@@ -13,7 +13,7 @@ A record carries its fields ``qid``, ``image_id`` (the case id), ``spacing``
 (mm, x y z of the canonical grid), ``shape``, ``question``, ``answer`` (a plain
 string), ``mc_question`` (the question and its lettered options), ``correct_option``,
 ``organ``, ``lesion``, ``question_type`` (its lower-case super-type),
-``question_subtype`` (its subtype name, ``volvqa.eval.dtv.DTV_SUBTYPE``) and
+``question_subtype`` (its subtype name, ``volvqa.qa.dtv.DTV_SUBTYPE``) and
 ``requires_tools`` (the tools of its agent that compute the answer, in call
 order), plus volvqa's ``template_id`` and ``image_slice`` (the axial slice the
 PNG shows). Localization items are left out (DeepTumorVQA has none); so are
@@ -28,9 +28,11 @@ import os
 import shutil
 from pathlib import Path
 
+from volvqa.bench.layout import CASES_PARQUET, VOLUMES_DIR, findings_path, load_qa
 from volvqa.errors import VolvqaInputError
-from volvqa.eval import dtv
 from volvqa.io.atomic import write_text_atomic
+from volvqa.qa import dtv
+from volvqa.qa.qid import params_of
 
 #: Its agent's tools, by the primitive each stands for.
 TOOL_OF_PRIMITIVE = {"segment": "segment_organ", "measure": "measure", "knowledge": "lookup_medical_knowledge"}
@@ -86,13 +88,12 @@ def mc_question(item: dict) -> str:
 
 
 def record(item: dict, case: dict, image_slice: int | None) -> dict:
-    params = dtv.params_of(item)
+    params = params_of(item.get("qid", ""))
     sub = dtv.dtv_subtype(item) or item["subtype"]
-    from volvqa.eval.run import dtv_answer_text
     return {
         "qid": item["qid"], "image_id": item["case_id"],
         "spacing": [float(s) for s in case["spacing_mm"]], "shape": [int(s) for s in case["shape"]],
-        "question": item["question"], "answer": dtv_answer_text(item),
+        "question": item["question"], "answer": dtv.dtv_answer_text(item),
         "mc_question": mc_question(item), "correct_option": item["correct_option"],
         "organ": params.get("organ") or params.get("organ_a") or None,
         "lesion": params.get("kind") or params.get("lesion") or None,
@@ -104,7 +105,7 @@ def record(item: dict, case: dict, image_slice: int | None) -> dict:
 def case_image_slice(build: Path, case_id: str, n_slices: int) -> int:
     """The axial slice the case's single image shows: through the centre of its largest lesion, else of the
     liver, else the middle of the scan."""
-    f = build / "cases" / case_id / "findings.json"
+    f = findings_path(build, case_id)
     if f.is_file():
         fd = json.loads(f.read_text())
         les = sorted(fd.get("lesions") or [], key=lambda x: -float(x.get("volume_ml") or 0))
@@ -131,7 +132,7 @@ def write_case_assets(build: Path, split_dir: Path, case: dict, *, video: bool, 
     """PNG (and MP4, CT) of one case; existing files are kept (reruns resume). Returns the PNG's slice."""
     from volvqa.io import load_volume, save_volume
     from volvqa.io.atomic import atomic_path
-    from volvqa.models.inputs import axial_frames, key_slice_image, png_bytes, write_mp4
+    from volvqa.render.inputs import axial_frames, key_slice_image, png_bytes, write_mp4
     cid = case["case_id"]
     png = split_dir / "images_2d" / "whole" / f"{cid}.png"
     mp4 = split_dir / "videos" / "whole" / f"{cid}.mp4"
@@ -152,7 +153,7 @@ def write_case_assets(build: Path, split_dir: Path, case: dict, *, video: bool, 
     if mp4 in todo:
         write_mp4(mp4, axial_frames(v))
     if nii in todo:
-        canonical = src.parent.name == "volumes" and src.parent.parent == build   # written canonical by build-qa
+        canonical = src.parent.name == VOLUMES_DIR and src.parent.parent == build   # written canonical by build-qa
         if canonical:
             _link_or_copy(src, nii)
         else:
@@ -164,11 +165,10 @@ def export_deeptumorvqa(build: Path, out: Path, *, dtv_only: bool = False, video
                         progress=None) -> dict:
     """Write the layout; returns counts. ``test_qa.json`` is written last, so an interrupted export is not
     loadable (and a rerun resumes from the assets already written)."""
-    from volvqa.eval.run import load_qa
     build, out = Path(build), Path(out)
     items, cases, _ = load_qa(build)
     if not cases:
-        raise VolvqaInputError(build / "cases.parquet", "not found: the export needs the build's case table")
+        raise VolvqaInputError(build / CASES_PARQUET, "not found: the export needs the build's case table")
     items = [it for it in items if it["category"] != "Localization"]
     if dtv_only:
         items = [it for it in items if dtv.dtv_subtype(it)]

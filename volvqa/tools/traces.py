@@ -16,12 +16,10 @@ evidence.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from volvqa.agent.tools import CaseTools, canonical_args, without_images
-from volvqa.agent.view import MissingFact, Recorder, Replay, ToolContext
-from volvqa.errors import VolvqaInputError
 from volvqa.findings.records import Findings
+from volvqa.tools.api import CaseTools, canonical_args, without_images
+from volvqa.tools.view import MissingFact, Recorder, Replay, ToolContext
 
 SYSTEM_PROMPT = ("You are a radiology assistant answering questions about one CT scan. Call the tools to segment "
                  "structures, measure them and look clinical rules up; every number must come from a tool "
@@ -53,7 +51,7 @@ def _dedup(keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def replay_instance(t, params: dict, case_id: str, results: dict) -> tuple[object | None, str]:
     """(the template's instance for ``params`` from these tool results alone, or None and why not)."""
-    from volvqa.models.grounded import _same
+    from volvqa.qa.readings import same_params
     from volvqa.qa.templates import unmet_requirement
     ctx = ToolContext(case_id, Replay(results))
     try:
@@ -61,7 +59,7 @@ def replay_instance(t, params: dict, case_id: str, results: dict) -> tuple[objec
         if missing is not None:
             return None, missing
         for inst in t.fn(ctx):
-            if _same(inst.params, params) and unmet_requirement(t, inst.params, ctx) is None:
+            if same_params(inst.params, params) and unmet_requirement(t, inst.params, ctx) is None:
                 return inst, ""
     except (MissingFact, AttributeError, TypeError, KeyError) as e:
         # Templates assume complete findings (a touching organ is present ...); results an agent
@@ -72,14 +70,15 @@ def replay_instance(t, params: dict, case_id: str, results: dict) -> tuple[objec
 
 def _suffices(t, inst, case_id: str, results: dict, keys: list) -> bool:
     """Whether these calls' results alone give the instance's answer and boxes."""
-    from volvqa.models.grounded import answer_text
+    from volvqa.qa.readings import answer_text
     got, _why = replay_instance(t, inst.params, case_id, {k: results[k] for k in keys})
     return got is not None and answer_text(t, got.answer) == answer_text(t, inst.answer) and got.boxes == inst.boxes
 
 
 def case_traces(findings: Findings, items: list[dict]) -> dict[str, list[tuple[str, dict, dict]]]:
     """qid -> [(tool, arguments, result), ...] for one case's items."""
-    from volvqa.models.grounded import _params_from_qid, _same, answer_text
+    from volvqa.qa.qid import params_of
+    from volvqa.qa.readings import answer_text, same_params
     from volvqa.qa.templates import TEMPLATES, unmet_requirement
     tools = CaseTools(findings, "oracle")
     by_template: dict[str, list[dict]] = {}
@@ -92,8 +91,8 @@ def case_traces(findings: Findings, items: list[dict]) -> dict[str, list[tuple[s
         ctx = ToolContext(findings.case_id, rec)
         insts = _instances(t, ctx)
         for it in its:
-            params = _params_from_qid(it["qid"])
-            hit = next((i for i, (inst, _n) in enumerate(insts) if _same(inst.params, params)), None)
+            params = params_of(it["qid"])
+            hit = next((i for i, (inst, _n) in enumerate(insts) if same_params(inst.params, params)), None)
             if hit is None:
                 raise TraceError(f"{it['qid']}: the template yields no instance with these parameters")
             inst, end = insts[hit]
@@ -175,8 +174,8 @@ def rationale(item: dict, calls: list[tuple[str, dict, dict]], answer: str) -> s
 
 
 def trace_record(item: dict, calls: list[tuple[str, dict, dict]], mode: str = "oracle") -> dict:
-    from volvqa.models.base import prompt_for
-    from volvqa.models.grounded import answer_text
+    from volvqa.qa.prompts import prompt_for
+    from volvqa.qa.readings import answer_text
     from volvqa.qa.templates import TEMPLATES
     t = TEMPLATES[item["template_id"]]
     text = answer_text(t, item["answer"])
@@ -197,23 +196,16 @@ def trace_record(item: dict, calls: list[tuple[str, dict, dict]], mode: str = "o
             "answer": final, "answer_text": text, "rationale": why, "n_calls": len(calls)}
 
 
-def build_traces(out: Path, items: list[dict], findings_of=None) -> tuple[list[dict], dict[str, str]]:
+def build_traces(items: list[dict], findings_of) -> tuple[list[dict], dict[str, str]]:
     """(trace records for ``items``, in their order; qid -> why an item has none) from each case's
-    ``cases/<id>/findings.json`` under ``out`` (or ``findings_of(case_id)``). Sets each traced
-    item's ``evidence["rationale"]``."""
+    findings (``findings_of(case_id) -> Findings``). Sets each traced item's ``evidence["rationale"]``."""
     by_case: dict[str, list[dict]] = {}
     for it in items:
         by_case.setdefault(it["case_id"], []).append(it)
     calls: dict[str, list] = {}
     failures: dict[str, str] = {}
     for cid, its in sorted(by_case.items()):
-        if findings_of is not None:
-            f = findings_of(cid)
-        else:
-            p = Path(out) / "cases" / cid / "findings.json"
-            if not p.is_file():
-                raise VolvqaInputError(p, "not found: traces need each case's findings")
-            f = Findings.from_dict(json.loads(p.read_text()))
+        f = findings_of(cid)
         try:
             calls.update(case_traces(f, its))
         except TraceError:
@@ -231,13 +223,6 @@ def build_traces(out: Path, items: list[dict], findings_of=None) -> tuple[list[d
         it.setdefault("evidence", {})["rationale"] = rec["rationale"]
         records.append(rec)
     return records, failures
-
-
-def load_traces(qa_dir: Path) -> dict[str, dict]:
-    p = Path(qa_dir) / "traces.jsonl"
-    if not p.is_file():
-        raise VolvqaInputError(p, "not found: build the benchmark again (build-qa writes traces.jsonl)")
-    return {r["qid"]: r for r in (json.loads(x) for x in p.read_text().splitlines() if x.strip())}
 
 
 def message_calls(messages: list[dict]) -> list[tuple[str, dict, dict]]:

@@ -1,7 +1,7 @@
 """OpenAI function-calling schemas of the agent tools (the MCP server lists the same ones)."""
 from __future__ import annotations
 
-from volvqa.agent.tools import QUANTITIES, TOOL_NAMES, VIEWS, VISION_TOOLS
+from volvqa.tools.api import QUANTITIES, TOOL_NAMES, VIEWS, VISION_TOOLS
 
 _TARGET = ("A structure by its canonical name (liver, spleen, kidney_left, kidney_right, pancreas, gallbladder, "
            "aorta, liver_segment_1..8, pancreas_head|body|tail, lesion classes such as kidney_cyst or "

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from volvqa.io.atomic import atomic_path, write_text_atomic
-from volvqa.render import _panel, windowed
+from volvqa.render import panel, windowed
 
 QA_COLUMNS = ["qid", "case_id", "split", "category", "subtype", "template_id", "question", "answer_type", "answer",
               "unit", "options", "correct_option", "bbox_voxel", "bbox_mm", "evidence", "key_slice", "image",
@@ -25,7 +25,7 @@ def public_item(it: dict) -> dict:
 def key_slice_png(hu: np.ndarray, z: int) -> bytes:
     """Axial slice z, soft-tissue window W400/L50, radiological orientation, 8-bit PNG."""
     from PIL import Image
-    img = (_panel(windowed(hu[:, :, z], 400.0, 50.0)) * 255).round().astype(np.uint8)
+    img = (panel(windowed(hu[:, :, z], 400.0, 50.0)) * 255).round().astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(img, mode="L").save(buf, format="PNG", optimize=False)
     return buf.getvalue()

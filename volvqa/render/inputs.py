@@ -30,7 +30,7 @@ import numpy as np
 
 from volvqa.errors import VolvqaInputError
 from volvqa.records import Volume
-from volvqa.render import _panel, windowed
+from volvqa.render import panel, windowed
 
 INPUT_FORMATS = ("volume", "key_slice", "views", "views_boxed", "video", "m3d")
 WINDOW = (400.0, 50.0)
@@ -44,7 +44,7 @@ def _gray(plane: np.ndarray):
 
 def key_slice_image(volume: Volume, z: int):
     z = min(max(int(z), 0), volume.shape[2] - 1)
-    return _gray(_panel(windowed(volume.array[:, :, z], *WINDOW)))
+    return _gray(panel(windowed(volume.array[:, :, z], *WINDOW)))
 
 
 def item_centre(volume: Volume, item: dict) -> tuple[int, int, int]:
@@ -70,7 +70,7 @@ def view_images(volume: Volume, centre, boxes=None) -> list:
     planes = [(img[:, :, cz], (sx, sy), (0, 1)), (img[:, cy, :], (sx, sz), (0, 2)), (img[cx, :, :], (sy, sz), (1, 2))]
     out = []
     for plane, (pu, pv), (au, av) in planes:
-        shown = _gray(_panel(plane))
+        shown = _gray(panel(plane))
         scale = min(pu, pv)
         w, h = round(plane.shape[0] * pu / scale), round(plane.shape[1] * pv / scale)
         shown = shown.resize((w, h), Image.NEAREST) if (w, h) != shown.size else shown
@@ -91,7 +91,7 @@ def view_images(volume: Volume, centre, boxes=None) -> list:
 def axial_frames(volume: Volume) -> list:
     """Every axial slice, inferior to superior, W400/L50."""
     img = windowed(volume.array, *WINDOW)
-    return [_gray(_panel(img[:, :, z])) for z in range(volume.shape[2])]
+    return [_gray(panel(img[:, :, z])) for z in range(volume.shape[2])]
 
 
 def write_mp4(path: str | os.PathLike, frames: list, fps: int = 8) -> None:

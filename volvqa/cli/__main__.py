@@ -1,0 +1,3 @@
+from volvqa.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Synthetic CT with known truth: phantoms (abdomen, chest), lesion insertion, the demo population."""
