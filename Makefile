@@ -26,7 +26,7 @@ test: lint docs
 
 # A representative subset (every package, no full build): under 2 minutes.
 test-fast: lint
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" tests
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow and not bench" tests
 
 lint: install
 	$(BIN)/ruff check volvqa tests benchmarks

@@ -10,7 +10,8 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
-REAL_CT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_ct"
+REPO = Path(__file__).resolve().parents[1]
+REAL_CT = REPO.parent / "shared" / "data" / "real_ct"
 
 
 def write_nii(path, array, affine=None, *, slope=None, inter=None, dtype=None):

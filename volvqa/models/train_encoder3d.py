@@ -167,6 +167,16 @@ def anatomy_targets(labelmap, token_grid: tuple[int, int, int]) -> np.ndarray:
     return out
 
 
+def one_cycle(opt, max_lr: float, total_steps: int):
+    """One-cycle schedule warming up over 10% of the steps, and over at least 2: torch's
+    OneCycleLR divides by zero when the warm-up is one step (10 steps at 10%)."""
+    import torch
+    pct = min(max(0.1, 2.0 / max(total_steps, 1)), 0.5)
+    if total_steps < 4:
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _step: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=total_steps, pct_start=pct)
+
+
 def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", seed: int = 0,
           progress: bool = True, max_minutes: float | None = None, init_from: str | Path | None = None) -> dict:
     import torch
@@ -246,7 +256,7 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
     total = steps_per_epoch * p["epochs"]
     anat_steps = math.ceil(len(anatomy_cases) / p["cases_per_step"]) * anat_epochs
     opt = torch.optim.AdamW(net.parameters(), lr=p["lr"], weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"], total_steps=total, pct_start=0.1)
+    sched = one_cycle(opt, p["lr"], total)
     label_index = {lab: i for i, lab in enumerate(labels)}
     amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
     best, history, t_start = -1.0, [], time.perf_counter()
@@ -394,7 +404,7 @@ def train(qa_dir: str | Path, out_dir: str | Path, preset: str = "cpu-small", se
     if anat_steps:
         anat_params = list(net.vit.parameters()) + list(net.anat.parameters())
         opt_a = torch.optim.AdamW(anat_params, lr=p["lr"], weight_decay=0.01)
-        sched_a = torch.optim.lr_scheduler.OneCycleLR(opt_a, max_lr=p["lr"], total_steps=anat_steps, pct_start=0.1)
+        sched_a = one_cycle(opt_a, p["lr"], anat_steps)
         with tqdm(total=anat_steps, desc=f"encoder3d anatomy pretraining ({preset})", unit="step", file=sys.stderr,
                   disable=not progress or None) as bar:
             for epoch in range(anat_epochs):

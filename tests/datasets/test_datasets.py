@@ -7,7 +7,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from tests.helpers import ct_phantom, write_nii
+from tests.helpers import REPO, ct_phantom, write_nii
 from volvqa.cli import main
 from volvqa.datasets import assign_split, load_cases, load_manifest
 from volvqa.errors import VolvqaInputError
@@ -184,9 +184,8 @@ def test_splits_deterministic_and_by_ratio():
 
 
 def test_shipped_real_ct_manifest(real_ct, monkeypatch):
-    from pathlib import Path
     monkeypatch.setenv("VOLVQA_REAL_CT", str(real_ct))
-    m = Path(__file__).resolve().parents[1] / "data_manifests" / "real-ct-example.yaml"
+    m = REPO / "data_manifests" / "real-ct-example.yaml"
     got = _load_all(m)
     assert [c.case_id for c, _, _ in got] == ["example_ct_dicom", "example_ct_sm"]
     for _c, v, lm in got:
@@ -196,6 +195,5 @@ def test_shipped_real_ct_manifest(real_ct, monkeypatch):
 @pytest.mark.parametrize("name", ["abdomenatlas", "msd-task03-liver", "kits23", "totalsegmentator",
                                   "real-ct-example"])
 def test_shipped_manifests_parse(name):
-    from pathlib import Path
-    m = load_manifest(Path(__file__).resolve().parents[1] / "data_manifests" / f"{name}.yaml")
+    m = load_manifest(REPO / "data_manifests" / f"{name}.yaml")
     assert abs(sum(m.splits.values()) - 1) < 1e-9 and m.layout

@@ -2,16 +2,16 @@
 (tests/data/freetext_questions.yaml), read by the grounded answerer and
 answered on a phantom; the share read and answered right must be >= 90%."""
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.helpers import REPO
 from volvqa.models.grounded import GroundedAnswerer
 from volvqa.qa.context import CaseContext
 from volvqa.qa.templates import TEMPLATES
 
-CORPUS = yaml.safe_load((Path(__file__).parent / "data" / "freetext_questions.yaml").read_text())
+CORPUS = yaml.safe_load((REPO / "tests" / "data" / "freetext_questions.yaml").read_text())
 
 
 def _key(tid, params):

@@ -36,6 +36,7 @@ def ts_env(tmp_path, monkeypatch):
     return weights, home
 
 
+@pytest.mark.slow
 def test_totalseg_offline_end_to_end_on_real_ct(real_ct, ts_env, monkeypatch):
     import totalsegmentator.config as ts_config
 
@@ -83,6 +84,7 @@ def test_totalseg_missing_weights_one_line_error(ts_env, tmp_path):
     assert "Dataset591_ct_liver_lesions_842subj" in msg
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REAL_CT.is_dir(), reason="shared real CT not present")
 def test_totalseg_missing_weights_cli_exit_2(ts_env, tmp_path):
     weights, _ = ts_env

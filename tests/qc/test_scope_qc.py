@@ -190,6 +190,7 @@ def test_answer_on_liver_only_masks_says_cannot_answer(msd):
         assert r.exit_code == 0 and r.output.splitlines()[0] == "yes", r.output
 
 
+@pytest.mark.slow
 def test_kits_layout_asks_nothing_about_liver_or_spleen(tmp_path, real):
     """KiTS stores the slice axis first, with one `kidney` label for both sides."""
     v, lm = real
@@ -224,6 +225,7 @@ def test_kits_layout_asks_nothing_about_liver_or_spleen(tmp_path, real):
     assert set(info["annotates"]) == {"kidney_left", "kidney_right", "kidney_tumor"}
 
 
+@pytest.mark.slow
 def test_phantom_surgery_variants_keep_presence_questions(tmp_path):
     """Phantoms annotate their whole vocabulary: a removed organ is absent (annotated,
     no voxel) and still gets its presence question, with the landmark in evidence."""
@@ -428,6 +430,7 @@ def test_pairwise_agreement_and_required_agreement(real):
     assert CaseContext("c", extract(v, kept)).status("spleen") == "unknown"
 
 
+@pytest.mark.slow
 def test_volvqa_qc_command(msd, tmp_path, real):
     root, m = msd[0], msd[1]
     r = CliRunner().invoke(main, ["qc", str(m)])

@@ -1,6 +1,7 @@
 """Answerers and scoring: metrics on hand-made predictions, grounded answers for
 every paraphrase, prior, plug-ins, predict/evaluate over a build."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 from volvqa.cli import main
 from volvqa.eval.metrics import aggregate, iou_3d, mra, parse_bbox, parse_letter, parse_number, parse_yes_no, score_item
 from volvqa.qa.generate import render_question
+from volvqa.qa.qid import params_of
 from volvqa.qa.readings import parse_question
 from volvqa.qa.templates import TEMPLATES
 
@@ -80,23 +82,15 @@ def test_unknown_question_cannot_be_answered(tmp_path, real_ct):
 
 
 @pytest.fixture(scope="module")
-def mini(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ans")
-    m = tmp / "m.yaml"
-    m.write_text(f"name: mini\nlayout: synthetic\nroot: {tmp / 'data'}\ngenerate: {{n: 6, seed: 1}}\n"
-                 "splits: {train: 0.5, val: 0.2, test: 0.3}\nseed: 1\n")
-    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "build-qa", str(m), "--out", str(tmp / "out"),
-                        "--workers", "2", "--include-flagged"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return tmp
+def mini(tmp_path_factory, mini_build):
+    return mini_build.scratch(tmp_path_factory.mktemp("ans"))
 
 
 def _params(it):
-    p = it["qid"].split(":", 2)
-    params = dict(kv.split("=", 1) for kv in p[2].split(",")) if len(p) == 3 and p[2] else {}
-    return {k: int(v) if k in ("slice", "segment") else v for k, v in params.items()}
+    return params_of(it["qid"], typed=True)
 
 
+@pytest.mark.slow
 def test_every_paraphrase_parses_and_is_answered_by_volvqa_answer(mini):
     from volvqa.synth.dataset import PHANTOM_ANNOTATES
     out = mini / "out"
@@ -137,6 +131,7 @@ def test_volvqa_answer_free_form_json_and_png(mini, tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_predict_evaluate_grounded_prior_plugin(mini, tmp_path):
     out = mini / "out"
     run = lambda *a: subprocess.run([sys.executable, "-m", "volvqa.cli", *a], capture_output=True, text=True)  # noqa: E731
@@ -165,12 +160,14 @@ def test_predict_evaluate_grounded_prior_plugin(mini, tmp_path):
     assert r.returncode == 2 and "unknown qid" in r.stderr
 
 
+@pytest.mark.slow
 def test_encoder3d_trains_saves_safetensors_and_answers(mini, tmp_path):
     from safetensors.torch import load_file
 
     from volvqa.models.encoder3d import Encoder3DAnswerer
     from volvqa.models.train_encoder3d import train
-    out = mini / "out"
+    out = tmp_path / "out"   # training writes its zarr cache into the build: a copy of the shared one
+    shutil.copytree(mini / "out", out)
     run = tmp_path / "runs" / "tiny"
     res = train(out, run, preset="cpu-tiny", seed=0, progress=False)
     assert res["epochs"] == 5 and res["device"] == "cpu"
@@ -235,6 +232,7 @@ def test_encoder3d_trains_saves_safetensors_and_answers(mini, tmp_path):
         train(out, tmp_path / "runs" / "tiny4", preset="cpu-tiny", progress=False, init_from=tmp_path)
 
 
+@pytest.mark.slow
 def test_perturbations_and_robustness_report(mini, tmp_path, real_ct):
     from volvqa.eval.perturb import PERTURBATIONS, perturb
     from volvqa.io import load_volume
@@ -402,3 +400,19 @@ def test_encoder3d_cells_from_tokens_layout():
             expected[i * r + a, j * r + b, k * r + d] = v
     out = cells_from_tokens(raw, tok_grid, r)
     np.testing.assert_allclose(out[0].numpy(), expected.reshape(-1, c), rtol=1e-6)
+
+
+@pytest.mark.parametrize("total", [1, 3, 10, 11, 40])
+def test_one_cycle_schedule_survives_short_runs(total):
+    # torch's OneCycleLR divides by zero at exactly 10 steps with a 10% warm-up.
+    import torch
+
+    from volvqa.models.train_encoder3d import one_cycle
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    sched = one_cycle(opt, 0.01, total)
+    lrs = []
+    for _ in range(total):
+        opt.step()
+        sched.step() if _ < total - 1 else None
+        lrs.append(opt.param_groups[0]["lr"])
+    assert all(0 < lr <= 0.01 + 1e-12 for lr in lrs)

@@ -29,15 +29,8 @@ from volvqa.tools.traces import trace_calls
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("agent")
-    m = tmp / "m.yaml"
-    m.write_text(f"name: mini\nlayout: synthetic\nroot: {tmp / 'data'}\ngenerate: {{n: 6, seed: 3}}\n"
-                 "splits: {train: 0.5, val: 0.2, test: 0.3}\nseed: 1\n")
-    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "build-qa", str(m), "--out", str(tmp / "out"),
-                        "--workers", "2", "--include-flagged"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return tmp
+def bench(tmp_path_factory, mini_build):
+    return mini_build.scratch(tmp_path_factory.mktemp("agent"))
 
 
 def _items(out):
@@ -98,6 +91,7 @@ def test_organ_volume_trace_is_two_calls_and_its_value_is_the_mask_count(bench):
                                it["options"]).startswith("cannot answer")
 
 
+@pytest.mark.slow
 def test_scripted_agent_through_mcp_stdio_scores_100(bench):
     out = bench / "out"
     preds = bench / "agent_mcp.jsonl"
@@ -115,6 +109,7 @@ def test_scripted_agent_through_mcp_stdio_scores_100(bench):
     assert p["evidence"]["transcript"][0]["role"] == "system" and p["evidence"]["agent"]["steps"] == 2
 
 
+@pytest.mark.slow
 def test_mistaken_agents_are_stopped_and_scored(bench):
     out = bench / "out"
     preds = bench / "mistaken.jsonl"
@@ -155,6 +150,7 @@ async def _mcp_session(argv, body):
             return await body(s)
 
 
+@pytest.mark.slow
 def test_serve_tools_answers_list_and_call_over_mcp(bench):
     out = bench / "out"
     case = sorted(json.loads(x)["case_id"] for x in (out / "qa.jsonl").read_text().splitlines())[0]
@@ -185,6 +181,7 @@ def test_serve_tools_answers_list_and_call_over_mcp(bench):
     assert png.size == (crop[3] - crop[0] + 1, crop[5] - crop[2] + 1)   # coronal: x across, z up
 
 
+@pytest.mark.slow
 def test_serve_tools_one_scan_partial_labels_and_vision_mode(bench, tmp_path):
     """One scan whose masks annotate the liver and spleen only: the kidneys are 'not annotated'
     (unknown), never absent; vision mode offers render alone."""
@@ -312,10 +309,11 @@ def test_openai_adapter_against_a_local_endpoint(bench):
     assert r.exit_code == 2 and "--base-url" in r.output
 
 
+@pytest.mark.slow
 def test_scripted_agent_in_predicted_mode_agrees_with_grounded_predicted(tmp_path, bench):
     """Through a (tiny, CPU-trained) MONAI segmenter: the agent's tools and the grounded answerer read
     the same predicted masks, so where both answer an organ measurement they agree."""
-    from tests.test_segment import _tiny_run
+    from tests.segment.test_segment import _tiny_run
     _data, run = _tiny_run(tmp_path)
     out = bench / "out"
     a, g = tmp_path / "agent.jsonl", tmp_path / "grounded.jsonl"
@@ -353,6 +351,7 @@ def test_schemas_are_valid_openai_function_schemas():
     assert results_of([]) == {}
 
 
+@pytest.mark.slow
 def test_serve_tools_over_streamable_http(bench):
     import socket
     import time

@@ -211,6 +211,7 @@ def test_balance_and_audit_exclusion(built):
         assert n == other, (tid, split)
 
 
+@pytest.mark.slow
 def test_deterministic_and_ray_identical(built, tmp_path):
     tmp, m, out, res = built
     again = tmp_path / "again"
@@ -221,6 +222,7 @@ def test_deterministic_and_ray_identical(built, tmp_path):
     assert _hashes(ray_out) == _hashes(out)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_identical_output(built, tmp_path):
     tmp, m, out, res = built
     killed = tmp_path / "killed"
@@ -240,11 +242,12 @@ def test_resume_after_kill_gives_identical_output(built, tmp_path):
     assert _hashes(killed) == _hashes(out)
 
 
+@pytest.mark.slow
 def test_shards_then_merge(built, tmp_path):
     """The Slurm scripts themselves, run as the array tasks and the merge job would run them."""
     tmp, m, out, res = built
     sh = tmp_path / "sharded"
-    repo = Path(__file__).resolve().parents[1]
+    from tests.helpers import REPO as repo
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                SLURM_ARRAY_TASK_COUNT="3", SLURM_CPUS_PER_TASK="1")
     for i in range(3):
@@ -274,6 +277,7 @@ def test_failing_case_is_recorded_and_others_go_on(tmp_path, real_ct):
     assert errs[0]["case_id"] == "bad" and "gzip" in errs[0]["error"]
 
 
+@pytest.mark.slow
 def test_real_ct_with_inserted_lesions_end_to_end(tmp_path, real_ct):
     spec = tmp_path / "spec.yaml"
     spec.write_text("seed: 5\nlesions:\n"

@@ -29,6 +29,7 @@ def _records(ph):
     return v, LabelMap(ph.labels, names, ph.affine, parts=ph.parts, part_labels=plabels)
 
 
+@pytest.mark.slow
 def test_phantom_is_deterministic_and_anatomical():
     a = generate_phantom(PhantomConfig(seed=5))
     b = generate_phantom(PhantomConfig(seed=5))
@@ -66,6 +67,7 @@ def test_spleen_variants_hit_their_grade(grade):
     assert splenomegaly_grade(extract(v, lm).organs["spleen"].volume_ml) == grade
 
 
+@pytest.mark.slow
 def test_fatty_liver_and_enlarged_kidney_variants():
     v, lm = _records(generate_phantom(PhantomConfig(seed=3, fatty_liver=True, enlarged_kidneys=True)))
     f = extract(v, lm)
@@ -161,6 +163,7 @@ def test_findings_recover_inserted_truth_over_100_lesions(real_ct, capsys):
     assert summarise(rows)["found"] == len(rows)
 
 
+@pytest.mark.slow
 def test_cli_phantoms_lesions_render_and_synthetic_manifest(tmp_path, real_ct):
     out = tmp_path / "data"
     r = CliRunner().invoke(main, ["synth", "phantoms", "--n", "2", "--seed", "4", "--out", str(out)])

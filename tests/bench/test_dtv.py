@@ -88,15 +88,8 @@ def test_item_scores_equal_the_reference(ref_metrics):
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("dtv")
-    m = tmp / "m.yaml"
-    m.write_text(f"layout: synthetic\nroot: {tmp / 'data'}\ngenerate: {{n: 8, seed: 5}}\n"
-                 "splits: {train: 0.5, test: 0.5}\nseed: 5\n")
-    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "build-qa", str(m), "--out", str(tmp / "out"),
-                        "--include-flagged", "--workers", "2"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return tmp / "out"
+def built(mini_build):
+    return mini_build.out
 
 
 def _outputs_for(it, k):
@@ -230,6 +223,7 @@ def test_contact_angle_on_a_drawn_vessel_and_tumour():
         assert "arterial involvement" in t["question"]
 
 
+@pytest.mark.slow
 def test_new_subtypes_against_phantom_truth(tmp_path):
     """PDAC / PNET, pseudocysts, portal hypertension, vessel involvement: answers against phantom truth."""
     import numpy as np
@@ -319,6 +313,7 @@ def _category_of(subtype):
     return cats.pop()
 
 
+@pytest.mark.slow
 def test_export_loads_with_its_loader_and_scores_grounded_100(built, ref_metrics, tmp_path):
     """The exported build read by DeepTumorVQA's own loader (local mode) in its three input modes, and our
     grounded oracle's predictions scored by its own aggregate: 100% in multiple choice and free form."""
@@ -433,6 +428,7 @@ def test_deeptumorvqa_prompt_equals_its_runners(built, tmp_path):
         predict(built, "grounded", "test", tmp_path / "g.jsonl", progress=False, prompt_style="deeptumorvqa")
 
 
+@pytest.mark.slow
 def test_grounded_oracle_answers_every_item_of_a_build(built, tmp_path):
     """Re-answering from the masks through the registry gives every generated answer back (all splits,
     flagged subtypes included), under both protocols."""

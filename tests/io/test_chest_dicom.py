@@ -269,6 +269,7 @@ def test_lung_tumour_findings_against_simpleitk(lung2):
     assert x.density == "solid" and x.location["side"] == "left" and x.location["third"] == "lower"
 
 
+@pytest.mark.slow
 def test_lung_questions_end_to_end(lung2, tmp_path):
     v, lm, f = lung2
     items = {it["template_id"]: it for it in case_items(CaseContext("lung2", f), 0)}
@@ -317,6 +318,7 @@ def test_lung_rules_by_hand():
 
 # --- KiTS19 case 0: real kidney-tumour geometry, HU synthesised on its grid -------------------------
 
+@pytest.mark.slow
 def test_kits19_label_map_findings_against_simpleitk(tmp_path):
     """KiTS19 stores the slice axis first (I, P, L): the kidney side must come from the affine."""
     path = REAL_TUMOR / "kits19_case_00000_segmentation.nii.gz"
@@ -413,6 +415,7 @@ def test_chest_phantom_nodule_truth_is_recovered():
     assert items[("med.fleischner_category", "{}")]["answer"] == expect
 
 
+@pytest.mark.slow
 def test_chest_demo_manifest_builds_every_category(tmp_path):
     m = tmp_path / "chest.yaml"
     m.write_text(f"layout: synthetic\nroot: {tmp_path / 'data'}\ngenerate: {{n: 10, seed: 0, kind: chest}}\n"
@@ -433,6 +436,7 @@ def test_chest_demo_manifest_builds_every_category(tmp_path):
     assert next(iter(evaluate(tmp_path / "out", [preds]).values()))["overall"]["score"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_csv_manifest_with_dicom_folder_and_seg_cells(tmp_path, rtstruct):
     """A CSV layout whose cells name a DICOM series folder and a SEG (or RTSTRUCT) file."""
     import shutil

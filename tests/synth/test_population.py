@@ -123,6 +123,7 @@ def _contrast_phantom():
     raise AssertionError("no contrast-phase phantom in 40")
 
 
+@pytest.mark.slow
 def test_contrast_phase_case_carries_no_unenhanced_rule_and_grounded_says_why():
     from volvqa.findings import extract
     from volvqa.models.grounded import GroundedAnswerer

@@ -15,6 +15,7 @@ from volvqa.qa.context import organ_text
 from volvqa.segment.monai_seg import MonaiSegmenter, dice_per_label, train_seg
 
 
+@pytest.mark.slow
 def test_monai_backend_trains_segments_and_round_trips(tmp_path):
     data = tmp_path / "data"
     r = subprocess.run([sys.executable, "-m", "volvqa.cli", "synth", "phantoms", "--n", "3", "--seed", "2",
@@ -101,6 +102,7 @@ def _tiny_run(tmp_path, n=3, seed=2):
     return data, run
 
 
+@pytest.mark.slow
 def test_build_qa_segment_stage_for_cases_without_masks(tmp_path):
     """A manifest whose cases have no masks builds through its ``segmenter:``;
     predictions are cached and a rerun does not segment again."""
@@ -151,6 +153,7 @@ def test_build_qa_segment_stage_for_cases_without_masks(tmp_path):
     assert digest_of(out) == digest
 
 
+@pytest.mark.slow
 def test_build_qa_segment_all_and_grounded_predicted_mode(tmp_path):
     """``--segment-all`` builds from predicted masks; the grounded answerer's
     predicted mode answers the reference benchmark through a segmenter."""
@@ -221,6 +224,7 @@ def test_build_qa_segment_all_and_grounded_predicted_mode(tmp_path):
         assert next(iter(scores.values()))["overall"]["score"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_lesion_classes_survive_segment_and_detection_by_hand():
     """A lesion-aware network's output (fed the reference as its prediction) comes back with every lesion,
     small ones included (fragment cleaning spares lesion classes), and annotates the lesion families; the

@@ -23,27 +23,27 @@ def _cli(*args, cwd=None, env=None):
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("portable")
-    m = tmp / "mini.yaml"
-    m.write_text(f"name: mini\nlayout: synthetic\nroot: {tmp / 'data'}\ngenerate: {{n: 6, seed: 3}}\n"
-                 "splits: {train: 0.5, val: 0.2, test: 0.3}\nseed: 3\nlicense: \"CC0-1.0 (synthetic)\"\n")
-    r = _cli("build-qa", m, "--out", tmp / "out", "--workers", "2", "--include-flagged")
-    assert r.returncode == 0, r.stderr
-    return tmp, m, tmp / "out", r
+def built(tmp_path_factory, mini_build):
+    tmp = mini_build.scratch(tmp_path_factory.mktemp("portable"))
+    return tmp, mini_build.manifest, tmp / "out", mini_build
 
 
 def test_build_prints_a_summary_and_progress_lines_without_a_terminal(built):
     _tmp, _m, out, r = built
     assert "questions in" in r.stdout and "card:" in r.stdout and not r.stdout.lstrip().startswith("{")
-    assert "cases: 6/6 cases (100%)" in r.stderr
+    assert "cases: 8/8 cases (100%)" in r.stderr
     info = json.loads((out / "build.json").read_text())
     assert info["summary"]["questions"] == len((out / "qa.jsonl").read_text().splitlines())
     assert (out / "errors.jsonl").is_file() and (out / "errors.jsonl").read_text() == ""
 
 
+@pytest.mark.slow
 def test_build_is_portable_moved_and_zipped(built, tmp_path):
-    _tmp, _m, out, _r = built
+    # A copy of its own: the source data is hidden below, and the shared build must not change.
+    own = tmp_path / "own"
+    for name in ("out", "data"):
+        shutil.copytree(built[3].root / name, own / name)
+    out = own / "out"
     cases = pd.read_parquet(out / "cases.parquet")
     for row in cases.itertuples():
         assert row.ct == f"volumes/{row.case_id}.nii.gz" and not Path(row.ct).is_absolute()
@@ -113,6 +113,7 @@ def test_manifest_typos_are_errors(tmp_path, text, words):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_device_and_ray_problems_are_one_line_errors(tmp_path, built):
     import torch
     _tmp, m, _out, _r = built
@@ -154,6 +155,7 @@ def test_answer_png_carries_the_answer(tmp_path, real_ct):
     assert r.exit_code == 1 and "{organ}" not in r.output and "spleen volume" in r.output, r.output
 
 
+@pytest.mark.slow
 def test_failed_runs_leave_no_empty_folders_and_outputs_default_under_out(tmp_path, built):
     _tmp, _m, out, _r = built
     # A training run that fails on its input leaves no runs/NAME behind.
