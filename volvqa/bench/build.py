@@ -216,8 +216,7 @@ def _process_case(task: dict) -> None:
         keep = [(m, s) for m, s in zip(masks, spec, strict=False) if Path(m).exists() or not m.endswith("parts.nii.gz")]
         masks, spec = [m for m, _ in keep], [s for _, s in keep]
     if lm is None:
-        lm = load_labelmap(masks if len(masks) > 1 else masks[0],
-                           spec if len(masks) > 1 or not isinstance(spec, list) else spec[0], reference=v,
+        lm = load_labelmap(masks, spec, reference=v,
                            annotates=task.get("annotates"))
     elif task.get("annotates") is not None:
         lm.annotates = frozenset(task["annotates"]) | lm.present
@@ -336,7 +335,7 @@ def run_case_qc(task: dict, v, lm):
         from volvqa.segment import segmenter_annotates
         masks, specs, other = _segment_case(task, v, key="agreement", folder="agreement")
         if other is None:
-            other = load_labelmap(masks if len(masks) > 1 else masks[0], specs if len(masks) > 1 else specs[0],
+            other = load_labelmap(masks, specs,
                                   reference=v, annotates=sorted(segmenter_annotates(task["agreement"]["backend"])))
     lm, report = qc_labelmap(v, lm, task.get("qc", "exclude"), case_id=task["case_id"], other=other,
                              require_agreement=other is not None)

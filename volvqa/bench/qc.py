@@ -70,7 +70,7 @@ def qc_dataset(manifest, compare_with: str | None = None, device: str = "auto", 
             masks = [p for p in (c.masks if isinstance(c.masks, list) else [c.masks]) if Path(p).exists()]
             specs = c.label_spec if isinstance(c.label_spec, list) else [c.label_spec] * len(masks)
             specs = specs[: len(masks)]
-            lm = load_labelmap(masks if len(masks) > 1 else masks[0], specs if len(masks) > 1 else specs[0],
+            lm = load_labelmap(masks, specs,
                                reference=v, annotates=case_annotates(m, c, None))
             findings += [f.to_dict() for f in check_case(v, lm, c.case_id)]
             if other_for is not None:

@@ -172,8 +172,7 @@ def answer_cmd(volume, question, options_text, model, masks, label_spec, annotat
             specs = specs * len(masks)
         if len(specs) != len(masks):
             raise click.BadParameter("give one --labels per --masks, or one for all")
-        src = list(masks) if len(masks) > 1 else masks[0]
-        labelmap_for = fixed_masks(src, specs if len(masks) > 1 else specs[0], annotates=annotates)
+        labelmap_for = fixed_masks(list(masks), specs, annotates=annotates)
     ans = make_answerer(model, ModelRequest(mode="mc" if options_text else "free", segmenter=segmenter,
                                             device=device, input_format=input_format, qc=qc_mode,
                                             labelmap_for=labelmap_for))

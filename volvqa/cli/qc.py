@@ -50,7 +50,7 @@ def qc_cmd(manifest, volume, masks, label_spec, annotates, compare_with, compare
         if len(specs) != len(masks):
             raise click.BadParameter("give one --labels per --masks, or one for all")
         v = load_volume(volume, series_uid=series_uid, allow_non_ct=allow_non_ct, max_voxels=max_voxels)
-        lm = load_labelmap(list(masks) if len(masks) > 1 else masks[0], specs if len(masks) > 1 else specs[0],
+        lm = load_labelmap(list(masks), specs,
                            reference=v, annotates=annotates)
         cid = volume.name.split(".nii")[0]
         found = [f.to_dict() for f in check_case(v, lm, cid)]

@@ -68,7 +68,7 @@ def ingest(input, output, masks, label_spec, masks_out, series_uid, allow_non_ct
         specs = specs * len(masks) if len(specs) == 1 else specs
         if len(specs) != len(masks):
             raise click.BadParameter("give one --labels per --masks, or one for all")
-        lm = load_labelmap(list(masks) if len(masks) > 1 else masks[0], specs if len(masks) > 1 else specs[0],
+        lm = load_labelmap(list(masks), specs,
                            reference=v)
     save_volume(v, output)
     click.echo(f"wrote {output} shape {list(v.shape)} spacing {[round(s, 4) for s in v.spacing_mm]} mm RAS")

@@ -165,7 +165,7 @@ def dataset_masks(case_rows: dict[str, dict]):
         scope = _json.loads(row["annotates"]) if row.get("annotates") else None
         if isinstance(spec, list) and len(masks) == 1:
             spec = spec[0]
-        return load_labelmap(masks if len(masks) > 1 else masks[0], spec, reference=volume, annotates=scope)
+        return load_labelmap(masks, spec, reference=volume, annotates=scope)
     return labelmap_for
 
 

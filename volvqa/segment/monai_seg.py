@@ -257,9 +257,7 @@ def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-smal
             continue
         v = load_volume(c.ct)
         masks = c.masks if isinstance(c.masks, list) else [c.masks]
-        spec = c.label_spec
-        lm = load_labelmap(masks if len(masks) > 1 else masks[0], spec if len(masks) > 1 or not isinstance(spec, list)
-                           else spec[0], reference=v)
+        lm = load_labelmap(masks, c.label_spec, reference=v)
         img, lab, _ = to_network_grid(v, cfg, lut[lm.array])
         split = "val" if c.split in ("val", "test") else "train"
         data[split].append((c.case_id, img.as_tensor(), lab.as_tensor().long()))
