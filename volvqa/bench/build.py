@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from volvqa import labels as L
-from volvqa.bench.layout import case_done, merge_errors, read_errors, segmentation_paths, work_dir
+from volvqa.bench.layout import IMAGES_DIR, case_done, merge_errors, read_errors, segmentation_paths, work_dir
 from volvqa.datasets.manifest import Case, Manifest, cases_for, load_manifest
 from volvqa.errors import VolvqaInputError
 from volvqa.io.atomic import write_text_atomic
@@ -181,12 +181,43 @@ def case_phase(task: dict, v) -> str:
     return v.meta.get("phase", "unknown")
 
 
-def _process_case(task: dict) -> None:
+def _generate_case(task: dict) -> None:
+    """A generating manifest's phantom, written into its case folder unless it is there already."""
+    from volvqa.synth.dataset import case_done as synth_done
+    from volvqa.synth.dataset import synthetic_case, write_case
+    gen = task["generate"]
+    folder = Path(task["ct"]).parent
+    if not synth_done(folder):
+        _, v, lm, truth = synthetic_case(gen.get("kind", "abdomen"), gen["index"], gen["seed"],
+                                         lesions=gen["lesions"])
+        write_case(folder, v, lm, truth)
+
+
+def _write_key_slices(out: Path, cid: str, v, items: list[dict]) -> None:
+    """Each item's key slice (clipped to the volume) as images/<case>_z<k>.png; sets ``image``."""
     from volvqa.bench.export import key_slice_png
+    from volvqa.io.atomic import write_bytes_atomic
+    img_dir = out / IMAGES_DIR
+    img_dir.mkdir(parents=True, exist_ok=True)
+    for z in sorted({it["key_slice"] for it in items if it["key_slice"] is not None}):
+        z = min(max(int(z), 0), v.shape[2] - 1)
+        name = f"{cid}_z{z:03d}.png"
+        if not (img_dir / name).exists():
+            write_bytes_atomic(img_dir / name, key_slice_png(v.array, z))
+    for it in items:
+        if it["key_slice"] is not None:
+            it["key_slice"] = min(max(int(it["key_slice"]), 0), v.shape[2] - 1)
+            it["image"] = f"{IMAGES_DIR}/{cid}_z{it['key_slice']:03d}.png"
+        else:
+            it["image"] = None
+        it["views"] = None
+        it["video"] = None
+
+
+def _process_case(task: dict) -> None:
     from volvqa.findings import extract
     from volvqa.findings.report import render_text, structured_report
     from volvqa.io import load_labelmap, load_volume
-    from volvqa.io.atomic import write_bytes_atomic
     from volvqa.qa.context import CaseContext
     from volvqa.qa.generate import case_items
 
@@ -194,15 +225,8 @@ def _process_case(task: dict) -> None:
     cid = task["case_id"]
     if case_done(out, cid):
         return
-    gen = task.get("generate")
-    if gen:
-        from volvqa.synth.dataset import case_done as synth_done
-        from volvqa.synth.dataset import synthetic_case, write_case
-        folder = Path(task["ct"]).parent
-        if not synth_done(folder):
-            _, v, lm, truth = synthetic_case(gen.get("kind", "abdomen"), gen["index"], gen["seed"],
-                                             lesions=gen["lesions"])
-            write_case(folder, v, lm, truth)
+    if task.get("generate"):
+        _generate_case(task)
     v = load_volume(task["ct"])
     v.meta["phase"] = case_phase(task, v)
     spec = task["label_spec"]
@@ -228,21 +252,7 @@ def _process_case(task: dict) -> None:
     wd = work_dir(out, cid)
     wd.mkdir(parents=True, exist_ok=True)
     write_text_atomic(wd / "qc.json", json.dumps(qc_report, indent=1, sort_keys=True) + "\n")
-    img_dir = out / "images"
-    img_dir.mkdir(parents=True, exist_ok=True)
-    for z in sorted({it["key_slice"] for it in items if it["key_slice"] is not None}):
-        z = min(max(int(z), 0), v.shape[2] - 1)
-        name = f"{cid}_z{z:03d}.png"
-        if not (img_dir / name).exists():
-            write_bytes_atomic(img_dir / name, key_slice_png(v.array, z))
-    for it in items:
-        if it["key_slice"] is not None:
-            it["key_slice"] = min(max(int(it["key_slice"]), 0), v.shape[2] - 1)
-            it["image"] = f"images/{cid}_z{it['key_slice']:03d}.png"
-        else:
-            it["image"] = None
-        it["views"] = None
-        it["video"] = None
+    _write_key_slices(out, cid, v, items)
     if task.get("views"):
         _write_views(out, cid, v, items)
     if task.get("video"):
