@@ -15,7 +15,6 @@ engine or the number of workers.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,9 +301,9 @@ def export_case(out: Path, cid: str, v, lm) -> dict:
     (+ ``_parts``; canonical ids), so the build can be moved or shared without
     its source data. A source CT already stored as canonical int16 NIfTI is
     hard-linked rather than copied when the file system allows."""
-    import os
 
     from volvqa.io import nifti, save_labelmap, save_volume
+    from volvqa.io.atomic import link_or_copy_atomic
     (out / "volumes").mkdir(exist_ok=True)
     (out / "masks").mkdir(exist_ok=True)
     ct = out / "volumes" / f"{cid}.nii.gz"
@@ -313,13 +312,7 @@ def export_case(out: Path, cid: str, v, lm) -> dict:
         canonical = v.meta.get("format") == "nifti" and "".join(v.meta.get("orientation_on_disk", ())) == "RAS" \
             and v.meta.get("dtype_on_disk") == "int16" and src.name.endswith(".nii.gz")
         if canonical:
-            tmp = ct.parent / f".{ct.name}.link"
-            tmp.unlink(missing_ok=True)
-            try:
-                os.link(src, tmp)
-            except OSError:
-                shutil.copyfile(src, tmp)
-            os.replace(tmp, ct)
+            link_or_copy_atomic(src, ct)
         else:
             save_volume(v, ct)
     seg = out / "masks" / f"{cid}_seg.nii.gz"

@@ -24,13 +24,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import shutil
 from pathlib import Path
 
 from volvqa.bench.layout import CASES_PARQUET, VOLUMES_DIR, findings_path, load_qa
 from volvqa.errors import VolvqaInputError
-from volvqa.io.atomic import write_text_atomic
+from volvqa.io.atomic import link_or_copy_atomic, write_text_atomic
 from volvqa.qa import dtv
 from volvqa.qa.qid import params_of
 
@@ -118,16 +116,6 @@ def case_image_slice(build: Path, case_id: str, n_slices: int) -> int:
     return n_slices // 2
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    tmp = dst.parent / f".{dst.name}.tmp"
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
 def write_case_assets(build: Path, split_dir: Path, case: dict, *, video: bool, ct: bool) -> int:
     """PNG (and MP4, CT) of one case; existing files are kept (reruns resume). Returns the PNG's slice."""
     from volvqa.io import load_volume, save_volume
@@ -155,7 +143,7 @@ def write_case_assets(build: Path, split_dir: Path, case: dict, *, video: bool, 
     if nii in todo:
         canonical = src.parent.name == VOLUMES_DIR and src.parent.parent == build   # written canonical by build-qa
         if canonical:
-            _link_or_copy(src, nii)
+            link_or_copy_atomic(src, nii)
         else:
             save_volume(v, nii)
     return z

@@ -62,3 +62,17 @@ def owned_dir(path: str | os.PathLike) -> Iterator[Path]:
             import shutil
             shutil.rmtree(made[-1], ignore_errors=True)   # the folders we made, holding no file
         raise
+
+
+def link_or_copy_atomic(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """``dest`` becomes ``src``'s bytes at once: a hard link when the file system allows it (no
+    second copy of a large CT), else a copy; either way through a temporary name and a rename."""
+    import shutil
+    dest = Path(dest)
+    tmp = dest.parent / f".{dest.name}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
