@@ -34,8 +34,8 @@ import numpy as np
 from scipy import ndimage
 
 from volvqa import labels as L
-from volvqa.synth.phantom import HU, Phantom, _Painter
-from volvqa.synth.shapes import Grid, ellipsoid, tube
+from volvqa.synth.phantom import HU, Phantom
+from volvqa.synth.shapes import Grid, Painter, ellipsoid, tube
 
 LUNG_HU = -860.0
 SOLID_HU = (20.0, 45.0)
@@ -84,24 +84,46 @@ def random_nodules(rng: np.random.Generator) -> list[NoduleSpec]:
 
 def generate_chest(cfg: ChestConfig) -> Phantom:
     rng = np.random.default_rng(cfg.seed)
-    u = rng.uniform
     sx, sy, sz = cfg.spacing_mm
     nx, ny, nz = cfg.shape
     origin = (-(nx - 1) * sx / 2, -(ny - 1) * sy / 2, -(nz - 1) * sz / 2)
     grid = Grid(tuple(cfg.shape), tuple(cfg.spacing_mm), origin)
-    P = _Painter(grid)
-    z_top, z_bot = origin[2] + (nz - 1) * sz, origin[2]
+    P = Painter(grid)
     truth: dict = {"config": {k: v for k, v in asdict(cfg).items() if k != "nodules"}, "kind": "chest"}
+    # Anchors (mm) the steps place for the later ones; the steps draw from one stream in a fixed order.
+    geo = {"z_top": origin[2] + (nz - 1) * sz, "z_bot": origin[2]}
+    _paint_thoracic_wall(P, grid, rng, geo)
+    airway = _paint_mediastinum(P, grid, rng, geo)
+    _paint_lungs(P, grid, rng, geo, airway)
+    _paint_thoracic_ribs(P, grid, geo)
 
-    # Body wall: an ellipse per slice (wider at the bottom), fat, then muscle.
+    hu = ndimage.gaussian_filter(P.hu, sigma=(0.6, 0.6, 0.35), mode="nearest")
+    nods = cfg.nodules
+    truth["nodules"] = _paint_nodules(grid, P.lab, hu, nods, rng)
+    noise = rng.normal(0.0, 1.0, size=cfg.shape).astype(np.float32)
+    noise = ndimage.gaussian_filter(noise, sigma=(0.7, 0.7, 0.4), mode="wrap")
+    noise *= cfg.noise_std_hu / float(noise.std())
+    hu += np.where(P.body, noise, noise * 0.3)
+    ct = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
+    counts = np.bincount(P.lab.ravel(), minlength=256)
+    vox_ml = sx * sy * sz / 1000.0
+    truth["labels"] = {L.CANONICAL_NAMES[i]: {"voxels": int(counts[i]), "volume_ml": counts[i] * vox_ml}
+                       for i in np.nonzero(counts)[0] if i}
+    return Phantom(ct=ct, labels=P.lab, parts=None, affine=grid.affine, truth=truth)
+
+
+def _paint_thoracic_wall(P: Painter, grid: Grid, rng, geo: dict) -> None:
+    """Body wall (an ellipse per slice, wider at the bottom: fat, then muscle), spine T1-T12 with the
+    cord in its canal, sternum."""
+    u, shape = rng.uniform, grid.shape
+    z_top, z_bot = geo["z_top"], geo["z_bot"]
     a_body, b_body = u(145, 160), u(100, 115)
-    full = tuple(slice(0, n) for n in cfg.shape)
-    x, y, z = grid.coords(full)
+    x, y, z = grid.coords(tuple(slice(0, n) for n in shape))
     zn = (z - z_bot) / max(z_top - z_bot, 1)
     a_z, b_z = a_body * (0.9 + 0.1 * zn), b_body * (0.92 + 0.08 * zn)
     y_c = -5.0
     rr = np.sqrt((x / a_z) ** 2 + ((y - y_c) / b_z) ** 2)
-    P.body = np.broadcast_to(rr <= 1.0, cfg.shape).copy()
+    P.body = np.broadcast_to(rr <= 1.0, shape).copy()
     P.hu[P.body] = HU["fat"]
     depth = (1.0 - rr) * (a_body + b_body) / 2
     fat_mm, muscle_mm = u(8, 20), u(10, 16)
@@ -110,7 +132,6 @@ def generate_chest(cfg: ChestConfig) -> Phantom:
     P.hu[wall] = HU["muscle"]
     cav_a, cav_b = a_body - fat_mm - muscle_mm - 6, b_body - fat_mm - muscle_mm - 6   # thoracic cavity
 
-    # Spine T1-T12 from the top of the scan down, cord in the canal.
     spine_y = y_c - b_body + fat_mm + muscle_mm + 38.0
     vb_r = u(13, 16)
     level = (z_top - z_bot + 30) / 12
@@ -127,12 +148,17 @@ def generate_chest(cfg: ChestConfig) -> Phantom:
     for box, m, _, _ in tube(grid, [(0, canal_y, z_bot - 5), (0, canal_y, z_top + 5)], 7.5):
         P.paint(box, m, None, HU["csf"], label=False)
 
-    # Sternum, anterior midline.
-    st_y = y_c + b_body - fat_mm - muscle_mm + 2
+    st_y = y_c + b_body - fat_mm - muscle_mm + 2      # sternum, anterior midline
     for box, m, _, _ in tube(grid, [(0, st_y, z_top - 10), (0, st_y - 5, z_bot + 40)], 7.0):
         P.paint(box, m, "sternum", HU["cortical_bone"] - 300)
+    geo.update(y_c=y_c, cav_a=cav_a, cav_b=cav_b, spine_y=spine_y, vb_r=vb_r, level=level)
 
-    # Heart (anterior, left of midline), aorta: ascending, arch, descending (left of the spine).
+
+def _paint_mediastinum(P: Painter, grid: Grid, rng, geo: dict) -> np.ndarray:
+    """Heart (anterior, left of midline), aorta (ascending, arch, descending left of the spine), trachea
+    to the carina and main bronchi to each hilum (air inside a thin wall); returns the airway mask."""
+    u = rng.uniform
+    z_top, z_bot, y_c, spine_y, vb_r = geo["z_top"], geo["z_bot"], geo["y_c"], geo["spine_y"], geo["vb_r"]
     hz = z_bot + (z_top - z_bot) * u(0.22, 0.32)
     heart_c = (-u(15, 30), y_c + u(15, 30), hz)
     heart_ax = (u(50, 60), u(45, 52), u(50, 60))
@@ -146,11 +172,10 @@ def generate_chest(cfg: ChestConfig) -> Phantom:
     for box, m, _, _ in tube(grid, path, aorta_r):
         P.paint(box, m, "aorta", HU["blood"])
 
-    # Trachea down to the carina, main bronchi to each hilum (air inside a thin wall).
     carina_z = arch_z - u(10, 20)
     tr_y = spine_y + vb_r + 22
     hila = {"left": (-55.0, tr_y - 8, carina_z - 25), "right": (50.0, tr_y - 6, carina_z - 18)}
-    airway = np.zeros(cfg.shape, bool)
+    airway = np.zeros(grid.shape, bool)
     for box, m, _, inner in tube(grid, [(0, tr_y, z_top + 5), (0, tr_y, carina_z)], 9.0, inner_mm=2.0):
         P.paint(box, m, "trachea", np.where(inner, HU["air"], HU["muscle"]))
         airway[box] |= m
@@ -158,9 +183,18 @@ def generate_chest(cfg: ChestConfig) -> Phantom:
         for box, m, _, inner in tube(grid, [(0, tr_y, carina_z), hila[side]], 6.0, inner_mm=1.5):
             P.paint(box, m, None, np.where(inner, HU["air"], HU["muscle"]), label=False)
             airway[box] |= m
+    geo["hila"] = hila
+    return airway
 
-    # Lungs: the cavity minus the mediastinum and everything already painted, split at the midline,
-    # above a domed diaphragm (higher on the right).
+
+def _paint_lungs(P: Painter, grid: Grid, rng, geo: dict, airway: np.ndarray) -> None:
+    """The cavity minus the mediastinum and everything already painted, split at the midline, above a
+    domed diaphragm (higher on the right); lobes split at oblique (and the right horizontal) fissures;
+    a vessel tree from each hilum."""
+    u, shape = rng.uniform, grid.shape
+    z_top, z_bot, y_c, cav_a, cav_b = geo["z_top"], geo["z_bot"], geo["y_c"], geo["cav_a"], geo["cav_b"]
+    origin, (_sx, sy, sz) = grid.origin_mm, grid.spacing_mm
+    x, y, z = grid.coords(tuple(slice(0, n) for n in shape))
     lungs = {}
     apex = z_top - u(2, 10)
     taper = np.clip(0.3 + (apex - z) / 80.0, 0.0, 1.0) ** 0.5     # the lungs narrow to their apices
@@ -169,11 +203,11 @@ def generate_chest(cfg: ChestConfig) -> Phantom:
         cx = sgn * cav_a * 0.5
         inside = (((x - cx) / (cav_a * 0.5)) ** 2 + ((y - y_c) / cav_b) ** 2 <= taper ** 2) \
             & (z > dome + 30 * (((x - cx) / (cav_a * 0.5)) ** 2)) & (z < apex) & (sgn * x > 12)
-        lungs[side] = np.broadcast_to(inside, cfg.shape) & (P.lab == 0) & ~airway
+        lungs[side] = np.broadcast_to(inside, shape) & (P.lab == 0) & ~airway
     for side, m in lungs.items():
         idx = np.argwhere(m)
         lo, hi = idx.min(axis=0), idx.max(axis=0)
-        _x, yy, zz = grid.coords(tuple(slice(0, n) for n in cfg.shape))
+        _x, yy, zz = grid.coords(tuple(slice(0, n) for n in shape))
         y_h = origin[1] + (lo[1] + 0.45 * (hi[1] - lo[1])) * sy       # hilum, a bit posterior
         z_h = origin[2] + (lo[2] + 0.55 * (hi[2] - lo[2])) * sz
         slope = u(0.9, 1.3)
@@ -188,10 +222,10 @@ def generate_chest(cfg: ChestConfig) -> Phantom:
             lobe = m & part
             P.lab[lobe] = L.CANONICAL_IDS[name]
             P.hu[lobe] = LUNG_HU
-        # A vessel tree from the hilum: branching tubes thinning toward the periphery (they keep the
-        # lobe's label, as TotalSegmentator's lobes include their vessels).
+        # Branching tubes thinning toward the periphery (they keep the lobe's label, as
+        # TotalSegmentator's lobes include their vessels).
         for _branch in range(7):
-            p = np.array(hila[side], float)
+            p = np.array(geo["hila"][side], float)
             d = np.array([(-1 if side == "left" else 1) * u(0.3, 1.0), u(-0.6, 0.6), u(-1.0, 1.0)])
             pts, rad = [p.copy()], [4.0]
             for step in range(5):
@@ -202,31 +236,19 @@ def generate_chest(cfg: ChestConfig) -> Phantom:
             for box, vm, _, _ in tube(grid, pts, rad):
                 P.hu[box][vm & m[box]] = HU["blood"] - 10
 
-    # Ribs 1-12: arcs from the spine around the cavity, descending anteriorly.
+
+def _paint_thoracic_ribs(P: Painter, grid: Grid, geo: dict) -> None:
+    """Ribs 1-12: arcs from the spine around the cavity, descending anteriorly."""
     for side, sgn in (("left", -1), ("right", 1)):
         for k in range(1, 13):
-            z0 = z_top + 5 - (k - 1) * level
-            if z0 < z_bot:
+            z0 = geo["z_top"] + 5 - (k - 1) * geo["level"]
+            if z0 < geo["z_bot"]:
                 break
             th = np.linspace(np.deg2rad(-80), np.deg2rad(60), 9)
-            ra, rb = cav_a + 8, cav_b + 8
-            pts = [(sgn * ra * np.cos(t), y_c + rb * np.sin(t), z0 - (t + np.deg2rad(80)) * 18) for t in th]
+            ra, rb = geo["cav_a"] + 8, geo["cav_b"] + 8
+            pts = [(sgn * ra * np.cos(t), geo["y_c"] + rb * np.sin(t), z0 - (t + np.deg2rad(80)) * 18) for t in th]
             for box, m, _, _ in tube(grid, pts, 4.0):
                 P.paint(box, m, f"rib_{side}_{k}", HU["cortical_bone"] - 250)
-
-    hu = ndimage.gaussian_filter(P.hu, sigma=(0.6, 0.6, 0.35), mode="nearest")
-    nods = cfg.nodules
-    truth["nodules"] = _paint_nodules(grid, P.lab, hu, nods, rng)
-    noise = rng.normal(0.0, 1.0, size=cfg.shape).astype(np.float32)
-    noise = ndimage.gaussian_filter(noise, sigma=(0.7, 0.7, 0.4), mode="wrap")
-    noise *= cfg.noise_std_hu / float(noise.std())
-    hu += np.where(P.body, noise, noise * 0.3)
-    ct = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
-    counts = np.bincount(P.lab.ravel(), minlength=256)
-    vox_ml = sx * sy * sz / 1000.0
-    truth["labels"] = {L.CANONICAL_NAMES[i]: {"voxels": int(counts[i]), "volume_ml": counts[i] * vox_ml}
-                       for i in np.nonzero(counts)[0] if i}
-    return Phantom(ct=ct, labels=P.lab, parts=None, affine=grid.affine, truth=truth)
 
 
 def _paint_nodules(grid: Grid, lab: np.ndarray, hu: np.ndarray, nodules: list[NoduleSpec], rng) -> list[dict]:

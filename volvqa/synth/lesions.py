@@ -126,6 +126,20 @@ def insert_lesions(volume: Volume, labelmap: LabelMap, requests: list[LesionRequ
     return out_v, out_l, truth
 
 
+@dataclass
+class _Placement:
+    """Where one lesion goes: its organ's box (2 voxels padded) and free organ voxels there, the chosen
+    centre (voxel), and its size."""
+    box: tuple[slice, ...]
+    organ_m: np.ndarray
+    centre: np.ndarray
+    volume_ml: float
+    n_voxels: int
+    r_mm: float
+    stretch: float
+    blur_mm: float
+
+
 def _insert_one(hu, lab, labels, labelmap: LabelMap, volume: Volume, req: LesionRequest, organ: str, rng) -> dict:
     sp = np.asarray(volume.spacing_mm, float)
     voxel_ml = float(sp.prod()) / 1000.0
@@ -133,6 +147,34 @@ def _insert_one(hu, lab, labels, labelmap: LabelMap, volume: Volume, req: Lesion
     lesion_label = req.label or LESION_LABELS[(req.family(), req.kind)]
     lid = L.CANONICAL_IDS[lesion_label]
     labels[lid] = lesion_label
+    pl = _place(lab, labels, labelmap, volume, req, organ, rng, sp, voxel_ml)
+    sbox, mask, w = _grow_shape(pl, lab.shape, req, organ, volume, rng, sp)
+    target, organ_mean, organ_std = _paint_lesion(hu, lab[pl.box] == oid, pl.box, sbox, mask, w, req, rng)
+    lab[sbox][mask] = lid
+
+    final = hu[sbox][mask]
+    core = mask & (w > 0.99)
+    cen = np.argwhere(mask).mean(axis=0) + np.array([s.start for s in sbox])
+    aff = volume.affine
+    delta = target - organ_mean
+    att = "iso" if abs(delta) < ISO_STD_FRACTION * organ_std else ("hypo" if delta < 0 else "hyper")
+    return {
+        "organ": organ, "label": lesion_label, "kind": req.kind,
+        "request": {k: v for k, v in asdict(req).items() if k != "count"},
+        "center_voxel": pl.centre.tolist(), "centroid_voxel": cen.tolist(),
+        "centroid_mm": (aff[:3, :3] @ cen + aff[:3, 3]).tolist(),
+        "voxels": int(mask.sum()), "volume_ml": float(mask.sum() * voxel_ml),
+        "target_volume_ml": pl.volume_ml, "target_hu": target, "hu_mean": float(final.mean()),
+        "hu_std_core": float(hu[sbox][core].std()) if core.any() else None,
+        "organ_hu_mean": organ_mean, "organ_hu_std": organ_std, "attenuation": att,
+        "location": dict(req.location),
+    }
+
+
+def _place(lab, labels, labelmap: LabelMap, volume: Volume, req: LesionRequest, organ: str, rng, sp,
+           voxel_ml: float) -> _Placement:
+    """A centre deep enough in the organ (and away from its other lesions) for the lesion to fit."""
+    oid = L.CANONICAL_IDS[organ]
     box = ndimage.find_objects((lab == oid).astype(np.uint8))[0]
     box = tuple(slice(max(s.start - 2, 0), min(s.stop + 2, n)) for s, n in zip(box, lab.shape, strict=False))
     sub_lab = lab[box]
@@ -156,10 +198,17 @@ def _insert_one(hu, lab, labels, labelmap: LabelMap, volume: Volume, req: Lesion
     idx = np.argwhere(cand)
     c_local = idx[int(rng.integers(len(idx)))]
     c = c_local + np.array([s.start for s in box])
+    return _Placement(box, organ_m, c, vol_ml, n_target, r_mm, stretch, blur)
 
-    # Shape: deformed, rotated ellipsoid around the centre, in mm.
-    half = np.ceil((r_mm * stretch * 1.6 + blur * 2 + 4) / sp).astype(int)
-    sbox = tuple(slice(max(c[i] - half[i], 0), min(c[i] + half[i] + 1, lab.shape[i])) for i in range(3))
+
+def _grow_shape(pl: _Placement, vol_shape, req: LesionRequest, organ: str, volume: Volume, rng, sp
+                ) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray]:
+    """A deformed, rotated ellipsoid (mm) of exactly ``n_voxels`` organ voxels around the centre; returns
+    its box, mask and weights (1 inside; a ramp across a blurred margin, 0.5 at the label's edge)."""
+    c, box, organ_m, r_mm, blur = pl.centre, pl.box, pl.organ_m, pl.r_mm, pl.blur_mm
+    n_target = pl.n_voxels
+    half = np.ceil((r_mm * pl.stretch * 1.6 + blur * 2 + 4) / sp).astype(int)
+    sbox = tuple(slice(max(c[i] - half[i], 0), min(c[i] + half[i] + 1, vol_shape[i])) for i in range(3))
     axes = np.exp(rng.uniform(0, np.log(max(req.elongation, 1.0)), 3))
     axes /= axes.prod() ** (1 / 3)
     R = _random_rotation(rng)
@@ -192,17 +241,22 @@ def _insert_one(hu, lab, labels, labelmap: LabelMap, volume: Volume, req: Lesion
         if np.linalg.norm(off) < 0.5:
             break
         shift -= off
-
-    # Weights: 1 inside, a smooth ramp across blur_mm for blurred margins (0.5 at the label edge).
     if blur > 0:
         s = np.sqrt(np.maximum(f, 0) / max(f_t, 1e-9))
         w = 1.0 / (1.0 + np.exp((s - 1.0) * r_mm / (blur / 4.0)))
         w = np.where(mask, np.maximum(w, 0.5), np.minimum(w, 0.5)) * allowed
     else:
         w = mask.astype(np.float32)
+    return sbox, mask, w
 
+
+def _paint_lesion(hu, organ_in_box: np.ndarray, box, sbox, mask, w, req: LesionRequest, rng
+                  ) -> tuple[float, float, float]:
+    """Blend the lesion's level and texture into ``hu`` keeping the scan's own noise; returns its target
+    HU and the organ's mean and std (HU)."""
+    shape = mask.shape
     sub_hu = hu[sbox]
-    organ_vals = hu[box][sub_lab == oid]  # the organ's box holds all of it: no full-volume mask
+    organ_vals = hu[box][organ_in_box]  # the organ's box holds all of it: no full-volume mask
     organ_mean = float(organ_vals.mean())
     organ_std = float(organ_vals.std())
     residual = sub_hu - ndimage.gaussian_filter(sub_hu, NOISE_SIGMA_VOXELS, mode="nearest")
@@ -220,25 +274,7 @@ def _insert_one(hu, lab, labels, labelmap: LabelMap, volume: Volume, req: Lesion
     a = float(((1 - wm) * sub_hu[mask] + wm * (tex[mask] + residual[mask])).mean())
     level = (target - a) / float(wm.mean())
     hu[sbox] = (1 - w) * sub_hu + w * (level + tex + residual)
-    lab[sbox][mask] = lid
-
-    final = hu[sbox][mask]
-    core = mask & (w > 0.99)
-    cen = np.argwhere(mask).mean(axis=0) + np.array([s.start for s in sbox])
-    aff = volume.affine
-    delta = target - organ_mean
-    att = "iso" if abs(delta) < ISO_STD_FRACTION * organ_std else ("hypo" if delta < 0 else "hyper")
-    return {
-        "organ": organ, "label": lesion_label, "kind": req.kind,
-        "request": {k: v for k, v in asdict(req).items() if k != "count"},
-        "center_voxel": c.tolist(), "centroid_voxel": cen.tolist(),
-        "centroid_mm": (aff[:3, :3] @ cen + aff[:3, 3]).tolist(),
-        "voxels": int(mask.sum()), "volume_ml": float(mask.sum() * voxel_ml),
-        "target_volume_ml": vol_ml, "target_hu": target, "hu_mean": float(final.mean()),
-        "hu_std_core": float(hu[sbox][core].std()) if core.any() else None,
-        "organ_hu_mean": organ_mean, "organ_hu_std": organ_std, "attenuation": att,
-        "location": dict(req.location),
-    }
+    return target, organ_mean, organ_std
 
 
 def _location_mask(req: LesionRequest, box, organ_m, labelmap: LabelMap, organ: str, volume: Volume, lab,

@@ -44,7 +44,8 @@ import numpy as np
 from scipy import ndimage
 
 from volvqa import labels as L
-from volvqa.synth.shapes import Grid, ellipsoid, tube
+from volvqa.synth.parts import couinaud_parts
+from volvqa.synth.shapes import Grid, Painter, ellipsoid, tube
 
 HU = {"liver": 58.0, "spleen": 48.0, "pancreas": 42.0, "kidney": 32.0, "muscle": 50.0, "blood": 42.0,
       "fat": -100.0, "bile": 8.0, "cortical_bone": 800.0, "cancellous_bone": 230.0, "disc": 85.0,
@@ -104,27 +105,31 @@ def _volume_semi_axes(volume_ml: float, ratios) -> np.ndarray:
     return r * k
 
 
-class _Painter:
-    def __init__(self, grid: Grid):
-        self.grid = grid
-        self.hu = np.full(grid.shape, HU["air"], np.float32)
-        self.lab = np.zeros(grid.shape, np.uint8)
-        self.body = np.zeros(grid.shape, bool)
+@dataclass
+class _Scene:
+    """What the painting steps of one phantom share: the grid and painter, the one random stream (drawn
+    in a fixed order, so a seed gives the same phantom) and the anchors earlier steps placed."""
+    cfg: PhantomConfig
+    grid: Grid
+    P: Painter
+    rng: np.random.Generator
+    pop: dict
+    truth: dict
+    origin: tuple[float, float, float]
+    z_top: float
+    z_bot: float
+    dz: float                      # field-of-view shift (mm): the organs sit higher or lower against the grid
+    voxel_ml: float
+    anchors_mm: dict = field(default_factory=dict)
 
-    def paint(self, box, mask, name: str | None, hu: float | np.ndarray, *, only_free=True,
-              label: bool = True) -> np.ndarray:
-        """Paint ``mask`` (within ``box``); returns the voxels actually painted."""
-        if box is None:
-            return np.zeros((0, 0, 0), bool)
-        sub_lab = self.lab[box]
-        m = mask & self.body[box]
-        if only_free:
-            m = m & (sub_lab == 0)
-        if label and name is not None:
-            sub_lab[m] = L.CANONICAL_IDS[name]
-        sub_hu = self.hu[box]
-        sub_hu[m] = hu if np.isscalar(hu) else np.broadcast_to(hu, m.shape)[m]
-        return m
+    def u(self, lo: float, hi: float) -> float:
+        return self.rng.uniform(lo, hi)
+
+    def enh(self, tissue: str) -> float:
+        return float((self.pop.get("enhancement_hu") or {}).get(tissue, 0.0))
+
+    def drawn(self, key: str, fallback):
+        return self.pop[key] if key in self.pop else fallback
 
 
 def generate_phantom(cfg: PhantomConfig) -> Phantom:
@@ -133,31 +138,35 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
     nx, ny, nz = cfg.shape
     origin = (-(nx - 1) * sx / 2, -(ny - 1) * sy / 2, -(nz - 1) * sz / 2)
     grid = Grid(tuple(cfg.shape), tuple(cfg.spacing_mm), origin)
-    P = _Painter(grid)
-    u = rng.uniform
-    z_top, z_bot = origin[2] + (nz - 1) * sz, origin[2]
     pop = cfg.population or {}
-    enh_hu = pop.get("enhancement_hu") or {}
-
-    def enh(tissue: str) -> float:
-        return float(enh_hu.get(tissue, 0.0))
-
-    def drawn(key: str, fallback):
-        return pop[key] if key in pop else fallback
-
-    # The field of view: a shifted scan places the organs higher or lower against the grid (cut at its edges).
-    dz = float(pop.get("z_shift_mm", 0.0))
     truth: dict = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
                    "organs": {}, "hu_means": {}}
+    s = _Scene(cfg, grid, Painter(grid), rng, pop, truth, origin, z_top=origin[2] + (nz - 1) * sz,
+               z_bot=origin[2], dz=float(pop.get("z_shift_mm", 0.0)), voxel_ml=sx * sy * sz / 1000.0)
+    _paint_body(s)
+    _paint_spine(s)
+    _paint_great_vessels(s)
+    spleen = _draw_spleen_size(s)
+    panc_t = _paint_pancreas(s, spleen)
+    _paint_kidneys(s)
+    _paint_gallbladder(s)
+    liver_box = _paint_liver(s)
+    _paint_spleen(s, spleen)
+    _paint_gut(s)
+    _paint_ribs(s)
+    return _finish(s, liver_box, panc_t)
 
-    # Body: an ellipse per slice, skin, subcutaneous fat, muscle wall, visceral fat.
+
+def _paint_body(s: _Scene) -> None:
+    """Body: an ellipse per slice, skin, subcutaneous fat, muscle wall, visceral fat."""
+    P, grid, u, cfg, origin = s.P, s.grid, s.u, s.cfg, s.origin
     a_body, b_body = u(140, 165), u(105, 125)
     fat_mm, muscle_mm = u(10, 28), u(8, 13)
-    a_body, b_body = a_body * pop.get("body_scale", 1.0), b_body * pop.get("body_scale", 1.0)
-    fat_mm = drawn("subcutaneous_fat_mm", fat_mm)
+    a_body, b_body = a_body * s.pop.get("body_scale", 1.0), b_body * s.pop.get("body_scale", 1.0)
+    fat_mm = s.drawn("subcutaneous_fat_mm", fat_mm)
     full = tuple(slice(0, n) for n in cfg.shape)
     x, y, z = grid.coords(full)
-    zn = (z - origin[2]) / max(z_top - origin[2], 1)
+    zn = (z - origin[2]) / max(s.z_top - origin[2], 1)
     a_z = a_body * (1 + 0.05 * np.sin(np.pi * zn))
     b_z = b_body * (1 + 0.04 * np.cos(np.pi * zn))
     y_c = -5.0
@@ -168,19 +177,24 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
     depth = (1.0 - rr) * mean_ab  # approximate depth below the skin (mm)
     P.hu[P.body & (depth < 2.5)] = HU["skin"]
     wall = P.body & (depth >= 2.5 + fat_mm) & (depth < 2.5 + fat_mm + muscle_mm)
-    P.hu[wall] = HU["muscle"] + enh("muscle")
+    P.hu[wall] = HU["muscle"] + s.enh("muscle")
     # Inner (peritoneal) semi-axes, the narrowest over z: organs stay inside them.
-    ia = float(np.min(a_z)) - (2.5 + fat_mm + muscle_mm)
-    ib = float(np.min(b_z)) - (2.5 + fat_mm + muscle_mm)
-    truth["body"] = {"semi_axes_mm": [a_body, b_body], "subcutaneous_fat_mm": fat_mm, "muscle_wall_mm": muscle_mm}
+    s.anchors_mm.update(y_c=y_c, b_body=b_body, fat_mm=fat_mm, muscle_mm=muscle_mm,
+                        ia=float(np.min(a_z)) - (2.5 + fat_mm + muscle_mm),
+                        ib=float(np.min(b_z)) - (2.5 + fat_mm + muscle_mm))
+    s.truth["body"] = {"semi_axes_mm": [a_body, b_body], "subcutaneous_fat_mm": fat_mm, "muscle_wall_mm": muscle_mm}
 
-    # Spine: vertebral bodies with discs, canal with cord, posterior elements.
-    spine_y = y_c - b_body + 2.5 + fat_mm + muscle_mm + 52.0
+
+def _paint_spine(s: _Scene) -> None:
+    """Spine: vertebral bodies with discs, canal with cord, posterior elements; paraspinal and psoas muscles."""
+    P, grid, u, a = s.P, s.grid, s.u, s.anchors_mm
+    z_top, z_bot = s.z_top, s.z_bot
+    spine_y = a["y_c"] - a["b_body"] + 2.5 + a["fat_mm"] + a["muscle_mm"] + 52.0
     vb_r = u(17, 21)
     level_mm = u(28, 33)
     names = ["vertebrae_L5", "vertebrae_L4", "vertebrae_L3", "vertebrae_L2", "vertebrae_L1",
              "vertebrae_T12", "vertebrae_T11", "vertebrae_T10", "vertebrae_T9", "vertebrae_T8"]
-    zc = z_bot + dz + u(0, level_mm)
+    zc = z_bot + s.dz + u(0, level_mm)
     for k, name in enumerate(names):
         z0, z1 = zc + k * level_mm, zc + (k + 1) * level_mm - 6.0
         if z0 > z_top:
@@ -200,41 +214,61 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
         P.paint(box, m, None, HU["csf"], label=False)
     for side, sgn in (("left", -1), ("right", 1)):
         box, f = ellipsoid(grid, (sgn * 36, spine_y - 45, 0), (20, 24, 400))
-        P.paint(box, f <= 1, f"autochthon_{side}", HU["muscle"] + enh("muscle"))
+        P.paint(box, f <= 1, f"autochthon_{side}", HU["muscle"] + s.enh("muscle"))
         for box, m, _, _ in tube(grid, [(sgn * (vb_r + 10), spine_y - 2, z_bot + 90),
                                         (sgn * (vb_r + 30), spine_y + 4, z_bot - 5)], [8, 18], flat_ends=True):
-            P.paint(box, m, f"iliopsoas_{side}", HU["muscle"] + enh("muscle"))
+            P.paint(box, m, f"iliopsoas_{side}", HU["muscle"] + s.enh("muscle"))
+    a.update(spine_y=spine_y, vb_r=vb_r)
 
-    # Vessels: aorta (left of midline), IVC (right).
+
+def _paint_great_vessels(s: _Scene) -> None:
+    """Aorta (left of midline), IVC (right)."""
+    P, grid, u, a = s.P, s.grid, s.u, s.anchors_mm
+    spine_y, vb_r, z_bot = a["spine_y"], a["vb_r"], s.z_bot
     aorta_r = u(10, 13)
     aorta = (-u(12, 18), spine_y + vb_r + aorta_r + 2)
-    for box, m, _, _ in tube(grid, [(aorta[0], aorta[1], z_bot + 20), (aorta[0], aorta[1], z_top + 5)], aorta_r):
-        P.paint(box, m, "aorta", HU["blood"] + enh("artery"))
+    for box, m, _, _ in tube(grid, [(aorta[0], aorta[1], z_bot + 20), (aorta[0], aorta[1], s.z_top + 5)], aorta_r):
+        P.paint(box, m, "aorta", HU["blood"] + s.enh("artery"))
     ivc = (u(18, 26), spine_y + vb_r + 10)
-    ivc_top = z_top + dz - u(30, 50)
+    ivc_top = s.z_top + s.dz - u(30, 50)
     for box, m, _, _ in tube(grid, [(ivc[0], ivc[1], z_bot + 20), (ivc[0], ivc[1], ivc_top)], u(9, 12)):
-        P.paint(box, m, "inferior_vena_cava", HU["blood"] + enh("ivc"))
+        P.paint(box, m, "inferior_vena_cava", HU["blood"] + s.enh("ivc"))
+    a.update(aorta=aorta, aorta_r=aorta_r, ivc=ivc, kid_z=z_bot + (s.z_top - z_bot) * 0.45 + s.dz)
 
-    kid_z = z_bot + (z_top - z_bot) * 0.45 + dz
-    # Spleen: left upper quadrant, posterior; volume by grade. Painted early so
-    # little carves it, and rescaled until the painted volume is in its grade.
-    lo, hi = SPLEEN_GRADES_ML[cfg.spleen_grade]
-    spleen_ml = u(lo, hi)
-    if "spleen_ml" in pop:
+
+@dataclass
+class _SpleenSize:
+    volume_ml: float
+    lo_ml: float              # the grade's limits the painted volume must land in
+    hi_ml: float
+    ratios: tuple[float, float, float]
+    rotation_deg: float
+
+
+def _draw_spleen_size(s: _Scene) -> _SpleenSize:
+    """Spleen volume by grade; painted after the liver, but drawn here (the pancreas points at its hilum)."""
+    lo, hi = SPLEEN_GRADES_ML[s.cfg.spleen_grade]
+    spleen_ml = s.u(lo, hi)
+    if "spleen_ml" in s.pop:
         # A drawn volume: kept in its own Bezerra grade (contiguous grades, 1% inside their limits).
-        spleen_ml = pop["spleen_ml"]
+        spleen_ml = s.pop["spleen_ml"]
         edges = [0.0, 314.5, 500.0, 800.0, float("inf")]
         k = int(np.searchsorted(edges, spleen_ml)) - 1
         lo, hi = edges[k] * 1.01, edges[k + 1] * 0.99
         spleen_ml = float(np.clip(spleen_ml, lo * 1.02, hi * 0.98 if np.isfinite(hi) else spleen_ml))
-    ratios, rot = (0.85, 1.2, 1.5), u(-40, -20)
-    voxel_ml = sx * sy * sz / 1000.0
+    return _SpleenSize(spleen_ml, lo, hi, (0.85, 1.2, 1.5), s.u(-40, -20))
+
+
+def _paint_pancreas(s: _Scene, spleen: _SpleenSize) -> np.ndarray:
+    """A tapering tube from the head (right, by the duodenum) to the tail (spleen hilum); returns each
+    pancreas voxel's position along its centre line (0 head .. 1 tail, NaN elsewhere)."""
+    P, grid, u, a, cfg = s.P, s.grid, s.u, s.anchors_mm, s.cfg
+    aorta, ivc = a["aorta"], a["ivc"]
     # The pancreas is painted before the spleen, towards the hilum of the spleen as first sized: a large
     # spleen then grows round it instead of filling the pancreatic bed (a 980 ml spleen left a 5 ml body).
-    semi_s0 = _volume_semi_axes(spleen_ml, ratios)
-    s_c0 = (-(ia - semi_s0[0] * 1.1), spine_y + semi_s0[1] * 0.55 + 5, z_top + dz - semi_s0[2] - 18)
-    # Pancreas: a tapering tube from the head (right, by the duodenum) to the tail (spleen hilum).
-    pz = kid_z + u(20, 35)
+    semi_s0 = _volume_semi_axes(spleen.volume_ml, spleen.ratios)
+    s_c0 = (-(a["ia"] - semi_s0[0] * 1.1), a["spine_y"] + semi_s0[1] * 0.55 + 5, s.z_top + s.dz - semi_s0[2] - 18)
+    pz = a["kid_z"] + u(20, 35)
     head = np.array([ivc[0] + u(8, 15), ivc[1] + 22, pz - 12])
     neck = np.array([aorta[0] + 10, aorta[1] + 22, pz])
     body = np.array([aorta[0] - 35, aorta[1] + 18, pz + 5])
@@ -242,10 +276,10 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
     centre = [head, (head + neck) / 2, neck, (neck + body) / 2, body, (body + tail) / 2, tail]
     scale = u(0.8, 1.2)
     # A drawn scale is relative to the adult mean volume (about 65-90 ml; the fixed range gave 45-65 ml).
-    scale = pop["pancreas_scale"] * 1.2 if "pancreas_scale" in pop else scale
+    scale = s.pop["pancreas_scale"] * 1.2 if "pancreas_scale" in s.pop else scale
     radii = [r * scale for r in (u(14, 18), u(12, 14), u(10, 12), u(9, 11), u(8, 10), u(7, 9), u(6, 8))]
     panc_hu = u(5, 28) if cfg.fatty_pancreas else HU["pancreas"] + u(-3, 3)
-    panc_hu = drawn("unenhanced_hu", {}).get("pancreas", panc_hu) + enh("pancreas")
+    panc_hu = s.drawn("unenhanced_hu", {}).get("pancreas", panc_hu) + s.enh("pancreas")
     panc_t = np.full(cfg.shape, np.nan, np.float32)
     seg_len = np.r_[0, np.cumsum(np.linalg.norm(np.diff(centre, axis=0), axis=1))]
     seg_len /= seg_len[-1]
@@ -254,47 +288,57 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
         tt = seg_len[k] + t * (seg_len[k + 1] - seg_len[k])
         sub = panc_t[box]
         sub[painted] = np.broadcast_to(tt, painted.shape)[painted]
-    truth["organs"]["pancreas"] = {"centre_line_mm": [list(map(float, p)) for p in centre]}
+    s.truth["organs"]["pancreas"] = {"centre_line_mm": [list(map(float, p)) for p in centre]}
     # Where the mesenteric vessels run (painted after the lesions, ``volvqa.synth.vessels``).
-    truth["anchors"] = {"enhancement_hu": dict(enh_hu),
-                        "aorta_xy": [float(aorta[0]), float(aorta[1])], "aorta_r": float(aorta_r),
-                        "ivc_xy": [float(ivc[0]), float(ivc[1])], "pancreas_z": float(pz), "z_bot": float(z_bot),
-                        "neck": [float(v) for v in neck]}
+    s.truth["anchors"] = {"enhancement_hu": dict(s.pop.get("enhancement_hu") or {}),
+                          "aorta_xy": [float(aorta[0]), float(aorta[1])], "aorta_r": float(a["aorta_r"]),
+                          "ivc_xy": [float(ivc[0]), float(ivc[1])], "pancreas_z": float(pz),
+                          "z_bot": float(s.z_bot), "neck": [float(v) for v in neck]}
+    return panc_t
 
-    # Kidneys: retroperitoneal, either side of the spine; the right one lower.
+
+def _paint_kidneys(s: _Scene) -> None:
+    """Retroperitoneal, either side of the spine; the right one lower."""
+    P, grid, u, cfg, pop, rng = s.P, s.grid, s.u, s.cfg, s.pop, s.rng
     klen = u(138, 150) if cfg.enlarged_kidneys else u(92, 124)
-    klen = drawn("kidney_length_mm", klen)
+    klen = s.drawn("kidney_length_mm", klen)
     for side, sgn, kdz in (("left", -1, 8.0), ("right", 1, -10.0)):
         length = klen * u(0.97, 1.03)
         semi = (u(26, 32), u(22, 27), length / 2)
         if pop.get("enlarged_kidneys"):      # an enlarged kidney is wider and thicker too (volume > 260 ml)
             semi = (semi[0] * 1.12, semi[1] * 1.12, semi[2])
-        c = (sgn * u(62, 72), spine_y + u(-5, 8), kid_z + kdz + u(-8, 8))
+        c = (sgn * u(62, 72), s.anchors_mm["spine_y"] + u(-5, 8), s.anchors_mm["kid_z"] + kdz + u(-8, 8))
         box, f = ellipsoid(grid, c, semi, rotation_z_deg=sgn * u(15, 30), deform=0.06, rng=rng)
         k_hu = HU["kidney"] + u(-3, 3)
         if "unenhanced_hu" in pop:
-            k_hu = pop["unenhanced_hu"]["kidney"] + (k_hu - HU["kidney"]) / 2 + enh("kidney")
+            k_hu = pop["unenhanced_hu"]["kidney"] + (k_hu - HU["kidney"]) / 2 + s.enh("kidney")
         if f"kidney_{side}" not in cfg.absent:  # nephrectomy: the draws above still happen (same seed stream)
             P.paint(box, f <= 1, f"kidney_{side}", k_hu)
-        truth["organs"][f"kidney_{side}"] = {"center_mm": list(c), "target_length_mm": length}
+        s.truth["organs"][f"kidney_{side}"] = {"center_mm": list(c), "target_length_mm": length}
 
-    # Gallbladder (before the liver, which then wraps around it).
-    gb_c = (u(30, 45), y_c + ib * 0.35, z_top + dz - u(95, 115))
-    gb_ml = drawn("gallbladder_ml", u(12, 70))
-    box, f = ellipsoid(grid, gb_c, _volume_semi_axes(gb_ml, (1.0, 0.9, 1.9)), rotation_z_deg=u(-30, 30))
-    if "gallbladder" not in cfg.absent:  # cholecystectomy
-        P.paint(box, f <= 1, "gallbladder", HU["bile"])
 
-    # Liver: right upper quadrant, with darker vessels inside.
+def _paint_gallbladder(s: _Scene) -> None:
+    """Painted before the liver, which then wraps around it."""
+    u, a = s.u, s.anchors_mm
+    gb_c = (u(30, 45), a["y_c"] + a["ib"] * 0.35, s.z_top + s.dz - u(95, 115))
+    gb_ml = s.drawn("gallbladder_ml", u(12, 70))
+    box, f = ellipsoid(s.grid, gb_c, _volume_semi_axes(gb_ml, (1.0, 0.9, 1.9)), rotation_z_deg=u(-30, 30))
+    if "gallbladder" not in s.cfg.absent:  # cholecystectomy
+        s.P.paint(box, f <= 1, "gallbladder", HU["bile"])
+
+
+def _paint_liver(s: _Scene) -> tuple[slice, ...]:
+    """Right upper quadrant, with darker vessels inside; returns the liver's box."""
+    P, grid, u, cfg, pop, rng, a = s.P, s.grid, s.u, s.cfg, s.pop, s.rng, s.anchors_mm
     # A drawn volume is scaled up by 1/0.88: the organs painted before the liver and the body wall take
     # 5-25% of its ellipsoids (measured over phantoms), so the painted liver lands near the draw.
     liver_ml = pop["liver_ml"] / 0.88 if "liver_ml" in pop else u(950, 2300)
     liver_hu = u(18, 38) if cfg.fatty_liver else HU["liver"] + u(-4, 4)
-    liver_hu = drawn("unenhanced_hu", {}).get("liver", liver_hu) + enh("liver")
+    liver_hu = s.drawn("unenhanced_hu", {}).get("liver", liver_hu) + s.enh("liver")
     # Right lobe (about 70%) against the right wall, a flatter left lobe reaching
     # across the midline anteriorly: together a wedge rather than a ball.
     semi = _volume_semi_axes(liver_ml * 0.70, (1.0, 1.15, 1.05))
-    l_c = (ia - semi[0] * 0.9, y_c + u(-5, 5), z_top + dz - semi[2] * 1.3 - 9.0)
+    l_c = (a["ia"] - semi[0] * 0.9, a["y_c"] + u(-5, 5), s.z_top + s.dz - semi[2] * 1.3 - 9.0)
     box, f = ellipsoid(grid, l_c, semi, rotation_z_deg=u(-10, 10), deform=0.10, rng=rng)
     P.paint(box, f <= 1, "liver", liver_hu)
     semi_l = _volume_semi_axes(liver_ml * 0.32, (1.9, 0.85, 0.55))
@@ -304,77 +348,93 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
     liver_box = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(box, box2, strict=False)) \
         if box2 is not None else box
     for _ in range(4):
-        a = np.array(l_c) + rng.normal(0, 1, 3) * semi * 0.3
-        b = a + rng.normal(0, 1, 3) * semi * 0.6
-        for vbox, m, _, _ in tube(grid, [a, b], u(2.5, 4.5)):
+        p = np.array(l_c) + rng.normal(0, 1, 3) * semi * 0.3
+        q = p + rng.normal(0, 1, 3) * semi * 0.6
+        for vbox, m, _, _ in tube(grid, [p, q], u(2.5, 4.5)):
             vm = m & (P.lab[vbox] == L.CANONICAL_IDS["liver"])
             if pop:     # blood in the hepatic and portal veins, enhanced with the portal system
-                P.hu[vbox][vm] = HU["blood"] + enh("portal")
+                P.hu[vbox][vm] = HU["blood"] + s.enh("portal")
             else:
                 P.hu[vbox][vm] = liver_hu - 12.0 if not cfg.fatty_liver else liver_hu + 15.0
-    truth["organs"]["liver"] = {"center_mm": list(l_c), "target_volume_ml": liver_ml}
-    truth["hu_means"]["liver"] = liver_hu
+    s.truth["organs"]["liver"] = {"center_mm": list(l_c), "target_volume_ml": liver_ml}
+    s.truth["hu_means"]["liver"] = liver_hu
+    return liver_box
 
-    # Spleen painted after the liver: a large one then grows round the left lobe (and is rescaled to its
-    # volume) instead of carving the left lobe away (a 1,080 ml spleen left segment 4 with 0.1 ml).
+
+def _paint_spleen(s: _Scene, spleen: _SpleenSize) -> None:
+    """Painted after the liver: a large one then grows round the left lobe (and is rescaled to its
+    volume) instead of carving the left lobe away (a 1,080 ml spleen left segment 4 with 0.1 ml)."""
+    P, a, pop, cfg = s.P, s.anchors_mm, s.pop, s.cfg
+    spleen_ml, lo, hi = spleen.volume_ml, spleen.lo_ml, spleen.hi_ml
     target = spleen_ml
     for _ in range(6):
-        semi_s = _volume_semi_axes(target, ratios)
-        s_c = (-(ia - semi_s[0] * 1.1), spine_y + semi_s[1] * 0.55 + 5, z_top + dz - semi_s[2] - 18)
-        box, f = ellipsoid(grid, s_c, semi_s, rotation_z_deg=rot, deform=0.05, rng=np.random.default_rng(cfg.seed + 17))
+        semi_s = _volume_semi_axes(target, spleen.ratios)
+        s_c = (-(a["ia"] - semi_s[0] * 1.1), a["spine_y"] + semi_s[1] * 0.55 + 5, s.z_top + s.dz - semi_s[2] - 18)
+        box, f = ellipsoid(s.grid, s_c, semi_s, rotation_z_deg=spleen.rotation_deg, deform=0.05,
+                           rng=np.random.default_rng(cfg.seed + 17))
         if "spleen" in cfg.absent:  # splenectomy
             painted = np.zeros(f.shape, bool)
             break
         painted = P.paint(box, f <= 1, "spleen", HU["spleen"])
-        got = painted.sum() * voxel_ml
+        got = painted.sum() * s.voxel_ml
         if lo <= got <= hi and (not pop or abs(got - spleen_ml) <= 0.08 * spleen_ml):
             break
         P.lab[box][painted] = 0
         P.hu[box][painted] = HU["fat"]
         target *= spleen_ml / max(got, 1.0)
-    P.hu[box][painted] = drawn("unenhanced_hu", {}).get("spleen", HU["spleen"] + u(-3, 3)) + enh("spleen")
-    truth["organs"]["spleen"] = {"center_mm": list(s_c), "target_volume_ml": spleen_ml, "grade": cfg.spleen_grade}
+    P.hu[box][painted] = s.drawn("unenhanced_hu", {}).get("spleen", HU["spleen"] + s.u(-3, 3)) + s.enh("spleen")
+    s.truth["organs"]["spleen"] = {"center_mm": list(s_c), "target_volume_ml": spleen_ml, "grade": cfg.spleen_grade}
 
-    # Stomach: left upper, anterior; gas in its anterior (upper, supine) part.
+
+def _paint_gut(s: _Scene) -> None:
+    """Stomach (left upper, anterior; gas in its anterior part, supine), colon (a frame) and small bowel
+    (central loops), walls with fluid and gas."""
+    P, grid, u, rng, a = s.P, s.grid, s.u, s.rng, s.anchors_mm
+    y_c, ia, ib = a["y_c"], a["ia"], a["ib"]
     st_semi = _volume_semi_axes(u(250, 450), (1.0, 0.8, 1.3))
-    st_c = (-u(30, 50), y_c + ib * 0.45, z_top + dz - st_semi[2] - u(5, 25))
+    st_c = (-u(30, 50), y_c + ib * 0.45, s.z_top + s.dz - st_semi[2] - u(5, 25))
     box, f = ellipsoid(grid, st_c, st_semi, rotation_z_deg=u(-20, 20), deform=0.08, rng=rng)
     if box is not None:
         _, yy, _ = grid.coords(box)
         content = np.where(yy > st_c[1] + st_semi[1] * u(0.2, 0.5), HU["air"], HU["bowel_content"])
-        inside = np.where(f <= 0.8, content, HU["stomach_wall"] + enh("bowel_wall"))
+        inside = np.where(f <= 0.8, content, HU["stomach_wall"] + s.enh("bowel_wall"))
         P.paint(box, f <= 1, "stomach", np.broadcast_to(inside, f.shape))
-
-    # Colon (frame) and small bowel (central loops), walls with fluid and gas.
+    z_bot, dz = s.z_bot, s.dz
     cx = ia * 0.72
     cy = y_c + u(-5, 10)
-    zt = kid_z + u(-5, 15)
+    zt = a["kid_z"] + u(-5, 15)
     colon_path = [(cx, cy, z_bot + dz + 25), (cx, cy + 10, zt), (cx * 0.3, cy + 45, zt + 15), (-cx * 0.3, cy + 45, zt + 15),
                   (-cx, cy + 10, zt + 20), (-cx, cy, z_bot + dz + 25)]
-    _bowel(P, grid, colon_path, u(16, 22), "colon", rng, wall_hu=HU["bowel_wall"] + enh("bowel_wall"))
+    _bowel(P, grid, colon_path, u(16, 22), "colon", rng, wall_hu=HU["bowel_wall"] + s.enh("bowel_wall"))
     for _ in range(3):
         p0 = np.array([u(-50, 50), y_c + u(10, 45), z_bot + dz + u(20, 80)])
         path = [p0]
         for _ in range(4):
             path.append(path[-1] + rng.normal(0, 1, 3) * np.array([30, 12, 15]))
-        _bowel(P, grid, path, u(10, 13), "small_bowel", rng, wall_hu=HU["bowel_wall"] + enh("bowel_wall"))
+        _bowel(P, grid, path, u(10, 13), "small_bowel", rng, wall_hu=HU["bowel_wall"] + s.enh("bowel_wall"))
 
-    # Ribs 7-12 on each side: arcs from the spine around the body wall, descending anteriorly.
+
+def _paint_ribs(s: _Scene) -> None:
+    """Ribs 7-12 on each side: arcs from the spine around the body wall, descending anteriorly."""
+    u, a = s.u, s.anchors_mm
     for side, sgn in (("left", -1), ("right", 1)):
         for k, rib in enumerate(range(7, 13)):
-            z0 = z_top + dz - 10 - k * u(20, 26)
-            if z0 < z_bot + 40:
+            z0 = s.z_top + s.dz - 10 - k * u(20, 26)
+            if z0 < s.z_bot + 40:
                 break
             th = np.linspace(np.deg2rad(-80), np.deg2rad(35 - 10 * k), 9)
-            ra, rb = ia + 5, ib + 5
-            pts = [(sgn * ra * np.cos(t), y_c + rb * np.sin(t), z0 - (t + np.deg2rad(80)) * u(18, 24))
+            ra, rb = a["ia"] + 5, a["ib"] + 5
+            pts = [(sgn * ra * np.cos(t), a["y_c"] + rb * np.sin(t), z0 - (t + np.deg2rad(80)) * u(18, 24))
                    for t in th]
-            for box, m, _, _ in tube(grid, pts, 4.5):
-                P.paint(box, m, f"rib_{side}_{rib}", HU["cortical_bone"] - 250)
+            for box, m, _, _ in tube(s.grid, pts, 4.5):
+                s.P.paint(box, m, f"rib_{side}_{rib}", HU["cortical_bone"] - 250)
 
-    # Intra-abdominal muscles and organs keep their HU; blur for partial volume, add noise.
+
+def _finish(s: _Scene, liver_box, panc_t: np.ndarray) -> Phantom:
+    """Blur for partial volume, add grained noise; Couinaud and pancreas parts; the truth record."""
+    P, cfg, truth = s.P, s.cfg, s.truth
     hu = ndimage.gaussian_filter(P.hu, sigma=(0.6, 0.6, 0.35), mode="nearest")
-    noise = rng.normal(0.0, 1.0, size=cfg.shape).astype(np.float32)
+    noise = s.rng.normal(0.0, 1.0, size=cfg.shape).astype(np.float32)
     noise = ndimage.gaussian_filter(noise, sigma=(0.7, 0.7, 0.4), mode="wrap")
     noise *= cfg.noise_std_hu / float(noise.std())
     hu += np.where(P.body, noise, noise * 0.3)
@@ -383,16 +443,15 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
     parts = None
     if cfg.parts:
         parts = np.zeros(cfg.shape, np.uint8)
-        _couinaud(parts, P.lab, liver_box, grid, wide_caudate=cfg.caudate_hypertrophy)
+        couinaud_parts(parts, P.lab, liver_box, s.grid, wide_caudate=cfg.caudate_hypertrophy)
         pan = P.lab == L.CANONICAL_IDS["pancreas"]
         tt = panc_t
         parts[pan & (tt < 0.30)] = L.PART_IDS["pancreas_head"]
         parts[pan & (tt >= 0.30) & (tt < 0.65)] = L.PART_IDS["pancreas_body"]
         parts[pan & (tt >= 0.65)] = L.PART_IDS["pancreas_tail"]
 
-    voxel_ml = sx * sy * sz / 1000.0
     counts = np.bincount(P.lab.ravel(), minlength=256)
-    truth["labels"] = {L.CANONICAL_NAMES[i]: {"voxels": int(counts[i]), "volume_ml": counts[i] * voxel_ml}
+    truth["labels"] = {L.CANONICAL_NAMES[i]: {"voxels": int(counts[i]), "volume_ml": counts[i] * s.voxel_ml}
                        for i in np.nonzero(counts)[0] if i}
     truth["variants"] = {"spleen_grade": cfg.spleen_grade, "fatty_liver": cfg.fatty_liver,
                          "enlarged_kidneys": cfg.enlarged_kidneys, "fatty_pancreas": cfg.fatty_pancreas,
@@ -401,10 +460,10 @@ def generate_phantom(cfg: PhantomConfig) -> Phantom:
     truth["hu_means"].update({"spleen": None, "noise_std_hu": cfg.noise_std_hu})
     spleen_m = P.lab == L.CANONICAL_IDS["spleen"]
     truth["hu_means"]["spleen"] = float(P.hu[spleen_m].mean()) if spleen_m.any() else None
-    return Phantom(ct=ct, labels=P.lab, parts=parts, affine=grid.affine, truth=truth)
+    return Phantom(ct=ct, labels=P.lab, parts=parts, affine=s.grid.affine, truth=truth)
 
 
-def _bowel(P: _Painter, grid: Grid, path, radius: float, name: str, rng, wall_hu: float = HU["bowel_wall"]) -> None:
+def _bowel(P: Painter, grid: Grid, path, radius: float, name: str, rng, wall_hu: float = HU["bowel_wall"]) -> None:
     """A bowel loop: 3 mm wall, lumen of mottled stool/fluid with gas anteriorly."""
     gas_level = rng.uniform(0.0, 0.7)  # share of the radius above the centre line filled with gas
     for box, m, _, inner in tube(grid, path, radius, inner_mm=3.0):
@@ -415,38 +474,3 @@ def _bowel(P: _Painter, grid: Grid, path, radius: float, name: str, rng, wall_hu
         lumen = np.where(yy > centre_y + radius * (1 - gas_level), HU["air"], stool)
         lumen = np.where(rng.random(m.shape) < 0.03, HU["air"], lumen)
         P.paint(box, m, name, np.where(inner, lumen, wall_hu))
-
-
-def _couinaud(parts: np.ndarray, lab: np.ndarray, box, grid: Grid, wide_caudate: bool = False) -> None:
-    """Approximate Couinaud segments by planes in the liver's own box (see module doc)."""
-    if box is None:
-        return
-    liver = lab[box] == L.CANONICAL_IDS["liver"]
-    if not liver.any():
-        return
-    idx = np.argwhere(liver)
-    lo, hi = idx.min(axis=0), idx.max(axis=0)
-    n = np.maximum(hi - lo, 1)
-    i = (np.arange(liver.shape[0]) - lo[0]) / n[0]  # 0 = patient's left edge of the liver, 1 = right
-    j = (np.arange(liver.shape[1]) - lo[1]) / n[1]  # 0 = posterior, 1 = anterior
-    k = (np.arange(liver.shape[2]) - lo[2]) / n[2]  # 0 = inferior, 1 = superior
-    u_, v_, w_ = i[:, None, None], j[None, :, None], k[None, None, :]
-    seg = np.zeros(liver.shape, np.uint8)
-    left = u_ < 0.45
-    lateral = u_ < 0.20
-    sup = w_ >= 0.5
-    ant = v_ >= 0.45
-    seg = np.where(left & lateral & sup, 2, seg)
-    seg = np.where(left & lateral & ~sup, 3, seg)
-    seg = np.where(left & ~lateral, 4, seg)
-    seg = np.where(~left & ant & ~sup, 5, seg)
-    seg = np.where(~left & ~ant & ~sup, 6, seg)
-    seg = np.where(~left & ~ant & sup, 7, seg)
-    seg = np.where(~left & ant & sup, 8, seg)
-    if wide_caudate:   # hypertrophy: the caudate spreads across the hilum and the right lobe shrinks
-        caudate = (u_ >= 0.22) & (u_ < 0.74) & (v_ < 0.55) & (w_ >= 0.30) & (w_ < 0.80)
-    else:
-        caudate = (u_ >= 0.32) & (u_ < 0.56) & (v_ < 0.42) & (w_ >= 0.30) & (w_ < 0.80)
-    seg = np.where(caudate, 1, seg)
-    sub = parts[box]
-    sub[liver] = np.broadcast_to(seg, liver.shape)[liver]

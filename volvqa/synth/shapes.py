@@ -5,6 +5,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from volvqa import labels as L
+
+AIR_HU = -1000.0
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -106,3 +110,29 @@ def tube(grid: Grid, points_mm, radii_mm, *, flat_ends: bool = False, inner_mm: 
             mask &= (t_raw >= 0.0) & (t_raw <= 1.0)
         inner = d2 <= np.maximum(r - inner_mm, 0.0) ** 2 if inner_mm else mask
         yield box, mask, t, inner
+
+
+class Painter:
+    """Paints structures onto a label map and an HU image; a voxel keeps the first structure painted
+    (``only_free``), so nothing overlaps."""
+
+    def __init__(self, grid: Grid):
+        self.grid = grid
+        self.hu = np.full(grid.shape, AIR_HU, np.float32)
+        self.lab = np.zeros(grid.shape, np.uint8)
+        self.body = np.zeros(grid.shape, bool)
+
+    def paint(self, box, mask, name: str | None, hu: float | np.ndarray, *, only_free=True,
+              label: bool = True) -> np.ndarray:
+        """Paint ``mask`` (within ``box``); returns the voxels actually painted."""
+        if box is None:
+            return np.zeros((0, 0, 0), bool)
+        sub_lab = self.lab[box]
+        m = mask & self.body[box]
+        if only_free:
+            m = m & (sub_lab == 0)
+        if label and name is not None:
+            sub_lab[m] = L.CANONICAL_IDS[name]
+        sub_hu = self.hu[box]
+        sub_hu[m] = hu if np.isscalar(hu) else np.broadcast_to(hu, m.shape)[m]
+        return m
