@@ -15,6 +15,8 @@ erosion would remove most of a small organ (adrenal, pancreas) at 3 mm.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import cc3d
 import numpy as np
 from scipy import ndimage
@@ -24,6 +26,7 @@ from volvqa import labels as L
 from volvqa.arrays import gather, int16_stats, label_boxes, memory_order
 from volvqa.errors import VolvqaInputError
 from volvqa.findings.diameters import axial_diameters, max_diameter_3d
+from volvqa.findings.lung import lung_field, lung_lobe, lung_side_third
 from volvqa.findings.records import Findings, LesionFindings, OrganFindings
 from volvqa.phase import normalise_phase
 from volvqa.records import LabelMap, Volume
@@ -122,6 +125,22 @@ def contacts(labels: np.ndarray, ids: set[int], region: tuple[slice, ...] | None
     return pairs
 
 
+@dataclass
+class _Case:
+    """One case's arrays and geometry, shared by the measuring steps."""
+    volume: Volume
+    labelmap: LabelMap
+    lab: np.ndarray
+    hu: np.ndarray
+    aff: np.ndarray
+    sp: np.ndarray
+    voxel_ml: float
+    boxes: dict
+    organs: dict[str, OrganFindings] = field(default_factory=dict)
+    organ_ids: dict[str, int] = field(default_factory=dict)
+    idx_sums: dict[str, np.ndarray] = field(default_factory=dict)   # voxel index sums, for centroids
+
+
 def extract(volume: Volume, labelmap: LabelMap, *, case_id: str = "",
             min_lesion_mm3: float = DEFAULT_MIN_LESION_MM3,
             iso_std_fraction: float = ISO_STD_FRACTION, phase: str | None = None) -> Findings:
@@ -132,130 +151,34 @@ def extract(volume: Volume, labelmap: LabelMap, *, case_id: str = "",
         raise VolvqaInputError(volume.source.path, f"label map shape {lab.shape} differs from the "
                                f"volume's {hu.shape}")
     shape = lab.shape
-    aff = volume.affine
     sp = np.asarray(volume.spacing_mm, float)
-    voxel_ml = float(sp.prod()) / 1000.0
     # One pass for every label's box (find_objects on the memory-order view),
     # one chunked count; then work inside boxes only.
     boxes = labelmap.known_boxes() or label_boxes(lab)
+    c = _Case(volume, labelmap, lab, hu, volume.affine, sp, float(sp.prod()) / 1000.0, boxes)
     present = [i for i in sorted(boxes) if i in labelmap.labels]
-
-    organs: dict[str, OrganFindings] = {}
-    organ_ids: dict[str, int] = {}
-    idx_sums: dict[str, np.ndarray] = {}
-    lesion_classes = []
-    for cid in present:
-        name = labelmap.labels[cid]
-        if L.is_lesion(name):
-            lesion_classes.append(cid)
-            continue
-        sl = boxes[cid]
-        m = _box_mask(lab, sl, cid)
-        n, mean, std, median = int16_stats(gather(hu[sl], m))
-        bbox = _bbox_from_slices(sl)
-        idx_sums[name] = _index_sums(m) + n * np.array([s.start for s in sl], float)
-        organ_ids[name] = cid
-        organs[name] = OrganFindings(
-            name=name, voxels=n, volume_ml=n * voxel_ml, parenchyma_voxels=n,
-            hu_mean=mean, hu_std=std, hu_median=median,
-            bbox_voxel=bbox, bbox_mm=[], extent_mm=[], centroid_mm=[], touches_border=False)
-
+    lesion_classes = _measure_organs(c, present)
     lesions: list[LesionFindings] = []
     dropped: dict[str, int] = {}
     lesion_masks = []  # (lesion, global slices, local mask) for location work
     for cid in lesion_classes:
-        name = labelmap.labels[cid]
-        sl = boxes[cid]
-        cc = cc3d.connected_components(_box_mask(lab, sl, cid), connectivity=26)
-        st = cc3d.statistics(cc)
-        for k in range(1, len(st["voxel_counts"])):
-            nvox = int(st["voxel_counts"][k])
-            if nvox == 0:
-                continue
-            if nvox * voxel_ml * 1000.0 < min_lesion_mm3:
-                dropped[name] = dropped.get(name, 0) + 1
-                continue
-            bb = st["bounding_boxes"][k]
-            gsl = tuple(slice(s.start + o.start, s.stop + o.start) for s, o in zip(bb, sl, strict=False))
-            m = cc[bb] == k
-            vals = gather(hu[gsl], m).astype(np.float64)
-            cen_idx = np.asarray(st["centroids"][k], float) + np.array([s.start for s in sl], float)
-            long_mm, short_mm, z = axial_diameters(m, sp, z_offset=gsl[2].start)
-            # Organs touching the lesion: labels in its 26-neighbour dilation.
-            psl = _pad(gsl, shape)
-            pm = np.zeros(tuple(s.stop - s.start for s in psl), bool)
-            inner = tuple(slice(g.start - p.start, g.stop - p.start) for g, p in zip(gsl, psl, strict=False))
-            pm[inner] = m
-            ring = ndimage.binary_dilation(pm, _NEIGHBOURS_26) & ~pm
-            near = lab[psl][ring]
-            touch_counts = np.bincount(near, minlength=256) if near.size else np.zeros(256, int)
-            touches = sorted({labelmap.labels[int(i)] for i in np.nonzero(touch_counts)[0]
-                              if i != 0 and int(i) in labelmap.labels
-                              and not L.is_lesion(labelmap.labels[int(i)])})
-            organ = _owning_organ(name, touch_counts, labelmap, organs, cen_idx, aff, shape)
-            bbox = _bbox_from_slices(gsl)
-            les = LesionFindings(
-                lesion_id=len(lesions) + 1, label=name, kind=_lesion_kind(name), organ=organ,
-                voxels=nvox, volume_ml=nvox * voxel_ml, hu_mean=float(vals.mean()),
-                hu_std=float(vals.std()), long_axis_mm=long_mm, short_axis_mm=short_mm, axial_slice=z,
-                max_diameter_3d_mm=max_diameter_3d(m, sp), bbox_voxel=bbox, bbox_mm=_bbox_mm(aff, bbox),
-                centroid_mm=_world(aff, cen_idx), centroid_voxel=cen_idx.tolist(), location={},
-                attenuation="unknown", hu_difference=float("nan"), touches=touches)
-            if L.LESION_ORGAN[name] == "pancreas":
-                vids = {v: labelmap.id_of(v) for v in L.PANCREATIC_VESSELS if labelmap.id_of(v) is not None}
-                if vids:
-                    from volvqa.findings.vessels import contact_angles
-                    les.vessel_contact = contact_angles(lab, gsl, m, vids, sp)
-            if L.LESION_ORGAN[name] == "lung":
-                les.density = K.lung_density(les.hu_mean)
-                les.attenuation = "n/a"   # against aerated lung, hypo/iso/hyper says nothing
-                les.location = _lung_lobe(touch_counts, labelmap)
-            lesions.append(les)
-            lesion_masks.append((les, gsl, m))
-            if organ in organs:
-                o = organs[organ]
-                o.voxels += nvox
-                o.volume_ml = o.voxels * voxel_ml
-                o.bbox_voxel = _union_bbox(o.bbox_voxel, bbox)
-                o.lesion_ids.append(les.lesion_id)
-                idx_sums[organ] = idx_sums[organ] + cen_idx * nvox
-
-    for name, o in organs.items():
-        o.centroid_mm = _world(aff, idx_sums[name] / o.voxels)
-        o.bbox_mm = _bbox_mm(aff, o.bbox_voxel)
-        o.extent_mm = [o.bbox_mm[i + 3] - o.bbox_mm[i] for i in range(3)]
-        o.touches_border = _touches_border(o.bbox_voxel, shape)
-        if name in LENGTH_ORGANS:
-            o.length_mm = max_diameter_3d(_whole_organ_mask(lab, labelmap, o, lesion_masks), sp)
-
-    lung_field = None
-    for les, gsl, m in lesion_masks:
-        if les.organ == "lung":
-            if "lobe" not in les.location:
-                lung_field = _lung_field(volume, labelmap) if lung_field is None else lung_field
-                les.location = _lung_side_third(les, lung_field, aff)
-            continue
-        les.location = _location(les, gsl, m, lab, labelmap, organs, organ_ids, aff)
-        o = organs.get(les.organ)
-        if o is not None:
-            les.hu_difference = les.hu_mean - o.hu_mean
-            thr = iso_std_fraction * o.hu_std
-            les.attenuation = "iso" if abs(les.hu_difference) < thr else \
-                ("hypo" if les.hu_difference < 0 else "hyper")
+        _measure_lesion_class(c, cid, min_lesion_mm3, lesions, lesion_masks, dropped)
+    _finish_organs(c, lesion_masks)
+    _locate_lesions(c, lesion_masks, iso_std_fraction)
 
     measures = {}
-    cr = _caudate_ratio(labelmap, aff, sp) if "liver" in organs else None
+    cr = _caudate_ratio(labelmap, c.aff, sp) if "liver" in c.organs else None
     if cr is not None:
         measures["caudate"] = cr
-    organ_id_set = {organ_ids[n] for n in organs}
+    organ_id_set = {c.organ_ids[n] for n in c.organs}
     used = [boxes[i] for i in present]
     region = tuple(slice(min(b[a].start for b in used), max(b[a].stop for b in used)) for a in range(3)) \
         if used else None
     pairs = contacts(lab, organ_id_set, region) if used else set()
     contact_names = sorted([sorted([labelmap.labels[p], labelmap.labels[q]]) for p, q in pairs])
     return Findings(
-        case_id=case_id, shape=list(shape), spacing_mm=sp.tolist(), affine_ras_mm=aff.tolist(),
-        organs=dict(sorted(organs.items())), lesions=lesions, contacts=contact_names,
+        case_id=case_id, shape=list(shape), spacing_mm=sp.tolist(), affine_ras_mm=c.aff.tolist(),
+        organs=dict(sorted(c.organs.items())), lesions=lesions, contacts=contact_names,
         dropped_lesion_components=dropped,
         annotated=sorted(labelmap.scope - set(labelmap.meta.get("qc_excluded", {}))),
         parts=sorted(set(labelmap.part_labels.values())),
@@ -266,6 +189,126 @@ def extract(volume: Volume, labelmap: LabelMap, *, case_id: str = "",
                 "part_share": PART_SHARE, "lesion_connectivity": 26, "contact": "shared voxel face",
                 "erosion": "none"},
         source=volume.source.path).canonical()
+
+
+def _measure_organs(c: _Case, present: list[int]) -> list[int]:
+    """Volume and parenchyma HU of every non-lesion label (into ``c.organs``); returns the lesion ids."""
+    lesion_classes = []
+    for cid in present:
+        name = c.labelmap.labels[cid]
+        if L.is_lesion(name):
+            lesion_classes.append(cid)
+            continue
+        sl = c.boxes[cid]
+        m = _box_mask(c.lab, sl, cid)
+        n, mean, std, median = int16_stats(gather(c.hu[sl], m))
+        bbox = _bbox_from_slices(sl)
+        c.idx_sums[name] = _index_sums(m) + n * np.array([s.start for s in sl], float)
+        c.organ_ids[name] = cid
+        c.organs[name] = OrganFindings(
+            name=name, voxels=n, volume_ml=n * c.voxel_ml, parenchyma_voxels=n,
+            hu_mean=mean, hu_std=std, hu_median=median,
+            bbox_voxel=bbox, bbox_mm=[], extent_mm=[], centroid_mm=[], touches_border=False)
+    return lesion_classes
+
+
+def _measure_lesion_class(c: _Case, cid: int, min_lesion_mm3: float, lesions: list, lesion_masks: list,
+                          dropped: dict) -> None:
+    """Each 26-connected component of one lesion label is a lesion (those under ``min_lesion_mm3``
+    are counted in ``dropped``); its voxels join its owning organ's volume."""
+    name = c.labelmap.labels[cid]
+    sl = c.boxes[cid]
+    cc = cc3d.connected_components(_box_mask(c.lab, sl, cid), connectivity=26)
+    st = cc3d.statistics(cc)
+    for k in range(1, len(st["voxel_counts"])):
+        nvox = int(st["voxel_counts"][k])
+        if nvox == 0:
+            continue
+        if nvox * c.voxel_ml * 1000.0 < min_lesion_mm3:
+            dropped[name] = dropped.get(name, 0) + 1
+            continue
+        bb = st["bounding_boxes"][k]
+        gsl = tuple(slice(s.start + o.start, s.stop + o.start) for s, o in zip(bb, sl, strict=False))
+        m = cc[bb] == k
+        cen_idx = np.asarray(st["centroids"][k], float) + np.array([s.start for s in sl], float)
+        les = _lesion(c, name, len(lesions) + 1, gsl, m, nvox, cen_idx)
+        lesions.append(les)
+        lesion_masks.append((les, gsl, m))
+        if les.organ in c.organs:
+            o = c.organs[les.organ]
+            o.voxels += nvox
+            o.volume_ml = o.voxels * c.voxel_ml
+            o.bbox_voxel = _union_bbox(o.bbox_voxel, les.bbox_voxel)
+            o.lesion_ids.append(les.lesion_id)
+            c.idx_sums[les.organ] = c.idx_sums[les.organ] + cen_idx * nvox
+
+
+def _lesion(c: _Case, name: str, lesion_id: int, gsl, m: np.ndarray, nvox: int, cen_idx: np.ndarray
+            ) -> LesionFindings:
+    """One lesion's size, attenuation, touching structures and owning organ (location comes later)."""
+    lab, labelmap, sp, aff = c.lab, c.labelmap, c.sp, c.aff
+    vals = gather(c.hu[gsl], m).astype(np.float64)
+    long_mm, short_mm, z = axial_diameters(m, sp, z_offset=gsl[2].start)
+    # Organs touching the lesion: labels in its 26-neighbour dilation.
+    psl = _pad(gsl, lab.shape)
+    pm = np.zeros(tuple(s.stop - s.start for s in psl), bool)
+    inner = tuple(slice(g.start - p.start, g.stop - p.start) for g, p in zip(gsl, psl, strict=False))
+    pm[inner] = m
+    ring = ndimage.binary_dilation(pm, _NEIGHBOURS_26) & ~pm
+    near = lab[psl][ring]
+    touch_counts = np.bincount(near, minlength=256) if near.size else np.zeros(256, int)
+    touches = sorted({labelmap.labels[int(i)] for i in np.nonzero(touch_counts)[0]
+                      if i != 0 and int(i) in labelmap.labels
+                      and not L.is_lesion(labelmap.labels[int(i)])})
+    organ = _owning_organ(name, touch_counts, labelmap, c.organs, cen_idx, aff, lab.shape)
+    bbox = _bbox_from_slices(gsl)
+    les = LesionFindings(
+        lesion_id=lesion_id, label=name, kind=_lesion_kind(name), organ=organ,
+        voxels=nvox, volume_ml=nvox * c.voxel_ml, hu_mean=float(vals.mean()),
+        hu_std=float(vals.std()), long_axis_mm=long_mm, short_axis_mm=short_mm, axial_slice=z,
+        max_diameter_3d_mm=max_diameter_3d(m, sp), bbox_voxel=bbox, bbox_mm=_bbox_mm(aff, bbox),
+        centroid_mm=_world(aff, cen_idx), centroid_voxel=cen_idx.tolist(), location={},
+        attenuation="unknown", hu_difference=float("nan"), touches=touches)
+    if L.LESION_ORGAN[name] == "pancreas":
+        vids = {v: labelmap.id_of(v) for v in L.PANCREATIC_VESSELS if labelmap.id_of(v) is not None}
+        if vids:
+            from volvqa.findings.vessels import contact_angles
+            les.vessel_contact = contact_angles(lab, gsl, m, vids, sp)
+    if L.LESION_ORGAN[name] == "lung":
+        les.density = K.lung_density(les.hu_mean)
+        les.attenuation = "n/a"   # against aerated lung, hypo/iso/hyper says nothing
+        les.location = lung_lobe(touch_counts, labelmap)
+    return les
+
+
+def _finish_organs(c: _Case, lesion_masks: list) -> None:
+    """Centroids, boxes in mm, extents, border contact and (kidneys) lengths, lesions included."""
+    shape = c.lab.shape
+    for name, o in c.organs.items():
+        o.centroid_mm = _world(c.aff, c.idx_sums[name] / o.voxels)
+        o.bbox_mm = _bbox_mm(c.aff, o.bbox_voxel)
+        o.extent_mm = [o.bbox_mm[i + 3] - o.bbox_mm[i] for i in range(3)]
+        o.touches_border = _touches_border(o.bbox_voxel, shape)
+        if name in LENGTH_ORGANS:
+            o.length_mm = max_diameter_3d(_whole_organ_mask(c.lab, c.labelmap, o, lesion_masks), c.sp)
+
+
+def _locate_lesions(c: _Case, lesion_masks: list, iso_std_fraction: float) -> None:
+    """Each lesion's location (segment, part, lobe or side and third) and attenuation against its organ."""
+    lungs = None
+    for les, gsl, m in lesion_masks:
+        if les.organ == "lung":
+            if "lobe" not in les.location:
+                lungs = lung_field(c.volume, c.labelmap) if lungs is None else lungs
+                les.location = lung_side_third(les, lungs, c.aff)
+            continue
+        les.location = _location(les, gsl, m, c.lab, c.labelmap, c.organs, c.organ_ids, c.aff)
+        o = c.organs.get(les.organ)
+        if o is not None:
+            les.hu_difference = les.hu_mean - o.hu_mean
+            thr = iso_std_fraction * o.hu_std
+            les.attenuation = "iso" if abs(les.hu_difference) < thr else \
+                ("hypo" if les.hu_difference < 0 else "hyper")
 
 
 def _whole_organ_mask(lab, labelmap: LabelMap, o: OrganFindings, lesion_masks) -> np.ndarray:
@@ -360,75 +403,6 @@ def _pancreas_part_by_axis(lab, labelmap, pancreas: OrganFindings, les: LesionFi
     proj = (pts - mean) @ axis
     t = (float((np.asarray(les.centroid_mm) - mean) @ axis) - proj.min()) / max(proj.max() - proj.min(), 1e-6)
     return "head" if t < 1 / 3 else ("body" if t < 2 / 3 else "tail")
-
-
-def _lung_lobe(touch_counts, labelmap: LabelMap) -> dict:
-    """A lung lesion's lobe: the lobe mask its 26-neighbour ring touches most
-    (the lesion's own voxels carry its label, not the lobe's); {} without lobes."""
-    best, n_best = None, 0
-    for lobe in L.LUNG_LOBES:
-        i = labelmap.id_of(lobe)
-        if i is not None and touch_counts[i] > n_best:
-            best, n_best = lobe, int(touch_counts[i])
-    if best is None:
-        return {}
-    side = best.rsplit("_", 1)[1]
-    return {"lobe": best, "side": side, "method": "lobe masks"}
-
-
-def _lung_field(volume: Volume, labelmap: LabelMap) -> dict:
-    """Each lung's craniocaudal extent (world z, mm) and the midline (world x):
-    from ``lung_left`` / ``lung_right`` masks, else a ``lung`` mask split at the
-    midline, else the aerated lung field (voxels below -400 HU not connected to
-    the air around the body, in components of at least a tenth of the
-    largest), split at the midline. Lobe masks, when present, are used per
-    lesion instead (``_lung_lobe``)."""
-    from volvqa.qc.checks import midline_x
-    mid, _how = midline_x(volume, labelmap)
-    aff = volume.affine
-    lab = labelmap.array
-    ids = {n: labelmap.id_of(n) for n in ("lung_left", "lung_right", "lung", *L.LUNG_LOBES)}
-    if ids["lung_left"] is not None or ids["lung_right"] is not None:
-        sides = {s: lab == ids[f"lung_{s}"] for s in ("left", "right") if ids[f"lung_{s}"] is not None}
-        method = "lung masks"
-    else:
-        lobes = [ids[n] for n in ("lung", *L.LUNG_LOBES) if ids[n] is not None]
-        if lobes:
-            field = np.isin(lab, lobes)
-            method = "lung mask, split at the midline"
-        else:
-            air = volume.array < -400
-            cc = cc3d.connected_components(air, connectivity=6)
-            edge = np.unique(np.concatenate([cc[0].ravel(), cc[-1].ravel(), cc[:, 0].ravel(), cc[:, -1].ravel()]))
-            sizes = np.bincount(cc.ravel())
-            sizes[0] = 0
-            sizes[edge] = 0
-            keep = np.nonzero(sizes >= 0.1 * sizes.max())[0] if sizes.max() > 0 else []
-            field = np.isin(cc, keep)
-            method = "aerated lung field (HU < -400), split at the midline"
-        xs = aff[0, 0] * np.arange(lab.shape[0]) + aff[0, 3]
-        left_cols = xs < mid  # RAS: the patient's left has the smaller x
-        sides = {"left": field & left_cols[:, None, None], "right": field & ~left_cols[:, None, None]}
-    out = {"midline_x_mm": mid, "method": method, "z_mm": {}}
-    for side, m in sides.items():
-        zs = np.nonzero(m.any(axis=(0, 1)))[0]
-        if zs.size:
-            z = aff[2, 2] * zs + aff[2, 3]
-            out["z_mm"][side] = (float(z.min()), float(z.max()))
-    return out
-
-
-def _lung_side_third(les: LesionFindings, field: dict, aff) -> dict:
-    """Side by the lesion centroid against the midline; upper / middle / lower
-    third of that lung's craniocaudal extent in the scan."""
-    x, _y, z = les.centroid_mm
-    side = "left" if x < field["midline_x_mm"] else "right"
-    loc = {"side": side, "method": field["method"]}
-    if side in field["z_mm"]:
-        z0, z1 = field["z_mm"][side]
-        t = (z - z0) / max(z1 - z0, 1e-6)
-        loc["third"] = "upper" if t > 2 / 3 else ("lower" if t < 1 / 3 else "middle")
-    return loc
 
 
 def _caudate_ratio(labelmap: LabelMap, aff, sp) -> dict | None:
