@@ -89,59 +89,79 @@ def check_case(volume: Volume, labelmap: LabelMap, case_id: str = "",
                boxes: dict[int, tuple[slice, ...]] | None = None) -> list[QCFinding]:
     """Every check on every structure of one case; an empty list means clean. ``boxes``: every
     label's box (``volvqa.arrays.label_boxes``), when the caller has them."""
-    lab, hu = labelmap.array, volume.array
-    shape = lab.shape
+    lab = labelmap.array
     voxel_ml = float(np.prod(volume.spacing_mm)) / 1000.0
     boxes = boxes if boxes is not None else (labelmap.known_boxes() or _boxes(lab))
     counts = _BoxCounts(lab, boxes)
-    out: list[QCFinding] = []
     ids = {n: i for i, n in labelmap.labels.items()}
-
-    def add(structure, check, message, value=None, limit=None, rule=""):
-        out.append(QCFinding(case_id, structure, check, message,
-                             None if value is None else round(float(value), 3), limit, rule))
-
-    # Volume and attenuation of the organs with plausible ranges.
-    for name, rng in K.QC_PLAUSIBLE.items():
+    out: list[QCFinding] = []
+    for name, plausible in K.QC_PLAUSIBLE.items():
         i = ids.get(name)
-        if i is None or i not in boxes:
-            continue
-        sl = boxes[i]
-        n_own = int(counts[i])
-        whole = n_own + sum(int(counts[ids[x]]) for x in _family_lesions(name) if x in ids
-                            and _lesion_belongs(x, name))
-        complete = not any(s.start == 0 or s.stop == dim for s, dim in zip(sl, shape, strict=False))
-        if rng.volume_ml is not None:
-            ml = whole * voxel_ml
-            lo, hi = rng.volume_ml
-            if ml > hi or (complete and ml < lo):
-                add(name, "volume", f"volume {ml:.1f} ml outside the plausible {lo:g}-{hi:g} ml"
-                    + ("" if complete else " (cut by the scan's edge: upper limit only)"), ml, [lo, hi], "qc_volume")
-        if rng.median_hu is not None:
-            vals = gather(hu[sl], lab[sl] == i)
-            _n, _mean, _std, med = int16_stats(vals)
-            lo, hi = rng.median_hu
-            share = float(np.count_nonzero((vals >= lo) & (vals <= hi))) / max(vals.size, 1)
-            if not lo <= med <= hi:
-                add(name, "hu", f"median {med:.0f} HU outside the plausible {lo:g}..{hi:g} HU", med, [lo, hi],
-                    "qc_hu")
-            elif share < K.QC_MIN_BAND_SHARE:
-                add(name, "hu", f"only {share:.0%} of its voxels lie within {lo:g}..{hi:g} HU", share,
-                    K.QC_MIN_BAND_SHARE, "qc_hu")
-            elif rng.max_fat_share is not None and med >= 0:
-                flo, fhi = K.QC_FAT_HU
-                fat = float(np.count_nonzero((vals >= flo) & (vals <= fhi))) / max(vals.size, 1)
-                if fat > rng.max_fat_share:
-                    add(name, "hu", f"{fat:.0%} of its voxels at fat attenuation ({flo:g}..{fhi:g} HU) around a "
-                        f"median of {med:.0f} HU: the mask covers fat beside the organ", fat, rng.max_fat_share,
-                        "qc_hu")
-        if rng.single:
-            pieces = _sizeable_pieces(lab, sl, i, [ids[x] for x in _family_lesions(name) if x in ids], shape)
-            if pieces > K.QC_MAX_SIZEABLE_PIECES:
-                add(name, "pieces", f"{pieces} pieces each holding >= {K.QC_SIZEABLE_PIECE:.0%} of the organ",
-                    pieces, K.QC_MAX_SIZEABLE_PIECES, "qc_pieces")
+        if i is not None and i in boxes:
+            out += _check_organ(volume, labelmap, case_id, name, i, plausible, boxes, counts, ids, voxel_ml)
+    out += _check_sides(volume, labelmap, case_id, boxes)
+    out += _lesions_outside(volume, labelmap, boxes, counts, case_id, voxel_ml)
+    out += _check_overlaps(labelmap, case_id)
+    out += _check_not_removable(labelmap, case_id)
+    return out
 
-    # Left/right structures on their side of the midline.
+
+def _finding(case_id, structure, check, message, value=None, limit=None, rule="") -> QCFinding:
+    return QCFinding(case_id, structure, check, message, None if value is None else round(float(value), 3),
+                     limit, rule)
+
+
+def _check_organ(volume, labelmap, case_id, name, i, rng, boxes, counts, ids, voxel_ml) -> list[QCFinding]:
+    """Volume (lesions included), attenuation and number of sizeable pieces against ``rng``'s ranges."""
+    lab, hu, shape = labelmap.array, volume.array, labelmap.array.shape
+    out = []
+    sl = boxes[i]
+    n_own = int(counts[i])
+    whole = n_own + sum(int(counts[ids[x]]) for x in _family_lesions(name) if x in ids
+                        and _lesion_belongs(x, name))
+    complete = not any(s.start == 0 or s.stop == dim for s, dim in zip(sl, shape, strict=False))
+    if rng.volume_ml is not None:
+        ml = whole * voxel_ml
+        lo, hi = rng.volume_ml
+        if ml > hi or (complete and ml < lo):
+            out.append(_finding(case_id, name, "volume", f"volume {ml:.1f} ml outside the plausible {lo:g}-{hi:g} ml"
+                                + ("" if complete else " (cut by the scan's edge: upper limit only)"), ml, [lo, hi],
+                                "qc_volume"))
+    if rng.median_hu is not None:
+        out += _check_organ_hu(gather(hu[sl], lab[sl] == i), case_id, name, rng)
+    if rng.single:
+        pieces = _sizeable_pieces(lab, sl, i, [ids[x] for x in _family_lesions(name) if x in ids], shape)
+        if pieces > K.QC_MAX_SIZEABLE_PIECES:
+            out.append(_finding(case_id, name, "pieces", f"{pieces} pieces each holding >= "
+                                f"{K.QC_SIZEABLE_PIECE:.0%} of the organ", pieces, K.QC_MAX_SIZEABLE_PIECES,
+                                "qc_pieces"))
+    return out
+
+
+def _check_organ_hu(vals: np.ndarray, case_id: str, name: str, rng) -> list[QCFinding]:
+    """Median HU in range, enough voxels in the band, not a mask spilling over fat."""
+    _n, _mean, _std, med = int16_stats(vals)
+    lo, hi = rng.median_hu
+    share = float(np.count_nonzero((vals >= lo) & (vals <= hi))) / max(vals.size, 1)
+    if not lo <= med <= hi:
+        return [_finding(case_id, name, "hu", f"median {med:.0f} HU outside the plausible {lo:g}..{hi:g} HU", med,
+                         [lo, hi], "qc_hu")]
+    if share < K.QC_MIN_BAND_SHARE:
+        return [_finding(case_id, name, "hu", f"only {share:.0%} of its voxels lie within {lo:g}..{hi:g} HU", share,
+                         K.QC_MIN_BAND_SHARE, "qc_hu")]
+    if rng.max_fat_share is not None and med >= 0:
+        flo, fhi = K.QC_FAT_HU
+        fat = float(np.count_nonzero((vals >= flo) & (vals <= fhi))) / max(vals.size, 1)
+        if fat > rng.max_fat_share:
+            return [_finding(case_id, name, "hu", f"{fat:.0%} of its voxels at fat attenuation ({flo:g}..{fhi:g} "
+                             f"HU) around a median of {med:.0f} HU: the mask covers fat beside the organ", fat,
+                             rng.max_fat_share, "qc_hu")]
+    return []
+
+
+def _check_sides(volume: Volume, labelmap: LabelMap, case_id: str, boxes) -> list[QCFinding]:
+    """Left/right structures on their side of the midline."""
+    lab, out = labelmap.array, []
     mid, how = midline_x(volume, labelmap, boxes)
     for i, name in labelmap.labels.items():
         side = _sided(name)
@@ -158,30 +178,36 @@ def check_case(volume: Volume, labelmap: LabelMap, case_id: str = "",
         beyond = (mid - x) if side == "right" else (x - mid)
         if beyond > K.QC_SIDE_MARGIN_MM:
             other = "left" if side == "right" else "right"
-            add(name, "side", f"centroid {beyond:.0f} mm to the patient's {other} of the midline ({how})",
-                beyond, K.QC_SIDE_MARGIN_MM, "qc_side")
+            out.append(_finding(case_id, name, "side", f"centroid {beyond:.0f} mm to the patient's {other} of the "
+                                f"midline ({how})", beyond, K.QC_SIDE_MARGIN_MM, "qc_side"))
+    return out
 
-    out += _lesions_outside(volume, labelmap, boxes, counts, case_id, voxel_ml)
 
-    # Overlaps between per-structure masks (recorded while loading a folder).
+def _check_overlaps(labelmap: LabelMap, case_id: str) -> list[QCFinding]:
+    """Overlaps between per-structure masks (recorded while loading a folder)."""
+    out = []
     src = labelmap.meta.get("source_voxels") or {}
     for pair, n in sorted((labelmap.meta.get("overlap_voxels") or {}).items()):
         a, b = pair.split("|")
         smaller = min(src.get(a, 0), src.get(b, 0))
         if smaller and n / smaller > K.QC_MAX_OVERLAP_SHARE:
             for s, o in ((a, b), (b, a)):
-                add(s, "overlap", f"shares {n} voxels ({n / smaller:.0%} of the smaller mask) with {o}",
-                    n / smaller, K.QC_MAX_OVERLAP_SHARE, "qc_overlap")
+                out.append(_finding(case_id, s, "overlap", f"shares {n} voxels ({n / smaller:.0%} of the smaller "
+                                    f"mask) with {o}", n / smaller, K.QC_MAX_OVERLAP_SHARE, "qc_overlap"))
+    return out
 
-    # Empty masks of organs that cannot be missing at a level the scan shows.
+
+def _check_not_removable(labelmap: LabelMap, case_id: str) -> list[QCFinding]:
+    """Empty masks of organs that cannot be missing at a level the scan shows."""
+    out = []
     scope = labelmap.scope
     present = set(labelmap.labels.values())
     for name, landmarks in K.QC_NOT_REMOVABLE.items():
         if name in scope and name not in present:
             seen = [x for x in landmarks if x in present]
             if seen:
-                add(name, "empty", f"annotated but empty while {', '.join(seen)} at its level is present",
-                    0, None, "qc_empty")
+                out.append(_finding(case_id, name, "empty", f"annotated but empty while {', '.join(seen)} at its "
+                                    "level is present", 0, None, "qc_empty"))
     return out
 
 
