@@ -42,6 +42,10 @@ def _far(a: float, b: float, floor: float) -> bool:
     return abs(a - b) >= MIN_REL_GAP * max(min(abs(a), abs(b)), floor) and abs(a - b) >= floor * 0.999
 
 
+def _rounded(v, decimals: int, integer: bool) -> float:
+    return float(int(round(v))) if integer else round(float(v), decimals)
+
+
 def numeric_options(truth: float, pool: list[float], n: int, rng: np.random.Generator, *, decimals: int,
                     unit: str, integer: bool = False, signed: bool = False,
                     info: dict | None = None) -> tuple[list[str], int]:
@@ -58,35 +62,20 @@ def numeric_options(truth: float, pool: list[float], n: int, rng: np.random.Gene
     guess, and ``build_options`` marks it for removal.
     """
     floor = _floor(decimals, integer, signed, truth)
-
-    def rounded(v):
-        return float(int(round(v))) if integer else round(float(v), decimals)
-
-    t = rounded(truth)
+    t = _rounded(truth, decimals, integer)
     p = np.asarray([x for x in pool if np.isfinite(x)], float)
     positive = not signed and t > 0 and (p.size == 0 or np.all(p > 0))
     m = float(np.median(np.r_[p, t])) if p.size else t
 
-    def dist(v: float) -> float:
+    def dist(v: float) -> float:    # from the median: in log space for positive quantities
         if positive and v > 0 and m > 0:
             return abs(np.log(v) - np.log(m))
         return abs(v - m)
 
-    cands: list[float] = []
-    if p.size:
-        for x in rng.choice(p, size=min(len(p), 40), replace=False):
-            cands.append(x * float(np.exp(rng.normal(0, 0.08))) if not integer else x + int(rng.integers(-1, 2)))
     dt = dist(t)
     scale = max(abs(t), abs(m), floor)
-    for _ in range(16):
-        u, sgn, g = rng.uniform(0.05, 0.95), rng.choice([-1.0, 1.0]), rng.uniform(0.25, 1.2)
-        if positive and m > 0:
-            cands.append(float(np.exp(np.log(m) + sgn * u * dt)))           # nearer the median than the truth
-            cands.append(float(np.exp(np.log(m) + sgn * (dt + g))))         # farther
-        else:
-            cands.append(m + sgn * u * dt)
-            cands.append(m + sgn * (dt + g * scale))
-    ordered = [rounded(v) for v in cands]
+    cands = _candidate_values(p, m, dt, scale, positive and m > 0, integer, rng)
+    ordered = [_rounded(v, decimals, integer) for v in cands]
     if integer or not signed:
         ordered = [v for v in ordered if v >= 0]
     central = [v for v in ordered if dist(v) < dt]
@@ -109,22 +98,18 @@ def numeric_options(truth: float, pool: list[float], n: int, rng: np.random.Gene
         try_add(v)
     if info is not None:
         info["central_shortfall"] = c - sum(dist(x) < dt for x in chosen)
-    for v in outer:
-        if len(chosen) >= n - 1:
-            break
-        try_add(v)
-    for v in central + outer:
+    for v in [*outer, *central, *outer]:
         if len(chosen) >= n - 1:
             break
         try_add(v)
     k = 1
     while len(chosen) < n - 1:  # degenerate pools: keep stepping outward
         if signed:
-            v = rounded(t + (k + 1) * scale * (1 if k % 2 else -1))
+            v = _rounded(t + (k + 1) * scale * (1 if k % 2 else -1), decimals, integer)
         elif integer or t <= 0:
-            v = rounded(t + (k + 1) * scale)
+            v = _rounded(t + (k + 1) * scale, decimals, integer)
         else:
-            v = rounded(t * 1.6 ** (k + 1))
+            v = _rounded(t * 1.6 ** (k + 1), decimals, integer)
         try_add(v)
         k += 1
         if k > 200:
@@ -135,6 +120,25 @@ def numeric_options(truth: float, pool: list[float], n: int, rng: np.random.Gene
     correct = int(np.nonzero(perm == n - 1)[0][0])
     assert len(set(texts)) == n
     return texts, correct
+
+
+def _candidate_values(p: np.ndarray, m: float, dt: float, scale: float, log_space: bool, integer: bool,
+                      rng: np.random.Generator) -> list[float]:
+    """Distractor candidates: up to 40 of the pool's values (jittered), then 16 pairs around the median
+    ``m``, one nearer it than the truth (distance ``dt``) and one farther."""
+    cands: list[float] = []
+    if p.size:
+        for x in rng.choice(p, size=min(len(p), 40), replace=False):
+            cands.append(x * float(np.exp(rng.normal(0, 0.08))) if not integer else x + int(rng.integers(-1, 2)))
+    for _ in range(16):
+        u, sgn, g = rng.uniform(0.05, 0.95), rng.choice([-1.0, 1.0]), rng.uniform(0.25, 1.2)
+        if log_space:
+            cands.append(float(np.exp(np.log(m) + sgn * u * dt)))           # nearer the median than the truth
+            cands.append(float(np.exp(np.log(m) + sgn * (dt + g))))         # farther
+        else:
+            cands.append(m + sgn * u * dt)
+            cands.append(m + sgn * (dt + g * scale))
+    return cands
 
 
 def categorical_options(truth: str, label_set: list[str], n: int, rng: np.random.Generator) -> tuple[list[str], int]:

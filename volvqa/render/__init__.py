@@ -65,7 +65,6 @@ def render_png(volume: Volume, labelmap: LabelMap | None = None, *, structure: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-    from matplotlib.patches import Rectangle
 
     focus = set(structure_ids(labelmap, structure)) if (labelmap is not None and structure) else set()
     c = centre or centre_of(labelmap, structure, volume.shape)
@@ -79,37 +78,15 @@ def render_png(volume: Volume, labelmap: LabelMap | None = None, *, structure: s
     extra_h = (0.5 if caption else 0.0) + (0.6 if legend and labelmap is not None else 0.0)
     fig, axes = plt.subplots(1, len(views), figsize=(4.2 * len(views), 4.4 + extra_h), dpi=dpi)
     axes = np.atleast_1d(axes)
-    present = sorted(labelmap.labels) if labelmap is not None else []
     drawn: dict[int, str] = {}
     for ax, view in zip(axes, views, strict=False):
         take, (pu, pv), (au, av), name = specs[view]
         sl = take(img)
         nu, nv = sl.shape
-        extent = (0, nu * pu, 0, nv * pv)
-        ax.imshow(panel(sl), cmap="gray", vmin=0, vmax=1, extent=extent, interpolation="nearest")
+        ax.imshow(panel(sl), cmap="gray", vmin=0, vmax=1, extent=(0, nu * pu, 0, nv * pv), interpolation="nearest")
         if labelmap is not None:
-            lab = take(labelmap.array)
-            for k, lid in enumerate(present):
-                m = lab == lid
-                if not m.any():
-                    continue
-                # Display coordinates in mm, same flips as the image.
-                shown = panel(m.astype(np.float32))
-                ys = (np.arange(shown.shape[0])[::-1] + 0.5) * pv
-                xs = (np.arange(shown.shape[1]) + 0.5) * pu
-                thick = lid in focus
-                ax.contour(xs, ys, shown, levels=[0.5], colors=_COLOURS[k % len(_COLOURS)],
-                           linewidths=2.2 if thick else (0.5 if focus else 0.8))
-                drawn[lid] = _COLOURS[k % len(_COLOURS)]
-        for b in boxes or []:
-            lo_u, hi_u, lo_v, hi_v = b[au], b[au + 3], b[av], b[av + 3]
-            on = (b[[i for i in range(3) if i not in (au, av)][0]] <= c[[i for i in range(3) if i not in (au, av)][0]]
-                  <= b[[i for i in range(3) if i not in (au, av)][0] + 3])
-            x0 = (nu - 1 - hi_u) * pu
-            y0 = (lo_v) * pv
-            ax.add_patch(Rectangle((x0, y0), (hi_u - lo_u + 1) * pu, (hi_v - lo_v + 1) * pv, fill=False,
-                                   edgecolor="#00ff00" if on else "#00aa00", linewidth=1.2,
-                                   linestyle="-" if on else "--"))
+            drawn.update(_draw_contours(ax, take(labelmap.array), sorted(labelmap.labels), focus, pu, pv))
+        _draw_boxes(ax, boxes or [], c, au, av, nu, pu, pv)
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -136,6 +113,39 @@ def render_png(volume: Volume, labelmap: LabelMap | None = None, *, structure: s
     fig.savefig(buf, format="png", metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()
+
+
+def _draw_contours(ax, lab2d: np.ndarray, present: list[int], focus: set[int], pu: float, pv: float
+                   ) -> dict[int, str]:
+    """Each label's contour on one view (the focus thick); returns the colour of each label drawn."""
+    drawn = {}
+    for k, lid in enumerate(present):
+        m = lab2d == lid
+        if not m.any():
+            continue
+        # Display coordinates in mm, same flips as the image.
+        shown = panel(m.astype(np.float32))
+        ys = (np.arange(shown.shape[0])[::-1] + 0.5) * pv
+        xs = (np.arange(shown.shape[1]) + 0.5) * pu
+        thick = lid in focus
+        ax.contour(xs, ys, shown, levels=[0.5], colors=_COLOURS[k % len(_COLOURS)],
+                   linewidths=2.2 if thick else (0.5 if focus else 0.8))
+        drawn[lid] = _COLOURS[k % len(_COLOURS)]
+    return drawn
+
+
+def _draw_boxes(ax, boxes: list[list[int]], c, au: int, av: int, nu: int, pu: float, pv: float) -> None:
+    """Boxes (voxel, inclusive) on one view: solid where the view's slice cuts the box, dashed elsewhere."""
+    from matplotlib.patches import Rectangle
+    normal = next(i for i in range(3) if i not in (au, av))
+    for b in boxes:
+        lo_u, hi_u, lo_v, hi_v = b[au], b[au + 3], b[av], b[av + 3]
+        on = b[normal] <= c[normal] <= b[normal + 3]
+        x0 = (nu - 1 - hi_u) * pu
+        y0 = (lo_v) * pv
+        ax.add_patch(Rectangle((x0, y0), (hi_u - lo_u + 1) * pu, (hi_v - lo_v + 1) * pv, fill=False,
+                               edgecolor="#00ff00" if on else "#00aa00", linewidth=1.2,
+                               linestyle="-" if on else "--"))
 
 
 def write_png(path: str | os.PathLike, data: bytes) -> None:
