@@ -150,166 +150,224 @@ def _kidney_organs(s: dict) -> list[str]:
     return [f"kidney_{s['side']}"] if s.get("side") else ["kidney_left", "kidney_right"]
 
 
+@dataclass(frozen=True)
+class _Asked:
+    """What a question's tokens name: structures, a lesion, its kind, the unit wanted."""
+    t: list[str]
+    s: dict
+    organ: str | None
+    lesion: bool
+    unit: str | None
+    kind: str | None
+    lung: bool
+    family: str | None
+    volume_units: bool
+
+    def has(self, *words: str) -> bool:
+        return _has(self.t, *words)
+
+
+_LESION_ORGANS = ("liver", "kidney", "pancreas")
+
+
 def interpret(question: str) -> list[Reading]:
-    """Readings of a natural question, best first; [] when nothing fits."""
+    """Readings of a natural question, best first; [] when nothing fits. The rules are tried in order;
+    the first that recognises the question's ask decides (its [] means: recognised, but nothing fits)."""
     t = _tokens(question)
     s = _structures(t)
     organ = s.get("organ")
-    lesion = bool(LESION_WORDS & set(t)) or _has(t, "groundglass", "partsolid")
-    unit = _unit(t)
-    kind = "cyst" if _has(t, "cyst", "cysts") else ("tumor" if _has(t, "tumor", "tumors", "mass", "cancer", "carcinoma")
-                                                   else None)
     lung = organ == "lung" or "lobe" in s or _has(t, "fleischner", "lungrads") \
         or (organ is None and _has(t, "nodule", "nodules"))   # "nodules in the liver" are liver lesions
-    family = "lung" if lung else organ
+    q = _Asked(
+        t=t, s=s, organ=organ, lesion=bool(LESION_WORDS & set(t)) or _has(t, "groundglass", "partsolid"),
+        unit=_unit(t),
+        kind="cyst" if _has(t, "cyst", "cysts") else ("tumor" if _has(t, "tumor", "tumors", "mass", "cancer",
+                                                                         "carcinoma") else None),
+        lung=lung, family="lung" if lung else organ,
+        volume_units=_has(t, "ml", "milliliters", "millilitres", "cc", "cm3", "liters", "litres"))
+    for rule in _RULES:
+        got = rule(q)
+        if got is not None:
+            return got
+    return []
 
-    # Localization
-    if _has(t, "bbox", "localize", "localise", "box"):
-        if lesion:
-            return [Reading("loc.lung_lesion_bbox")] if lung else \
-                [Reading("loc.largest_lesion_bbox", {"organ": family})] if family in ("liver", "kidney", "pancreas") \
-                else []
-        if organ == "kidney":
-            return [Reading("loc.organ_bbox", {"organ": o}) for o in _kidney_organs(s)]
-        return [Reading("loc.organ_bbox", {"organ": organ})] if organ else []
 
-    # Clinical rules and grades
-    if _has(t, "fleischner"):
+def _localization(q: _Asked) -> list[Reading] | None:
+    if not q.has("bbox", "localize", "localise", "box"):
+        return None
+    if q.lesion:
+        return [Reading("loc.lung_lesion_bbox")] if q.lung else \
+            [Reading("loc.largest_lesion_bbox", {"organ": q.family})] if q.family in _LESION_ORGANS else []
+    if q.organ == "kidney":
+        return [Reading("loc.organ_bbox", {"organ": o}) for o in _kidney_organs(q.s)]
+    return [Reading("loc.organ_bbox", {"organ": q.organ})] if q.organ else []
+
+
+def _clinical(q: _Asked) -> list[Reading] | None:
+    """Clinical rules and grades."""
+    t, organ, has = q.t, q.organ, q.has
+    if has("fleischner"):
         return [Reading("med.fleischner_category")]
-    if _has(t, "lungrads"):
+    if has("lungrads"):
         return [Reading("med.lung_rads_category")]
-    if _has(t, "tstage") or (_has(t, "stage", "category") and _has(t, "t1", "t2", "t3", "t4")):
-        return [Reading("med.lung_t_category")] if lung else [Reading("med.pancreatic_t_stage")]
-    if _has(t, "grade", "grading", "severity", "severe") and (_has(t, "splenomegaly") or (organ == "spleen")):
+    if has("tstage") or (has("stage", "category") and has("t1", "t2", "t3", "t4")):
+        return [Reading("med.lung_t_category")] if q.lung else [Reading("med.pancreatic_t_stage")]
+    if has("grade", "grading", "severity", "severe") and (has("splenomegaly") or (organ == "spleen")):
         return [Reading("med.splenomegaly_grade")]
-    if _has(t, "grade", "grading") and (_has(t, "steatosis", "fatty", "fat") or organ == "liver"):
+    if has("grade", "grading") and (has("steatosis", "fatty", "fat") or organ == "liver"):
         return [Reading("med.steatosis_grade")]
-    if _has(t, "splenomegaly") or (organ == "spleen" and _has(t, "enlarged", "enlargement", "big", "large")
-                                   and not _has(t, "volume", "how", "howmany")):
+    if has("splenomegaly") or (organ == "spleen" and has("enlarged", "enlargement", "big", "large")
+                               and not has("volume", "how", "howmany")):
         return [Reading("rec.splenomegaly")]
-    if (_has(t, "steatosis", "fatty", "fat") and organ == "pancreas") or _phrase(t, "pancreatic steatosis"):
+    if (has("steatosis", "fatty", "fat") and organ == "pancreas") or _phrase(t, "pancreatic steatosis"):
         return [Reading("med.pancreatic_steatosis")]
-    if _has(t, "steatosis", "fatty", "fat") and organ in (None, "liver"):
+    if has("steatosis", "fatty", "fat") and organ in (None, "liver"):
         return [Reading("med.fatty_liver")]
-    if organ == "kidney" and _has(t, "enlarged", "enlargement") and not lesion:
-        return [Reading("vr.organ_enlargement", {"organ": o}) for o in _kidney_organs(s)]
-    if lung and _has(t, "solid", "partsolid", "groundglass"):
+    if organ == "kidney" and has("enlarged", "enlargement") and not q.lesion:
+        return [Reading("vr.organ_enlargement", {"organ": o}) for o in _kidney_organs(q.s)]
+    if q.lung and has("solid", "partsolid", "groundglass"):
         return [Reading("vr.lung_lesion_density")]
+    return None
 
-    volume_units = _has(t, "ml", "milliliters", "millilitres", "cc", "cm3", "liters", "litres")
 
-    # Comparisons
-    if organ == "kidney" and _has(t, "which") and _has(t, "larger", "bigger", "smaller", "largest", "biggest") \
-            and not lesion:
+def _comparison(q: _Asked) -> list[Reading] | None:
+    has, organ = q.has, q.organ
+    if organ == "kidney" and has("which") and has("larger", "bigger", "smaller", "largest", "biggest") \
+            and not q.lesion:
         return [Reading("vr.kidney_volume_comparison")]
-    if organ == "kidney" and lesion and (_has(t, "which") and _has(t, "more", "most") or _has(t, "asymmetry")):
+    if organ == "kidney" and q.lesion and (has("which") and has("more", "most") or has("asymmetry")):
         return [Reading("vr.kidney_lesion_asymmetry")]
-    if not lesion and (_has(t, "denser", "brighter") or (_has(t, "which") and _has(t, "higher")
-                                                          and _has(t, "attenuation", "density"))):
-        other = organ if organ in ("liver", "pancreas") else next((ORGAN_WORDS[w] for w in t if ORGAN_WORDS.get(w)
+    if not q.lesion and (has("denser", "brighter") or (has("which") and has("higher")
+                                                       and has("attenuation", "density"))):
+        other = organ if organ in ("liver", "pancreas") else next((ORGAN_WORDS[w] for w in q.t if ORGAN_WORDS.get(w)
                                                                    in ("liver", "pancreas")), None)
         return [Reading("vr.denser_organ", {"organ": other})] if other else []
+    return None
 
-    # Lesion type
-    if lesion and (_phrase(t, "cyst or a tumor", "cyst or tumor", "tumor or cyst", "tumor or a cyst", "cystic or solid",
-                           "solid or cystic", "simple cyst or") or _has(t, "type", "kind")) and not _has(t, "howmany"):
-        if family == "kidney" and (_has(t, "solid", "simple", "cystic", "attenuation", "hu")):
+
+def _lesion_type(q: _Asked) -> list[Reading] | None:
+    if q.lesion and (_phrase(q.t, "cyst or a tumor", "cyst or tumor", "tumor or cyst", "tumor or a cyst",
+                             "cystic or solid", "solid or cystic", "simple cyst or") or q.has("type", "kind")) \
+            and not q.has("howmany"):
+        if q.family == "kidney" and (q.has("solid", "simple", "cystic", "attenuation", "hu")):
             return [Reading("med.renal_mass_type")]
-        return [Reading("med.lesion_type", {"organ": family})] if family in ("liver", "kidney", "pancreas") else []
+        return [Reading("med.lesion_type", {"organ": q.family})] if q.family in _LESION_ORGANS else []
+    return None
 
-    # Counting ("how many ml is ..." asks a volume)
-    if _has(t, "howmany", "count") and not volume_units:
-        if not (lesion or lung):
-            return []
-        if lung:
-            if "lobe" in s:
-                return [Reading("vr.lung_lesion_count_by_lobe", {"organ": s["lobe"]})]
-            return [Reading("vr.lung_lesion_count")]
-        if s.get("segment"):
-            return [Reading("vr.lesion_count_by_location", {"organ": "liver", "place": f"segment {s['segment']}"})]
-        if s.get("part"):
-            return [Reading("vr.lesion_count_by_location", {"organ": "pancreas", "place": s["part"]})]
-        if s.get("pole") and family == "kidney":
-            return [Reading("vr.lesion_count_by_location", {"organ": "kidney", "place": s["pole"]})]
-        return [Reading("vr.lesion_count", {"organ": family})] if family in ("liver", "kidney", "pancreas") else []
 
-    # Location
-    if _has(t, "where", "located", "location") or (_has(t, "which") and _has(
-            t, "segment", "couinaud", "part", "lobe", "region", "side", "lung", "lungs")):
-        if lung:
-            return [Reading("vr.lung_lesion_location")]
-        if family in ("liver", "kidney", "pancreas") and (lesion or _has(t, "largest", "biggest")):
-            return [Reading("vr.largest_lesion_location", {"organ": family})]
+def _counting(q: _Asked) -> list[Reading] | None:
+    """Lesion counts ("how many ml is ..." asks a volume)."""
+    s, family = q.s, q.family
+    if not q.has("howmany", "count") or q.volume_units:
+        return None
+    if not (q.lesion or q.lung):
         return []
+    if q.lung:
+        if "lobe" in s:
+            return [Reading("vr.lung_lesion_count_by_lobe", {"organ": s["lobe"]})]
+        return [Reading("vr.lung_lesion_count")]
+    if s.get("segment"):
+        return [Reading("vr.lesion_count_by_location", {"organ": "liver", "place": f"segment {s['segment']}"})]
+    if s.get("part"):
+        return [Reading("vr.lesion_count_by_location", {"organ": "pancreas", "place": s["part"]})]
+    if s.get("pole") and family == "kidney":
+        return [Reading("vr.lesion_count_by_location", {"organ": "kidney", "place": s["pole"]})]
+    return [Reading("vr.lesion_count", {"organ": family})] if family in _LESION_ORGANS else []
 
-    # Attenuation relative to the organ (categorical) before the numeric density
-    if lesion and (_has(t, "hypoattenuating", "hyperattenuating", "isoattenuating", "compared", "relative")
-                   or _phrase(t, "hypo or hyper", "darker or brighter", "brighter or darker")):
-        return [Reading("vr.largest_lesion_attenuation", {"organ": family})] if family in ("liver", "kidney",
-                                                                                          "pancreas") else []
-    if _has(t, "ratio") and _has(t, "spleen", "splenic") and family in ("liver", "pancreas"):
-        return [Reading("meas.hu_ratio", {"organ": family})]
 
-    # Size: volume or diameter
-    wants_diameter = _has(t, "diameter", "axis", "length", "long", "longest", "wide", "width") or unit == "cm" \
-        or (_has(t, "mm", "millimeters", "millimetres") and not _has(t, "cubic"))
-    wants_volume = _has(t, "volume", "big", "large", "size", "ml", "milliliters", "millilitres", "cc", "cm3") \
-        or unit in ("cc", "l")
-    if _has(t, "burden", "percentage", "percent") and lesion and family in ("liver", "pancreas"):
-        return [Reading("meas.tumor_burden", {"organ": family})]
-    if wants_diameter and (lesion or lung):
-        if lung:
-            return [Reading("meas.lung_lesion_long_axis", unit=unit)]
-        return [Reading("vr.largest_lesion_diameter", {"organ": family}, unit=unit)] if family in (
-            "liver", "kidney", "pancreas") else []
-    if wants_volume or (_has(t, "how") and _has(t, "big", "large")):
-        if lesion or (lung and not organ == "lung" and not lesion):
-            if lung:
-                return [Reading("meas.lung_lesion_volume", unit=unit)]
-            return [Reading("meas.largest_lesion_volume", {"organ": family}, unit=unit)] if family in (
-                "liver", "kidney", "pancreas", "colon") else []
-        if organ == "kidney" and (s.get("both") or _has(t, "combined", "total", "together", "sum")) \
-                and not s.get("side"):
-            return [Reading("vr.organ_aggregation", {"organ": "kidneys"}, unit=unit)]
-        if _has(t, "combined", "total", "together", "sum") and organ in ("liver", "spleen") \
-                and _has(t, "liver", "hepatic") and _has(t, "spleen", "splenic"):
-            return [Reading("vr.organ_aggregation", {"organ": "liver and spleen"}, unit=unit)]
-        if organ == "kidney":
-            return [Reading("meas.organ_volume", {"organ": o}, unit=unit) for o in _kidney_organs(s)]
-        return [Reading("meas.organ_volume", {"organ": organ}, unit=unit)] if organ else []
-
-    # Density (numeric)
-    if _has(t, "density", "attenuation", "hounsfield", "hu", "ctvalue"):
-        if lesion:
-            return []
-        if organ == "kidney":
-            return [Reading("meas.organ_hu", {"organ": o}) for o in _kidney_organs(s)]
-        return [Reading("meas.organ_hu", {"organ": organ})] if organ else []
-
-    # Existence / presence
-    existence = _phrase(t, "is there", "are there", "is there any", "any") or _has(
-        t, "contain", "contains", "have", "has", "present", "presence", "visible", "seen", "see", "evidence",
-        "detect", "detected", "show", "shows", "exist", "exists", "harbor", "harbour")
-    # A lesion and a place with no other ask ("lesion in the right lower lobe?") asks whether there is one.
-    if existence or t[:1] in (["is"], ["are"], ["does"], ["do"], ["can"]) or lesion:
-        if lung and (lesion or "lobe" in s):
-            if "lobe" in s:
-                return [Reading("rec.lobe_lesion_exists", {"organ": s["lobe"]})]
-            sides = [s["side"]] if s.get("side") else ["left", "right"]
-            return [Reading("rec.lung_lesion_exists", {"side": x}) for x in sides]
-        if lesion:
-            if s.get("segment"):
-                return [Reading("rec.segment_lesion_exists", {"segment": s["segment"]})]
-            if s.get("part"):
-                return [Reading("rec.part_lesion_exists", {"organ": "pancreas", "place": s["part"]})]
-            if s.get("pole") and family == "kidney":
-                return [Reading("rec.part_lesion_exists", {"organ": o, "place": s["pole"]}) for o in _kidney_organs(s)]
-            if family == "kidney" and kind and not s.get("side"):
-                return [Reading("rec.kidney_kind_exists", {"kind": kind})]
-            return [Reading("rec.lesion_exists", {"organ": family})] if family in (
-                "liver", "kidney", "pancreas", "colon") else []
-        if organ in ("gallbladder", "spleen"):
-            return [Reading("rec.organ_presence", {"organ": organ})]
-        if organ == "kidney":
-            return [Reading("rec.organ_presence", {"organ": o}) for o in _kidney_organs(s)]
+def _location(q: _Asked) -> list[Reading] | None:
+    if not (q.has("where", "located", "location") or (q.has("which") and q.has(
+            "segment", "couinaud", "part", "lobe", "region", "side", "lung", "lungs"))):
+        return None
+    if q.lung:
+        return [Reading("vr.lung_lesion_location")]
+    if q.family in _LESION_ORGANS and (q.lesion or q.has("largest", "biggest")):
+        return [Reading("vr.largest_lesion_location", {"organ": q.family})]
     return []
+
+
+def _relative_attenuation(q: _Asked) -> list[Reading] | None:
+    """Attenuation relative to the organ (categorical) before the numeric density."""
+    if q.lesion and (q.has("hypoattenuating", "hyperattenuating", "isoattenuating", "compared", "relative")
+                     or _phrase(q.t, "hypo or hyper", "darker or brighter", "brighter or darker")):
+        return [Reading("vr.largest_lesion_attenuation", {"organ": q.family})] if q.family in _LESION_ORGANS else []
+    if q.has("ratio") and q.has("spleen", "splenic") and q.family in ("liver", "pancreas"):
+        return [Reading("meas.hu_ratio", {"organ": q.family})]
+    return None
+
+
+def _size(q: _Asked) -> list[Reading] | None:
+    """Volume or diameter."""
+    has, organ, family, unit, s = q.has, q.organ, q.family, q.unit, q.s
+    wants_diameter = has("diameter", "axis", "length", "long", "longest", "wide", "width") or unit == "cm" \
+        or (has("mm", "millimeters", "millimetres") and not has("cubic"))
+    wants_volume = has("volume", "big", "large", "size", "ml", "milliliters", "millilitres", "cc", "cm3") \
+        or unit in ("cc", "l")
+    if has("burden", "percentage", "percent") and q.lesion and family in ("liver", "pancreas"):
+        return [Reading("meas.tumor_burden", {"organ": family})]
+    if wants_diameter and (q.lesion or q.lung):
+        if q.lung:
+            return [Reading("meas.lung_lesion_long_axis", unit=unit)]
+        return [Reading("vr.largest_lesion_diameter", {"organ": family}, unit=unit)] if family in _LESION_ORGANS \
+            else []
+    if not (wants_volume or (has("how") and has("big", "large"))):
+        return None
+    if q.lesion or (q.lung and not organ == "lung" and not q.lesion):
+        if q.lung:
+            return [Reading("meas.lung_lesion_volume", unit=unit)]
+        return [Reading("meas.largest_lesion_volume", {"organ": family}, unit=unit)] if family in (
+            *_LESION_ORGANS, "colon") else []
+    if organ == "kidney" and (s.get("both") or has("combined", "total", "together", "sum")) and not s.get("side"):
+        return [Reading("vr.organ_aggregation", {"organ": "kidneys"}, unit=unit)]
+    if has("combined", "total", "together", "sum") and organ in ("liver", "spleen") \
+            and has("liver", "hepatic") and has("spleen", "splenic"):
+        return [Reading("vr.organ_aggregation", {"organ": "liver and spleen"}, unit=unit)]
+    if organ == "kidney":
+        return [Reading("meas.organ_volume", {"organ": o}, unit=unit) for o in _kidney_organs(s)]
+    return [Reading("meas.organ_volume", {"organ": organ}, unit=unit)] if organ else []
+
+
+def _density(q: _Asked) -> list[Reading] | None:
+    """Numeric attenuation of an organ."""
+    if not q.has("density", "attenuation", "hounsfield", "hu", "ctvalue"):
+        return None
+    if q.lesion:
+        return []
+    if q.organ == "kidney":
+        return [Reading("meas.organ_hu", {"organ": o}) for o in _kidney_organs(q.s)]
+    return [Reading("meas.organ_hu", {"organ": q.organ})] if q.organ else []
+
+
+def _existence(q: _Asked) -> list[Reading] | None:
+    """Existence / presence. A lesion and a place with no other ask ("lesion in the right lower lobe?")
+    asks whether there is one."""
+    t, s, family = q.t, q.s, q.family
+    existence = _phrase(t, "is there", "are there", "is there any", "any") or q.has(
+        "contain", "contains", "have", "has", "present", "presence", "visible", "seen", "see", "evidence",
+        "detect", "detected", "show", "shows", "exist", "exists", "harbor", "harbour")
+    if not (existence or t[:1] in (["is"], ["are"], ["does"], ["do"], ["can"]) or q.lesion):
+        return None
+    if q.lung and (q.lesion or "lobe" in s):
+        if "lobe" in s:
+            return [Reading("rec.lobe_lesion_exists", {"organ": s["lobe"]})]
+        sides = [s["side"]] if s.get("side") else ["left", "right"]
+        return [Reading("rec.lung_lesion_exists", {"side": x}) for x in sides]
+    if q.lesion:
+        if s.get("segment"):
+            return [Reading("rec.segment_lesion_exists", {"segment": s["segment"]})]
+        if s.get("part"):
+            return [Reading("rec.part_lesion_exists", {"organ": "pancreas", "place": s["part"]})]
+        if s.get("pole") and family == "kidney":
+            return [Reading("rec.part_lesion_exists", {"organ": o, "place": s["pole"]}) for o in _kidney_organs(s)]
+        if family == "kidney" and q.kind and not s.get("side"):
+            return [Reading("rec.kidney_kind_exists", {"kind": q.kind})]
+        return [Reading("rec.lesion_exists", {"organ": family})] if family in (*_LESION_ORGANS, "colon") else []
+    if q.organ in ("gallbladder", "spleen"):
+        return [Reading("rec.organ_presence", {"organ": q.organ})]
+    if q.organ == "kidney":
+        return [Reading("rec.organ_presence", {"organ": o}) for o in _kidney_organs(s)]
+    return None
+
+
+_RULES = (_localization, _clinical, _comparison, _lesion_type, _counting, _location, _relative_attenuation, _size,
+          _density, _existence)
