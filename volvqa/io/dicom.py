@@ -153,16 +153,7 @@ def read_series(path: str | os.PathLike, *, series_uid: str | None = None, max_v
     if path.is_file():
         _zip_size_guard(path, max_voxels)
     series, skipped = read_slices(path)
-    if not series:
-        raise VolvqaInputError(path, f"no DICOM image files found ({skipped} other files skipped)")
-    if series_uid is None:
-        if len(series) > 1:
-            raise VolvqaInputError(path, f"holds {len(series)} DICOM series; pick one with "
-                                   f"--series-uid / series_uid=: {describe_series(series)}")
-        series_uid = next(iter(series))
-    elif series_uid not in series:
-        raise VolvqaInputError(path, f"no series with SeriesInstanceUID {series_uid}; found: "
-                               f"{describe_series(series)}")
+    series_uid = _pick_series(path, series, series_uid, skipped)
     slices = series[series_uid]
     first = slices[0].ds
     if int(first.get("NumberOfFrames", 1) or 1) > 1:
@@ -181,70 +172,13 @@ def read_series(path: str | os.PathLike, *, series_uid: str | None = None, max_v
     if np.linalg.norm(normal) < 0.5:
         raise VolvqaInputError(path, f"singular ImageOrientationPatient {iop.tolist()}")
     normal /= np.linalg.norm(normal)
-    ipps = []
-    for s in slices:
-        other = _floats(s.ds, "ImageOrientationPatient", 6, path)
-        if not np.allclose(other, iop, atol=ORIENTATION_ATOL):
-            raise VolvqaInputError(path, f"slices have more than one orientation: {s.name} has "
-                                   f"{np.round(other, 4).tolist()}, {slices[0].name} has "
-                                   f"{np.round(iop, 4).tolist()}")
-        if int(s.ds.Rows) != rows or int(s.ds.Columns) != cols:
-            raise VolvqaInputError(path, f"slices differ in size: {s.name} is "
-                                   f"{s.ds.Rows}x{s.ds.Columns}, expected {rows}x{cols}")
-        if not np.allclose(_floats(s.ds, "PixelSpacing", 2, path), pix, rtol=1e-4):
-            raise VolvqaInputError(path, f"slices differ in PixelSpacing ({s.name})")
-        ipp = _floats(s.ds, "ImagePositionPatient", 3, path)
-        ipps.append(ipp)
-        s.position_mm = float(ipp @ normal)
-    order = np.argsort([s.position_mm for s in slices], kind="stable")
-    slices = [slices[i] for i in order]
-    ipps = np.asarray([ipps[i] for i in order])
-    pos = np.asarray([s.position_mm for s in slices])
-    steps = np.diff(pos)
-    nominal = float(np.median(steps))
-    dup = np.nonzero(steps <= max(1e-3, SPACING_RTOL * abs(nominal)))[0]
-    if nominal <= 1e-3 or dup.size:
-        i = int(dup[0]) if dup.size else 0
-        listed = ", ".join(f"{pos[j]:.3f} mm ({slices[j].name}, {slices[j + 1].name})" for j in dup[:5])
-        raise VolvqaInputError(path, f"duplicate slice positions along the normal: {listed or pos[i]}")
-    bad = np.nonzero(np.abs(steps - nominal) > SPACING_RTOL * nominal)[0]
-    if bad.size:
-        missing = []
-        for j in bad:
-            k = steps[j] / nominal
-            if abs(k - round(k)) < 0.05 and round(k) >= 2:
-                missing += [pos[j] + m * nominal for m in range(1, int(round(k)))]
-        if missing and len(missing) == int(sum(round(steps[j] / nominal) - 1 for j in bad)):
-            listed = ", ".join(f"{p:.3f}" for p in missing[:10])
-            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-            raise VolvqaInputError(path, f"uneven slice spacing: missing slice positions {listed}{more} mm "
-                                   f"along the normal (step {nominal:.3f} mm)")
-        raise VolvqaInputError(path, f"uneven slice spacing: steps from {steps.min():.3f} to "
-                               f"{steps.max():.3f} mm along the normal (nominal {nominal:.3f} mm)")
+    slices, ipps = _ordered_slices(path, slices, iop, rows, cols, pix, normal)
     n = len(slices)
     if rows * cols * n > max_voxels:
         raise VolvqaInputError(path, f"series has {rows * cols * n} voxels, more than the limit of {max_voxels} "
                                "(raise the limit, or set VOLVQA_MAX_VOXELS)", param="max_voxels")
     _check_decoder(path, first)
-
-    hu = np.empty((cols, rows, n), dtype=np.float64)
-    int_ok = True
-    for k, s in enumerate(slices):
-        try:
-            px = s.ds.pixel_array
-        except Exception as e:  # decoders raise many types on corrupt data
-            raise VolvqaInputError(path, f"cannot decode pixel data of {s.name} "
-                                   f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-        if px.shape != (rows, cols):
-            raise VolvqaInputError(path, f"{s.name}: pixel data shape {px.shape}, expected {(rows, cols)}")
-        slope = float(s.ds.get("RescaleSlope", 1) or 1)
-        inter = float(s.ds.get("RescaleIntercept", 0) or 0)
-        int_ok &= slope.is_integer() and inter.is_integer()
-        hu[:, :, k] = px.T.astype(np.float64) * slope + inter
-    if int_ok:
-        lo, hi = hu.min(), hu.max()
-        if -2**62 < lo and hi < 2**62:
-            hu = hu.astype(np.int64)
+    hu = _pixels_hu(path, slices, rows, cols)
 
     # Affine in LPS: x index walks along a row (row_cos), y down a column.
     affine_lps = np.eye(4)
@@ -267,3 +201,91 @@ def read_series(path: str | os.PathLike, *, series_uid: str | None = None, max_v
         "phase": "contrast" if str(first.get("ContrastBolusAgent", "") or "").strip() else "unknown",
     }
     return hu, LPS_TO_RAS @ affine_lps, meta
+
+
+def _pick_series(path: Path, series: dict, series_uid: str | None, skipped: int) -> str:
+    if not series:
+        raise VolvqaInputError(path, f"no DICOM image files found ({skipped} other files skipped)")
+    if series_uid is None:
+        if len(series) > 1:
+            raise VolvqaInputError(path, f"holds {len(series)} DICOM series; pick one with "
+                                   f"--series-uid / series_uid=: {describe_series(series)}")
+        return next(iter(series))
+    if series_uid not in series:
+        raise VolvqaInputError(path, f"no series with SeriesInstanceUID {series_uid}; found: "
+                               f"{describe_series(series)}")
+    return series_uid
+
+
+def _ordered_slices(path: Path, slices: list[_Slice], iop, rows: int, cols: int, pix, normal
+                    ) -> tuple[list[_Slice], np.ndarray]:
+    """Slices sorted along the normal with their positions (mm, LPS), after checking that they share
+    orientation, size and pixel spacing and are evenly spaced (a gap names the missing positions)."""
+    ipps = []
+    for s in slices:
+        other = _floats(s.ds, "ImageOrientationPatient", 6, path)
+        if not np.allclose(other, iop, atol=ORIENTATION_ATOL):
+            raise VolvqaInputError(path, f"slices have more than one orientation: {s.name} has "
+                                   f"{np.round(other, 4).tolist()}, {slices[0].name} has "
+                                   f"{np.round(iop, 4).tolist()}")
+        if int(s.ds.Rows) != rows or int(s.ds.Columns) != cols:
+            raise VolvqaInputError(path, f"slices differ in size: {s.name} is "
+                                   f"{s.ds.Rows}x{s.ds.Columns}, expected {rows}x{cols}")
+        if not np.allclose(_floats(s.ds, "PixelSpacing", 2, path), pix, rtol=1e-4):
+            raise VolvqaInputError(path, f"slices differ in PixelSpacing ({s.name})")
+        ipp = _floats(s.ds, "ImagePositionPatient", 3, path)
+        ipps.append(ipp)
+        s.position_mm = float(ipp @ normal)
+    order = np.argsort([s.position_mm for s in slices], kind="stable")
+    slices = [slices[i] for i in order]
+    pos = np.asarray([s.position_mm for s in slices])
+    _check_spacing(path, slices, pos)
+    return slices, np.asarray([ipps[i] for i in order])
+
+
+def _check_spacing(path: Path, slices: list[_Slice], pos: np.ndarray) -> None:
+    steps = np.diff(pos)
+    nominal = float(np.median(steps))
+    dup = np.nonzero(steps <= max(1e-3, SPACING_RTOL * abs(nominal)))[0]
+    if nominal <= 1e-3 or dup.size:
+        i = int(dup[0]) if dup.size else 0
+        listed = ", ".join(f"{pos[j]:.3f} mm ({slices[j].name}, {slices[j + 1].name})" for j in dup[:5])
+        raise VolvqaInputError(path, f"duplicate slice positions along the normal: {listed or pos[i]}")
+    bad = np.nonzero(np.abs(steps - nominal) > SPACING_RTOL * nominal)[0]
+    if bad.size:
+        missing = []
+        for j in bad:
+            k = steps[j] / nominal
+            if abs(k - round(k)) < 0.05 and round(k) >= 2:
+                missing += [pos[j] + m * nominal for m in range(1, int(round(k)))]
+        if missing and len(missing) == int(sum(round(steps[j] / nominal) - 1 for j in bad)):
+            listed = ", ".join(f"{p:.3f}" for p in missing[:10])
+            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            raise VolvqaInputError(path, f"uneven slice spacing: missing slice positions {listed}{more} mm "
+                                   f"along the normal (step {nominal:.3f} mm)")
+        raise VolvqaInputError(path, f"uneven slice spacing: steps from {steps.min():.3f} to "
+                               f"{steps.max():.3f} mm along the normal (nominal {nominal:.3f} mm)")
+
+
+def _pixels_hu(path: Path, slices: list[_Slice], rows: int, cols: int) -> np.ndarray:
+    """HU (column, row, slice): stored values through each slice's rescale; int64 when every rescale is
+    integral (no float rounding of integer HU), else float64."""
+    hu = np.empty((cols, rows, len(slices)), dtype=np.float64)
+    int_ok = True
+    for k, s in enumerate(slices):
+        try:
+            px = s.ds.pixel_array
+        except Exception as e:  # decoders raise many types on corrupt data
+            raise VolvqaInputError(path, f"cannot decode pixel data of {s.name} "
+                                   f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        if px.shape != (rows, cols):
+            raise VolvqaInputError(path, f"{s.name}: pixel data shape {px.shape}, expected {(rows, cols)}")
+        slope = float(s.ds.get("RescaleSlope", 1) or 1)
+        inter = float(s.ds.get("RescaleIntercept", 0) or 0)
+        int_ok &= slope.is_integer() and inter.is_integer()
+        hu[:, :, k] = px.T.astype(np.float64) * slope + inter
+    if int_ok:
+        lo, hi = hu.min(), hu.max()
+        if -2**62 < lo and hi < 2**62:
+            hu = hu.astype(np.int64)
+    return hu
