@@ -347,7 +347,7 @@ def test_encoder3d_question_phrasings_are_every_paraphrase(mini):
 
 def test_encoder3d_anatomy_targets_match_block_counts():
     from volvqa.models.encoder3d import ANATOMY_CHANNELS
-    from volvqa.models.train_encoder3d import LESION_FULL_COVERAGE, anatomy_targets
+    from volvqa.models.encoder3d_anatomy import LESION_FULL_COVERAGE, anatomy_targets
     from volvqa.records import LabelMap
     # (x, y, z) = 12 x 8 x 6 voxels cut into (z, y, x) = 2 x 2 x 3 tokens: blocks of 4 x 4 x 3 voxels.
     arr = np.zeros((12, 8, 6), np.uint8)
