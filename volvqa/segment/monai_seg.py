@@ -230,12 +230,7 @@ def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-smal
     from another run's weights (same classes and preset: e.g. an organ stage, then lesion-focused steps)."""
     import torch
     from monai.losses import DiceCELoss
-    from safetensors.torch import save_file
     from tqdm import tqdm
-
-    from volvqa.datasets.manifest import cases_for, load_manifest
-    from volvqa.io import load_labelmap, load_volume
-    from volvqa.io.atomic import atomic_path, write_text_atomic
 
     if preset not in SEG_PRESETS:
         raise VolvqaInputError(None, f"unknown preset {preset!r}; choose from {sorted(SEG_PRESETS)}")
@@ -246,9 +241,64 @@ def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-smal
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    data, heldout = _seg_training_data(manifest, cfg)
+    device = _device("auto")
+    net = _seg_network(cfg, init_from).to(device)
+    n_steps = int(steps or p["steps"])
+    opt = torch.optim.AdamW(net.parameters(), lr=p["lr"], weight_decay=1e-5)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_steps)
+    lesion_idx = [i for i, (c, _m) in enumerate(cfg.classes, start=1) if L.is_lesion(c)]
+    weight = None
+    if lesion_idx:
+        weight = torch.ones(len(cfg.classes) + 1)
+        weight[lesion_idx] = LESION_CE_WEIGHT
+        weight = weight.to(device)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, weight=weight)
+    rng = np.random.default_rng(seed)
+    seg = MonaiSegmenter(cfg, net, device)
+    best, history, t0 = -1.0, [], time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=n_steps, desc=f"train-seg ({preset})", unit="step", file=sys.stderr,
+              disable=not progress or None) as bar:
+        for step in range(1, n_steps + 1):
+            batch = [data["train"][int(rng.integers(len(data["train"])))] for _ in range(p["batch"])]
+            crops = [_random_crop(img, lab, np.array(cfg.roi), len(cfg.classes), lesion_idx, rng)
+                     for _cid, img, lab in batch]
+            x = torch.stack([c[0] for c in crops]).to(device)
+            y = torch.stack([c[1] for c in crops]).to(device)
+            loss = loss_fn(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            stop = bool(max_minutes) and (time.perf_counter() - t0) / 60 > max_minutes
+            if step % p["val_every"] == 0 or step == n_steps or stop:
+                dice = _validate_seg(seg, data["val"], len(cfg.classes))
+                mean = float(np.nanmean(dice)) if dice else float("nan")
+                history.append({"step": step, "loss": float(loss.detach()), "val_dice": dict(zip(class_names, dice, strict=False))})
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", dice=f"{mean:.3f}")
+                if not dice or mean > best:
+                    best = mean if dice else best
+                    _save_seg_run(net, cfg, preset, history, out_dir)
+            if stop:
+                break
+    train_minutes = (time.perf_counter() - t0) / 60
+    heldout_dice = _heldout_report(out_dir, cfg, heldout, history, train_minutes, device)
+    return {"best_mean_val_dice": best, "val_dice": history[-1]["val_dice"] if history else {},
+            "heldout_dice": heldout_dice,
+            "minutes": train_minutes, "device": device, "train_cases": len(data["train"]),
+            "val_cases": len(data["val"])}
+
+
+def _seg_training_data(manifest, cfg: SegConfig) -> tuple[dict, list]:
+    """The manifest's cases with masks on the network grid, split into train and val (val and test
+    cases), and the held-out cases as read (for the end-to-end Dice)."""
+    from volvqa.datasets.manifest import cases_for, load_manifest
+    from volvqa.io import load_labelmap, load_volume
     m = load_manifest(manifest)
     cases = [c for c in cases_for(m) if c.masks]
-    device = _device("auto")
     data = {"train": [], "val": []}
     heldout = []
     lut = class_lut(cfg)
@@ -265,6 +315,10 @@ def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-smal
             heldout.append((c.case_id, v, lm))
     if not data["train"]:
         raise VolvqaInputError(manifest, "no training cases with masks found (generate or download them first)")
+    return data, heldout
+
+
+def _seg_network(cfg: SegConfig, init_from):
     net = _network(cfg)
     if init_from is not None:
         from safetensors.torch import load_file
@@ -273,91 +327,66 @@ def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-smal
             raise VolvqaInputError(init_from, "the run to start from must have the same labels and preset",
                                    param="init_from")
         net.load_state_dict(load_file(str(Path(init_from) / "model.safetensors")))
-    net = net.to(device)
-    n_steps = int(steps or p["steps"])
-    opt = torch.optim.AdamW(net.parameters(), lr=p["lr"], weight_decay=1e-5)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_steps)
-    lesion_idx = [i for i, (c, _m) in enumerate(cfg.classes, start=1) if L.is_lesion(c)]
-    weight = None
-    if lesion_idx:
-        weight = torch.ones(len(cfg.classes) + 1)
-        weight[lesion_idx] = LESION_CE_WEIGHT
-        weight = weight.to(device)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, weight=weight)
-    rng = np.random.default_rng(seed)
-    roi = np.array(cfg.roi)
-    seg = MonaiSegmenter(cfg, net, device)
-    best, history, t0 = -1.0, [], time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return net
 
-    def crop(img, lab):
+
+def _random_crop(img, lab, roi: np.ndarray, n_classes: int, lesion_idx: list[int], rng):
+    """A training crop of ``roi`` voxels (padded where the image is smaller): centred on a voxel of a
+    class drawn uniformly 75% of the time (a lesion class in LESION_CROP_SHARE of those where the case
+    has one), so small organs are seen as often as the liver; anywhere otherwise."""
+    import torch
+    shape = np.array(img.shape[1:])
+    pad = np.maximum(roi - shape, 0)
+    if pad.any():
+        pw = [(0, 0)] + [(0, int(x)) for x in pad]
+        img = torch.nn.functional.pad(img, [x for pr in reversed(pw[1:]) for x in pr])
+        lab = torch.nn.functional.pad(lab, [x for pr in reversed(pw[1:]) for x in pr])
         shape = np.array(img.shape[1:])
-        pad = np.maximum(roi - shape, 0)
-        if pad.any():
-            pw = [(0, 0)] + [(0, int(x)) for x in pad]
-            img = torch.nn.functional.pad(img, [x for pr in reversed(pw[1:]) for x in pr])
-            lab = torch.nn.functional.pad(lab, [x for pr in reversed(pw[1:]) for x in pr])
-            shape = np.array(img.shape[1:])
-        classes = [k for k in range(1, len(cfg.classes) + 1) if bool((lab[0] == k).any())]
-        lesions_here = [k for k in classes if k in lesion_idx]
-        if lesions_here and rng.random() < LESION_CROP_SHARE:
-            classes = lesions_here
-        if classes and rng.random() < 0.75:
-            # Centre on a voxel of a class drawn uniformly, so small organs (kidneys)
-            # are seen as often as the liver.
-            k = classes[int(rng.integers(len(classes)))]
-            fg = torch.nonzero(lab[0] == k)
-            c = fg[int(rng.integers(len(fg)))].numpy()
-            lo = np.clip(c - roi // 2, 0, shape - roi)
-        else:
-            lo = np.array([int(rng.integers(0, s - r + 1)) for s, r in zip(shape, roi, strict=False)])
-        sl = (slice(None),) + tuple(slice(int(a), int(a + r)) for a, r in zip(lo, roi, strict=False))
-        return img[sl], lab[sl]
+    classes = [k for k in range(1, n_classes + 1) if bool((lab[0] == k).any())]
+    lesions_here = [k for k in classes if k in lesion_idx]
+    if lesions_here and rng.random() < LESION_CROP_SHARE:
+        classes = lesions_here
+    if classes and rng.random() < 0.75:
+        k = classes[int(rng.integers(len(classes)))]
+        fg = torch.nonzero(lab[0] == k)
+        c = fg[int(rng.integers(len(fg)))].numpy()
+        lo = np.clip(c - roi // 2, 0, shape - roi)
+    else:
+        lo = np.array([int(rng.integers(0, s - r + 1)) for s, r in zip(shape, roi, strict=False)])
+    sl = (slice(None),) + tuple(slice(int(a), int(a + r)) for a, r in zip(lo, roi, strict=False))
+    return img[sl], lab[sl]
 
-    def validate():
-        net.eval()
-        scores = []
-        for _cid, img, lab in data["val"]:
-            pred = seg.predict_grid(img)
-            scores.append(dice_per_label(pred, lab[0].numpy(), len(cfg.classes)))
-        net.train()
-        return np.nanmean(np.array(scores), axis=0).tolist() if scores else []
 
-    with tqdm(total=n_steps, desc=f"train-seg ({preset})", unit="step", file=sys.stderr,
-              disable=not progress or None) as bar:
-        for step in range(1, n_steps + 1):
-            batch = [data["train"][int(rng.integers(len(data["train"])))] for _ in range(p["batch"])]
-            crops = [crop(img, lab) for _cid, img, lab in batch]
-            x = torch.stack([c[0] for c in crops]).to(device)
-            y = torch.stack([c[1] for c in crops]).to(device)
-            loss = loss_fn(net(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update(1)
-            stop = bool(max_minutes) and (time.perf_counter() - t0) / 60 > max_minutes
-            if step % p["val_every"] == 0 or step == n_steps or stop:
-                dice = validate()
-                mean = float(np.nanmean(dice)) if dice else float("nan")
-                history.append({"step": step, "loss": float(loss.detach()), "val_dice": dict(zip(class_names, dice, strict=False))})
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", dice=f"{mean:.3f}")
-                if not dice or mean > best:
-                    best = mean if dice else best
-                    state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
-                    with atomic_path(out_dir / "model.safetensors") as tmp:
-                        save_file(state, str(tmp))
-                    write_text_atomic(out_dir / "config.json", json.dumps(
-                        {"model": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
-                         "preset": preset, "preprocessing": {"orientation": "RAS", "spacing_mm": list(cfg.spacing_mm),
-                                                             "hu_range": list(cfg.hu_range), "scale": [0, 1]},
-                         "history": history}, indent=1) + "\n")
-            if stop:
-                break
-    train_minutes = (time.perf_counter() - t0) / 60
-    # The number that matters: the saved checkpoint through the full segment()
-    # path (side split, mapping back to the input grid) against the reference.
+def _validate_seg(seg: MonaiSegmenter, val: list, n_classes: int) -> list[float]:
+    """Mean Dice per network class over the validation cases, on the network grid."""
+    seg.net.eval()
+    scores = []
+    for _cid, img, lab in val:
+        pred = seg.predict_grid(img)
+        scores.append(dice_per_label(pred, lab[0].numpy(), n_classes))
+    seg.net.train()
+    return np.nanmean(np.array(scores), axis=0).tolist() if scores else []
+
+
+def _save_seg_run(net, cfg: SegConfig, preset: str, history: list, out_dir: Path) -> None:
+    from safetensors.torch import save_file
+
+    from volvqa.io.atomic import atomic_path, write_text_atomic
+    state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
+    with atomic_path(out_dir / "model.safetensors") as tmp:
+        save_file(state, str(tmp))
+    write_text_atomic(out_dir / "config.json", json.dumps(
+        {"model": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+         "preset": preset, "preprocessing": {"orientation": "RAS", "spacing_mm": list(cfg.spacing_mm),
+                                             "hu_range": list(cfg.hu_range), "scale": [0, 1]},
+         "history": history}, indent=1) + "\n")
+
+
+def _heldout_report(out_dir: Path, cfg: SegConfig, heldout: list, history: list, train_minutes: float,
+                    device: str) -> dict:
+    """The number that matters: the saved checkpoint through the full segment() path (side split,
+    mapping back to the input grid) against the reference; written to heldout_dice.json."""
+    from volvqa.io.atomic import write_text_atomic
     per_case = {}
     if heldout:
         best_seg = MonaiSegmenter.load(out_dir, device=device)
@@ -366,10 +395,7 @@ def train_seg(manifest: str | Path, out_dir: str | Path, preset: str = "cpu-smal
     write_text_atomic(out_dir / "heldout_dice.json", json.dumps(
         {"mean": heldout_dice, "cases": per_case, "steps": history[-1]["step"] if history else 0,
          "train_minutes": round(train_minutes, 2)}, indent=1, sort_keys=True) + "\n")
-    return {"best_mean_val_dice": best, "val_dice": history[-1]["val_dice"] if history else {},
-            "heldout_dice": heldout_dice,
-            "minutes": train_minutes, "device": device, "train_cases": len(data["train"]),
-            "val_cases": len(data["val"])}
+    return heldout_dice
 
 
 def _run_dir(spec: str) -> Path:
