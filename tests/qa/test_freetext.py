@@ -112,3 +112,24 @@ def test_ambiguous_question_lists_its_readings(cases):
     v, ans = cases["abdomen"]
     p = ans.answer(v, {"qid": "q", "case_id": "c", "question": "what is the volume of the kidney"}).answer
     assert p.startswith("cannot answer: the question is ambiguous") and "left kidney" in p and "right kidney" in p
+
+
+@pytest.mark.parametrize("question, template_id", [
+    # A choice between the sides is a comparison, not a yes/no question about one kidney.
+    ("Is the left or the right kidney larger?", "vr.kidney_volume_comparison"),
+    ("Is the right or left kidney bigger?", "vr.kidney_volume_comparison"),
+    # A fraction of an organ that is tumor is the tumor burden, not whether there is a tumor.
+    ("What fraction of the liver is tumor?", "meas.tumor_burden"),
+    ("What proportion of the pancreas is occupied by tumor?", "meas.tumor_burden"),
+    ("What is the liver-to-spleen attenuation ratio?", "meas.hu_ratio"),
+])
+def test_choice_and_fraction_questions_are_not_read_as_yes_no(question, template_id):
+    from volvqa.qa.freetext import interpret
+    readings = interpret(question)
+    assert readings and {r.template_id for r in readings} == {template_id}, readings
+
+
+def test_left_or_right_kidney_question_gets_a_side(cases):
+    volume, answerer = cases["abdomen"]
+    pred = answerer.answer(volume, {"qid": "q", "case_id": "c", "question": "Is the left or the right kidney larger?"})
+    assert pred.answer in ("left", "right", "left kidney", "right kidney"), pred.answer

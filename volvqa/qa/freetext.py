@@ -232,8 +232,11 @@ def _clinical(q: _Asked) -> list[Reading] | None:
 
 def _comparison(q: _Asked) -> list[Reading] | None:
     has, organ = q.has, q.organ
-    if organ == "kidney" and has("which") and has("larger", "bigger", "smaller", "largest", "biggest") \
-            and not q.lesion:
+    # "Which kidney is larger?", or a choice between the sides ("Is the left or the right kidney larger?"),
+    # which would otherwise read as a yes/no question about one kidney.
+    between_sides = has("left") and has("right") and has("or")
+    if organ == "kidney" and (has("which") or between_sides) \
+            and has("larger", "bigger", "smaller", "largest", "biggest") and not q.lesion:
         return [Reading("vr.kidney_volume_comparison")]
     if organ == "kidney" and q.lesion and (has("which") and has("more", "most") or has("asymmetry")):
         return [Reading("vr.kidney_lesion_asymmetry")]
@@ -303,7 +306,8 @@ def _size(q: _Asked) -> list[Reading] | None:
         or (has("mm", "millimeters", "millimetres") and not has("cubic"))
     wants_volume = has("volume", "big", "large", "size", "ml", "milliliters", "millilitres", "cc", "cm3") \
         or unit in ("cc", "l")
-    if has("burden", "percentage", "percent") and q.lesion and family in ("liver", "pancreas"):
+    if has("burden", "percentage", "percent", "fraction", "proportion", "share") and q.lesion \
+            and family in ("liver", "pancreas"):
         return [Reading("meas.tumor_burden", {"organ": family})]
     if wants_diameter and (q.lesion or q.lung):
         if q.lung:
