@@ -111,8 +111,8 @@ def _finding(case_id, structure, check, message, value=None, limit=None, rule=""
                      limit, rule)
 
 
-def _check_organ(volume, labelmap, case_id, name, i, rng, boxes, counts, ids, voxel_ml) -> list[QCFinding]:
-    """Volume (lesions included), attenuation and number of sizeable pieces against ``rng``'s ranges."""
+def _check_organ(volume, labelmap, case_id, name, i, plausible, boxes, counts, ids, voxel_ml) -> list[QCFinding]:
+    """Volume (lesions included), attenuation and number of sizeable pieces against the ``plausible`` ranges."""
     lab, hu, shape = labelmap.array, volume.array, labelmap.array.shape
     out = []
     sl = boxes[i]
@@ -120,16 +120,16 @@ def _check_organ(volume, labelmap, case_id, name, i, rng, boxes, counts, ids, vo
     whole = n_own + sum(int(counts[ids[x]]) for x in _family_lesions(name) if x in ids
                         and _lesion_belongs(x, name))
     complete = not any(s.start == 0 or s.stop == dim for s, dim in zip(sl, shape, strict=False))
-    if rng.volume_ml is not None:
+    if plausible.volume_ml is not None:
         ml = whole * voxel_ml
-        lo, hi = rng.volume_ml
+        lo, hi = plausible.volume_ml
         if ml > hi or (complete and ml < lo):
             out.append(_finding(case_id, name, "volume", f"volume {ml:.1f} ml outside the plausible {lo:g}-{hi:g} ml"
                                 + ("" if complete else " (cut by the scan's edge: upper limit only)"), ml, [lo, hi],
                                 "qc_volume"))
-    if rng.median_hu is not None:
-        out += _check_organ_hu(gather(hu[sl], lab[sl] == i), case_id, name, rng)
-    if rng.single:
+    if plausible.median_hu is not None:
+        out += _check_organ_hu(gather(hu[sl], lab[sl] == i), case_id, name, plausible)
+    if plausible.single:
         pieces = _sizeable_pieces(lab, sl, i, [ids[x] for x in _family_lesions(name) if x in ids], shape)
         if pieces > K.QC_MAX_SIZEABLE_PIECES:
             out.append(_finding(case_id, name, "pieces", f"{pieces} pieces each holding >= "
@@ -138,10 +138,10 @@ def _check_organ(volume, labelmap, case_id, name, i, rng, boxes, counts, ids, vo
     return out
 
 
-def _check_organ_hu(vals: np.ndarray, case_id: str, name: str, rng) -> list[QCFinding]:
+def _check_organ_hu(vals: np.ndarray, case_id: str, name: str, plausible) -> list[QCFinding]:
     """Median HU in range, enough voxels in the band, not a mask spilling over fat."""
     _n, _mean, _std, med = int16_stats(vals)
-    lo, hi = rng.median_hu
+    lo, hi = plausible.median_hu
     share = float(np.count_nonzero((vals >= lo) & (vals <= hi))) / max(vals.size, 1)
     if not lo <= med <= hi:
         return [_finding(case_id, name, "hu", f"median {med:.0f} HU outside the plausible {lo:g}..{hi:g} HU", med,
@@ -149,13 +149,13 @@ def _check_organ_hu(vals: np.ndarray, case_id: str, name: str, rng) -> list[QCFi
     if share < K.QC_MIN_BAND_SHARE:
         return [_finding(case_id, name, "hu", f"only {share:.0%} of its voxels lie within {lo:g}..{hi:g} HU", share,
                          K.QC_MIN_BAND_SHARE, "qc_hu")]
-    if rng.max_fat_share is not None and med >= 0:
+    if plausible.max_fat_share is not None and med >= 0:
         flo, fhi = K.QC_FAT_HU
         fat = float(np.count_nonzero((vals >= flo) & (vals <= fhi))) / max(vals.size, 1)
-        if fat > rng.max_fat_share:
+        if fat > plausible.max_fat_share:
             return [_finding(case_id, name, "hu", f"{fat:.0%} of its voxels at fat attenuation ({flo:g}..{fhi:g} "
                              f"HU) around a median of {med:.0f} HU: the mask covers fat beside the organ", fat,
-                             rng.max_fat_share, "qc_hu")]
+                             plausible.max_fat_share, "qc_hu")]
     return []
 
 

@@ -345,7 +345,7 @@ def _paint_liver(s: _Scene) -> tuple[slice, ...]:
     ll_c = (l_c[0] - semi[0] * 0.55 - semi_l[0] * 0.6, l_c[1] + semi[1] * 0.35, l_c[2] + semi[2] * 0.1)
     box2, f2 = ellipsoid(grid, ll_c, semi_l, rotation_z_deg=u(-15, 5), deform=0.08, rng=rng)
     P.paint(box2, f2 <= 1, "liver", liver_hu)
-    liver_box = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(box, box2, strict=False)) \
+    liver_box = tuple(slice(min(s1.start, s2.start), max(s1.stop, s2.stop)) for s1, s2 in zip(box, box2, strict=False)) \
         if box2 is not None else box
     for _ in range(4):
         p = np.array(l_c) + rng.normal(0, 1, 3) * semi * 0.3
