@@ -121,3 +121,33 @@ def write_dicom_series(folder, hu_xyz, *, spacing=(0.8, 0.8, 2.5), origin=(-100.
 
 def gzip_bytes(raw: bytes) -> bytes:
     return gzip.compress(raw, mtime=0)
+
+
+_MEASURED_CLI = """
+import atexit, os, resource, sys
+atexit.register(lambda: open(os.environ["VOLVQA_TEST_PEAK"], "w").write(
+    str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))
+sys.argv[0] = "volvqa"
+from volvqa.cli import main
+main()
+"""
+
+
+def run_cli_measured(args, tmp, *, env=None, timeout=120):
+    """``volvqa ARGS`` in a process of its own: (completed process, its peak resident memory in MiB)."""
+    import os
+    import subprocess
+    import sys
+    peak = Path(tmp) / f".peak-{os.getpid()}-{len(list(Path(tmp).glob('.peak-*')))}"
+    r = subprocess.run([sys.executable, "-c", _MEASURED_CLI, *map(str, args)], capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL, timeout=timeout,
+                       env={**os.environ, **(env or {}), "VOLVQA_TEST_PEAK": str(peak)})
+    mib = int(peak.read_text()) / 1024 if peak.is_file() else float("nan")
+    peak.unlink(missing_ok=True)
+    return r, mib
+
+
+def files_under(folder) -> set[str]:
+    """Every file and folder under ``folder`` (relative paths), links not followed."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}

@@ -6,10 +6,29 @@ millimetres in RAS (nibabel convention, not DICOM's LPS).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from volvqa.errors import VolvqaInputError
+
+#: A case id names files and folders (``cases/<id>/``, ``<id>_seg.nii.gz``), so it
+#: may hold only what is safe in a file name on every system: no separator, no
+#: ``..``, no leading dot or dash, at most 128 characters.
+CASE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_case_id(case_id: object, where=None) -> str:
+    """Return ``case_id`` if it is a safe file name (:data:`CASE_ID_PATTERN`), else raise
+    ``VolvqaInputError`` naming ``where``."""
+    s = case_id if isinstance(case_id, str) else ""
+    if not CASE_ID_PATTERN.match(s) or ".." in s:
+        shown = repr(case_id) if len(repr(case_id)) <= 60 else repr(case_id)[:57] + "..."
+        raise VolvqaInputError(where, f"invalid case id {shown}: use letters, digits, '.', '_' and '-' "
+                               "(at most 128, starting with a letter or digit, no '..')")
+    return s
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from volvqa.errors import VolvqaInputError
 from volvqa.findings.records import Findings
+from volvqa.records import check_case_id
 
 QA_JSONL = "qa.jsonl"
 QA_PARQUET = "qa.parquet"
@@ -46,7 +47,7 @@ CASE_JSON = "case.json"
 
 
 def case_dir(out: Path, case_id: str) -> Path:
-    return Path(out) / CASES_DIR / case_id
+    return Path(out) / CASES_DIR / check_case_id(case_id)
 
 
 def findings_path(out: Path, case_id: str) -> Path:
@@ -56,6 +57,7 @@ def findings_path(out: Path, case_id: str) -> Path:
 def label_map_paths(folder: Path, case_id: str) -> tuple[Path, Path]:
     """(label map, parts map) of a case in a folder of ``<case>_seg.nii.gz`` / ``<case>_parts.nii.gz``."""
     folder = Path(folder)
+    check_case_id(case_id)
     return folder / f"{case_id}_seg.nii.gz", folder / f"{case_id}_parts.nii.gz"
 
 
@@ -64,11 +66,11 @@ def segmentation_paths(out: Path, case_id: str, folder: str = SEGMENTATIONS_DIR)
 
 
 def exported_volume_path(out: Path, case_id: str) -> Path:
-    return Path(out) / VOLUMES_DIR / f"{case_id}.nii.gz"
+    return Path(out) / VOLUMES_DIR / f"{check_case_id(case_id)}.nii.gz"
 
 
 def work_dir(out: Path, case_id: str) -> Path:
-    return Path(out) / WORK_DIR / case_id
+    return Path(out) / WORK_DIR / check_case_id(case_id)
 
 
 def case_done(out: Path, case_id: str) -> bool:

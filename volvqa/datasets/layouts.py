@@ -98,6 +98,10 @@ def csv_layout(m: Manifest) -> list[Case]:
     built-in spec name or a YAML/JSON file under the root."""
     if m.options.get("csv"):
         table = m.path.parent / str(m.options["csv"])
+        r, here = table.resolve(), m.path.parent.resolve()
+        if not any(r == d or d in r.parents for d in (here, m.root)):
+            raise VolvqaInputError(m.path, f"csv {str(m.options['csv'])!r} lies outside the manifest's folder "
+                                   "and the dataset root")
     else:
         table = safe_join(m, "cases.csv", what="CSV")
     try:

@@ -24,6 +24,7 @@ import yaml
 
 from volvqa import labels as L
 from volvqa.errors import VolvqaInputError
+from volvqa.records import check_case_id
 
 DEFAULT_SPLITS = {"train": 0.7, "val": 0.1, "test": 0.2}
 SPLIT_NAMES = ("train", "val", "test")
@@ -148,11 +149,40 @@ def safe_join(manifest: Manifest, rel: str | os.PathLike, *, what: str = "path")
     if ".." in pp.parts:
         raise VolvqaInputError(manifest.path, f"{what} {rel_s!r} leaves the dataset root ('..')")
     full = manifest.root / Path(*pp.parts) if pp.parts else manifest.root
-    resolved = full.resolve()
-    if resolved != manifest.root and manifest.root not in resolved.parents:
-        raise VolvqaInputError(manifest.path, f"{what} {rel_s!r} resolves outside the dataset root "
-                               f"(symlink to {resolved})")
+    _check_inside(manifest, full, f"{what} {rel_s!r}")
+    if full.is_dir():
+        _check_links_inside(manifest, full, f"{what} {rel_s!r}")
     return full
+
+
+def _check_links_inside(manifest: Manifest, folder: Path, what: str) -> None:
+    """A folder's files are read by name later (mask folders, DICOM series): every link under
+    it must stay inside the root too (plain entries of a folder inside the root are inside)."""
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.is_symlink():
+                _check_inside(manifest, Path(e.path), f"{what}: {e.name!r}")
+            elif e.is_dir():
+                _check_links_inside(manifest, Path(e.path), what)
+
+
+def _check_inside(manifest: Manifest, path: Path, what: str) -> None:
+    resolved = path.resolve()
+    if resolved != manifest.root and manifest.root not in resolved.parents:
+        raise VolvqaInputError(manifest.path, f"{what} resolves outside the dataset root (symlink to {resolved})")
+
+
+#: Folders that are never a dataset root: a root there (or a link to one)
+#: would let a layout's globs and a CSV's paths reach the whole system.
+_SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin",
+                "/sys", "/usr", "/var")
+
+
+def check_root(m: Manifest) -> None:
+    """Refuse a dataset root that resolves to the file system's root or a system folder."""
+    if m.root.as_posix() in _SYSTEM_DIRS or m.root == Path(m.root.anchor):
+        raise VolvqaInputError(m.path, f"dataset root resolves to {m.root}, which is not a dataset folder "
+                               "(a link to a system folder?)")
 
 
 def assign_split(case_id: str, seed: int, ratios: dict[str, float]) -> str:
@@ -174,9 +204,11 @@ def load_cases(manifest: Manifest | str | os.PathLike) -> list[Case]:
     m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
     if not m.root.is_dir():
         raise VolvqaInputError(m.path, f"dataset root {m.root} is not a folder")
+    check_root(m)
     cases = LAYOUTS[m.layout](m)
     seen = set()
     for c in cases:
+        check_case_id(c.case_id, m.path)
         if c.case_id in seen:
             raise VolvqaInputError(m.path, f"case id {c.case_id!r} appears twice")
         seen.add(c.case_id)

@@ -9,7 +9,6 @@ temporary name and renamed into place, so a reader never sees half a case.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import uuid
 from pathlib import Path
@@ -20,17 +19,14 @@ from zarr.codecs import ZstdCodec
 
 from volvqa.errors import VolvqaInputError
 from volvqa.io.orientation import spacing_from_affine
-from volvqa.records import LabelMap, Source, Volume
+from volvqa.records import LabelMap, Source, Volume, check_case_id
 
 CHUNKS = (128, 128, 64)
 ZSTD_LEVEL = 3
-_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def _check_case_id(case_id: str) -> None:
-    if not _CASE_ID.match(case_id):
-        raise VolvqaInputError(None, f"invalid case id {case_id!r} for the cache "
-                               "(letters, digits, '.', '_', '-')")
+    check_case_id(case_id, "cache")
 
 
 def _chunks(shape):
