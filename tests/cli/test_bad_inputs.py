@@ -14,6 +14,7 @@ from pydicom.uid import JPEG2000Lossless
 
 from tests.helpers import ct_phantom, write_dicom_series, write_nii
 from volvqa.cli import main
+from volvqa.errors import VolvqaInputError
 
 
 def _ok_nii(d: Path) -> Path:
@@ -266,6 +267,7 @@ import sys
 for m in ("pylibjpeg", "openjpeg", "libjpeg", "rle", "gdcm", "jpeg_ls", "PIL"):
     sys.modules[m] = None  # as on a machine where they are not installed
 from volvqa.cli import main
+from volvqa.errors import VolvqaInputError
 main()
 """
 
@@ -291,3 +293,51 @@ def test_compressed_dicom_without_decoder_names_package(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
     assert "pip install pylibjpeg pylibjpeg-openjpeg" in r.stderr and str(tmp_path / "j2k") in r.stderr
     assert not out.exists()
+
+
+def _gzip_bomb(path, inflated_mib: int, members: int = 1) -> Path:
+    """A valid 8x8x8 int16 NIfTI header whose gzip stream inflates to ``inflated_mib`` MiB."""
+    import zlib
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((8, 8, 8))
+    hdr.set_data_dtype(np.int16)
+    hdr.set_sform(np.eye(4), code=1)
+    head = hdr.binaryblock + b"\0" * 4
+    zeros = b"\0" * 2**20
+    with open(path, "wb") as f:
+        for m in range(members):
+            c = zlib.compressobj(9, zlib.DEFLATED, 31)
+            f.write(c.compress(head) if m == 0 else b"")
+            for _ in range(inflated_mib // members):
+                f.write(c.compress(zeros))
+            f.write(c.flush())
+    return Path(path)
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_gzip_bomb_is_refused_while_reading(tmp_path, members):
+    from tests.helpers import files_under, run_cli_measured
+    bomb = _gzip_bomb(tmp_path / "bomb.nii.gz", 512, members)
+    assert bomb.stat().st_size < 2**20
+    (tmp_path / "out").mkdir()
+    before = files_under(tmp_path)
+    r, peak_mib = run_cli_measured(["ingest", bomb, tmp_path / "out" / "x.nii.gz"], tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bomb) in lines[0] and "decompression bomb" in lines[0], r.stderr
+    assert files_under(tmp_path) == before
+    assert peak_mib < 400, peak_mib   # the 512 MiB stream is never held (it was 1.1 GB)
+
+
+def test_gzip_of_exactly_the_header_size_in_two_members_reads(tmp_path):
+    from volvqa.io.nifti import read_nifti
+    ok = write_nii(tmp_path / "ok.nii", ct_phantom((8, 8, 8)))
+    raw = ok.read_bytes()
+    two = tmp_path / "two.nii.gz"
+    two.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+    data, _aff, _hdr = read_nifti(two, max_voxels=10**6)
+    assert np.array_equal(data, ct_phantom((8, 8, 8)))
+    longer = tmp_path / "longer.nii.gz"
+    longer.write_bytes(gzip.compress(raw + b"\1" * 10))
+    with pytest.raises(VolvqaInputError, match="more than"):
+        read_nifti(longer, max_voxels=10**6)

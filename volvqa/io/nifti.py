@@ -22,10 +22,38 @@ from volvqa.io.validate import check_affine, check_shape
 
 try:  # optional accelerator
     from isal import igzip as _igzip
+    from isal import isal_zlib as _isal_zlib
+    _isal_errors: tuple = (_isal_zlib.error,)
 except ImportError:  # pragma: no cover - exercised when isal is absent
-    _igzip = None
+    _igzip = _isal_zlib = None
+    _isal_errors = ()
 
 GZIP_MAGIC = b"\x1f\x8b"
+#: Header plus extensions before the voxels: real files hold a few KiB.
+MAX_VOX_OFFSET = 64 * 2**20
+
+
+def _inflate_bounded(path: Path, raw: bytes, need: int, use_isal: bool) -> bytes:
+    """The gzip stream's first ``need`` bytes; an error if it holds more (a decompression
+    bomb, or data that is not this header's) or fewer. Every gzip member is read."""
+    zlib_mod = _isal_zlib if (use_isal and _isal_zlib is not None) else zlib
+    parts, have, data = [], 0, raw
+    try:
+        while data[:2] == GZIP_MAGIC:
+            d = zlib_mod.decompressobj(wbits=31)
+            # One call, bounded one byte past what the header allows: a bomb stops there.
+            chunk = d.decompress(data, need + 1 - have)
+            parts.append(chunk)
+            have += len(chunk)
+            if have > need or (not d.eof and d.unconsumed_tail):
+                raise VolvqaInputError(path, f"gzip stream inflates to more than the {need} bytes its header's "
+                                       "shape and type allow (a decompression bomb?)")
+            if not d.eof:
+                raise EOFError("compressed stream ended before its end marker")
+            data = d.unused_data
+    except (OSError, EOFError, zlib.error, *_isal_errors) as e:
+        raise VolvqaInputError(path, f"corrupt or truncated gzip ({_reason(e)})") from None
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def isal_available() -> bool:
@@ -108,19 +136,17 @@ def read_nifti(path: str | os.PathLike, *, max_voxels: int, use_isal: bool = Tru
     affine = hdr.get_best_affine()
     check_affine(path, affine)
 
-    # The data: decompress everything once, then wrap (no second pass).
+    offset = int(hdr.get_data_offset())
+    if offset > MAX_VOX_OFFSET:
+        raise VolvqaInputError(path, f"vox_offset {offset} is implausibly large (extensions over "
+                               f"{MAX_VOX_OFFSET // 2**20} MiB)")
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Read (inflate) no more than the header's shape and type need, so that a
+    # small file cannot expand to gigabytes: one bounded pass, then wrap.
     with open(path, "rb") as f:
         raw = f.read()
     if raw[:2] == GZIP_MAGIC:
-        try:
-            if use_isal and _igzip is not None:
-                raw = _igzip.decompress(raw)
-            else:
-                raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise VolvqaInputError(path, f"corrupt or truncated gzip ({_reason(e)})") from None
-    offset = int(hdr.get_data_offset())
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        raw = _inflate_bounded(path, raw, offset + nbytes, use_isal)
     if len(raw) < offset + nbytes:
         raise VolvqaInputError(path, f"truncated voxel data: {len(raw) - offset} of {nbytes} bytes")
     data = np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape)), offset=offset)
