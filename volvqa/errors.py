@@ -2,6 +2,18 @@
 from __future__ import annotations
 
 import os
+import reprlib
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxdict, _SHOWN.maxlist, _SHOWN.maxtuple, _SHOWN.maxset = 2, 4, 4, 4, 4
+_SHOWN.maxstring = _SHOWN.maxother = 60
+#: A message longer than this is cut: input text quoted in it cannot flood a log.
+MAX_PROBLEM_CHARS = 600
+
+
+def shown(value: object) -> str:
+    """A short ``repr`` of input quoted in a message (bounded however large or nested it is)."""
+    return _SHOWN.repr(value)
 
 
 class VolvqaInputError(ValueError):
@@ -17,7 +29,8 @@ class VolvqaInputError(ValueError):
     def __init__(self, path: str | os.PathLike | None, problem: str, *, param: str | None = None,
                  value: object = None):
         self.path = None if path is None else os.fspath(path)
-        self.problem = " ".join(str(problem).split())  # keep it on one line
+        problem = " ".join(str(problem).split())  # keep it on one line
+        self.problem = problem if len(problem) <= MAX_PROBLEM_CHARS else problem[:MAX_PROBLEM_CHARS - 3] + "..."
         self.param, self.value = param, value
         super().__init__(self.render())
 

@@ -19,9 +19,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
-
-from volvqa.errors import VolvqaInputError
+from volvqa.errors import VolvqaInputError, shown
+from volvqa.safe_yaml import load_yaml
 
 #: TotalSegmentator v2 ``total`` task: id -> name (117 classes).
 TOTALSEG_TOTAL: dict[int, str] = {
@@ -317,14 +316,18 @@ def resolve_label_spec(spec, where: str | os.PathLike | None = None) -> dict | s
                 raise VolvqaInputError(p, "label spec file not found")
             try:
                 text = p.read_text()
-                data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
-            except (OSError, ValueError, yaml.YAMLError) as e:
-                raise VolvqaInputError(p, f"label spec is not valid YAML/JSON ({e})") from None
+                data = json.loads(text) if p.suffix.lower() == ".json" else load_yaml(text, p)
+            except (OSError, UnicodeDecodeError) as e:
+                raise VolvqaInputError(p, f"unreadable label spec ({type(e).__name__})") from None
+            except ValueError as e:
+                if isinstance(e, VolvqaInputError):
+                    raise
+                raise VolvqaInputError(p, f"label spec is not valid JSON ({str(e)[:120]})") from None
             if isinstance(data, dict) and "labels" in data and isinstance(data["labels"], dict):
                 data = data["labels"]
             return resolve_label_spec(data, where=p)
         raise VolvqaInputError(
-            where, f"unknown label spec {s!r}: use a mapping, a .yaml/.json file, "
+            where, f"unknown label spec {shown(s)}: use a mapping, a .yaml/.json file, "
             f"'auto', 'canonical' or one of {sorted(BUILTIN_SPECS)}")
     if not isinstance(spec, Mapping):
         raise VolvqaInputError(where, f"label spec must be a mapping, got {type(spec).__name__}")

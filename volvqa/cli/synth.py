@@ -47,15 +47,16 @@ def synth_phantoms(n, seed, out, lesions, kind):
 @with_load_opts
 def synth_lesions(volume, masks, label_spec, spec_path, out, n, series_uid, allow_non_ct, max_voxels):
     """Insert lesions into a CT with organ masks; writes case folders with truth.json."""
-    import yaml
 
     from volvqa.io import load_labelmap, load_volume
+    from volvqa.safe_yaml import load_yaml
     from volvqa.synth.dataset import case_done, insert_with_retries, write_case
     from volvqa.synth.lesions import LesionRequest
     try:
-        spec = yaml.safe_load(spec_path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise VolvqaInputError(spec_path, f"unreadable lesion spec ({str(e).splitlines()[0]})") from None
+        text = spec_path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise VolvqaInputError(spec_path, f"unreadable lesion spec ({type(e).__name__})") from None
+    spec = load_yaml(text, spec_path)
     if not isinstance(spec, dict) or not isinstance(spec.get("lesions"), list):
         raise VolvqaInputError(spec_path, "lesion spec needs a 'lesions' list")
     try:

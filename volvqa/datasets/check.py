@@ -11,7 +11,11 @@ from volvqa.datasets.manifest import Manifest, load_cases
 from volvqa.errors import VolvqaInputError
 from volvqa.io import nifti
 from volvqa.io.labelmap import MASK_SUFFIXES, mask_stem
-from volvqa.io.validate import max_voxels_from_env
+from volvqa.io.validate import check_label_values, max_voxels_from_env
+
+#: Unmapped names shown per case, and cases shown: a hostile or broken dataset cannot flood the report.
+MAX_LISTED = 20
+MAX_CASES_LISTED = 50
 
 
 @dataclass
@@ -32,7 +36,11 @@ class CheckReport:
         lines.append(f"missing files: {len(self.missing)}")
         lines += [f"  {p}" for p in self.missing]
         lines.append(f"cases with unmapped labels: {len(self.unmapped)}")
-        lines += [f"  {c}: {', '.join(v)}" for c, v in sorted(self.unmapped.items())]
+        rows = sorted(self.unmapped.items())
+        lines += [f"  {c}: {', '.join(v[:MAX_LISTED])}" + (f" (+{len(v) - MAX_LISTED} more)" if len(v) > MAX_LISTED else "")
+                  for c, v in rows[:MAX_CASES_LISTED]]
+        if len(rows) > MAX_CASES_LISTED:
+            lines.append(f"  ... and {len(rows) - MAX_CASES_LISTED} more cases")
         lines.append(f"unreadable files: {len(self.unreadable)}")
         lines += [f"  {p}" for p in self.unreadable]
         return "\n".join(lines)
@@ -87,6 +95,7 @@ def _check_source(rep: CheckReport, masks, spec, read_labels: bool, bad: list[st
         return
     try:
         data, _aff, _hdr = nifti.read_nifti(masks, max_voxels=max_voxels_from_env())
+        data = check_label_values(masks, data)   # ids bounded (65535) before counting by id
     except VolvqaInputError as e:
         rep.unreadable.append(str(e))
         return

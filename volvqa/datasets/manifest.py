@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
 from volvqa import labels as L
-from volvqa.errors import VolvqaInputError
+from volvqa.errors import VolvqaInputError, shown
 from volvqa.records import check_case_id
+from volvqa.safe_yaml import load_yaml
 
 DEFAULT_SPLITS = {"train": 0.7, "val": 0.1, "test": 0.2}
 SPLIT_NAMES = ("train", "val", "test")
@@ -44,7 +43,7 @@ def _unknown(where, what: str, key, known) -> VolvqaInputError:
     import difflib
     close = difflib.get_close_matches(str(key), list(known), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(sorted(known))}"
-    return VolvqaInputError(where, f"unknown {what} {key!r}{hint}")
+    return VolvqaInputError(where, f"unknown {what} {shown(key)}{hint}")
 
 
 @dataclass
@@ -77,9 +76,10 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
     if not path.is_file():
         raise VolvqaInputError(path, "manifest not found")
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise VolvqaInputError(path, f"manifest is not valid YAML ({str(e).splitlines()[0]})") from None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise VolvqaInputError(path, f"unreadable manifest ({type(e).__name__})") from None
+    data = load_yaml(text, path)
     if not isinstance(data, dict):
         raise VolvqaInputError(path, "manifest must be a YAML mapping")
     for key in data:
@@ -96,11 +96,11 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
             if key not in GENERATE_KEYS:
                 raise _unknown(path, "generate key", key, GENERATE_KEYS)
     if "seed" in data and not isinstance(data["seed"], int):
-        raise VolvqaInputError(path, f"seed must be an integer, got {data['seed']!r}")
+        raise VolvqaInputError(path, f"seed must be an integer, got {shown(data['seed'])}")
     from volvqa.datasets.layouts import LAYOUTS
     layout = str(data["layout"])
     if layout not in LAYOUTS:
-        raise VolvqaInputError(path, f"unknown layout {layout!r}; known: {', '.join(sorted(LAYOUTS))}")
+        raise VolvqaInputError(path, f"unknown layout {shown(layout)}; known: {', '.join(sorted(LAYOUTS))}")
     root_env = data.get("root_env")
     if root_env and os.environ.get(str(root_env)):
         root = Path(os.environ[str(root_env)])
@@ -117,7 +117,7 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
         if name not in SPLIT_NAMES:
             raise _unknown(path, "split name", name, SPLIT_NAMES)
     if any(v < 0 for v in splits.values()) or abs(sum(splits.values()) - 1) > 1e-6:
-        raise VolvqaInputError(path, f"split ratios must be non-negative and sum to 1, got {splits}")
+        raise VolvqaInputError(path, f"split ratios must be non-negative and sum to 1, got {shown(splits)}")
     labels = data.get("labels", "auto")
     if isinstance(labels, dict):
         labels = L.resolve_label_spec(labels, where=path)
@@ -224,7 +224,7 @@ def cases_for(m: Manifest) -> list[Case]:
     from volvqa.synth.dataset import KINDS, case_prefix
     kind = str(gen.get("kind", "abdomen"))
     if kind not in KINDS:
-        raise VolvqaInputError(m.path, f"generate: unknown phantom kind {kind!r}; choose from {', '.join(KINDS)}")
+        raise VolvqaInputError(m.path, f"generate: unknown phantom kind {shown(kind)}; choose from {', '.join(KINDS)}")
     out = []
     for i in range(int(gen["n"])):
         cid = f"{case_prefix(kind)}_{i:04d}"

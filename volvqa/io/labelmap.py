@@ -315,9 +315,7 @@ def _canonical_id(name: str) -> tuple[str, int]:
 def _add_label_file(acc: _Layers, src: Path, spec, reference: Volume, ignore_unmapped: bool,
                     max_voxels: int) -> None:
     arr, aff = _read_labels(src, max_voxels)
-    top = int(arr.max(initial=0))
-    if top > 65535:
-        raise VolvqaInputError(src, f"label id {top} is larger than 65535")
+    top = int(arr.max(initial=0))   # at most 65535 (check_label_values)
     src_counts = label_counts(arr, minlength=max(top + 1, 256))
     ids = np.nonzero(src_counts)[0]
     ids = ids[ids != 0]

@@ -13,6 +13,8 @@ INT16_MIN, INT16_MAX = -32768, 32767
 #: Body CT always holds fat (about -100 HU) or air (-1000 HU); MR and
 #: normalised images have nothing this low.
 CT_LOW_HU = -200
+#: Largest label id a label map may hold (every dataset we know stays under 256).
+MAX_LABEL_ID = 65535
 
 
 def max_voxels_from_env(default: int = DEFAULT_MAX_VOXELS) -> int:
@@ -95,8 +97,11 @@ def check_label_values(path, array: np.ndarray) -> np.ndarray:
         array = r
     if array.dtype.kind in "iuf" and array.dtype.kind != "u" and array.min() < 0:
         raise VolvqaInputError(path, f"label map holds negative values (min {array.min():g})")
+    top = array.max(initial=0)
+    if top > MAX_LABEL_ID:
+        # Checked before any cast: a float 2**32 + 5 would wrap to 5 in uint32.
+        raise VolvqaInputError(path, f"label id {top:.0f} is larger than {MAX_LABEL_ID}")
     if array.dtype.kind == "u":
         return array
-    top = array.max(initial=0)
     out_t = np.uint8 if top < 256 else (np.uint16 if top < 65536 else np.uint32)
     return array.astype(out_t)
