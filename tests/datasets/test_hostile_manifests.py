@@ -101,3 +101,26 @@ def test_unmapped_labels_are_listed_with_a_cap(tmp_path):
     assert r.returncode == 2
     line = next(ln for ln in r.stdout.splitlines() if ln.strip().startswith("case_00001:"))
     assert line.count(",") == 19 and line.endswith("(+578 more)"), line
+
+
+@pytest.mark.parametrize("meta, expected", [
+    ({"labels": {"0": "background"}, "training": [{"image": 5}]}, "needs an 'image' path"),
+    ({"labels": {"0": "background"}, "training": [{"image": "./imagesTr/a.nii.gz", "label": ["x"]}]},
+     "'label' must be a path"),
+    ({"labels": {"one": "liver"}, "training": []}, "keys must be integer ids"),
+    ({"labels": ["liver"], "training": []}, "'labels' must map"),
+    ({"labels": {}, "training": {"image": "a"}}, "'training' must be a list"),
+    ([1, 2, 3], "must be a JSON object"),
+])
+def test_malformed_msd_dataset_json_is_bad_input(tmp_path, meta, expected):
+    import json
+    root = tmp_path / "Task03_Liver"
+    (root / "imagesTr").mkdir(parents=True)
+    write_nii(root / "imagesTr" / "a.nii.gz", ct_phantom(SHAPE))
+    (root / "dataset.json").write_text(json.dumps(meta))
+    m = tmp_path / "msd.yaml"
+    m.write_text(f"layout: msd\nroot: {root}\n")
+    r, _ = run_cli_measured(["build-qa", m, "--out", tmp_path / "out"], tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "dataset.json" in lines[0] and expected in lines[0], r.stderr
+    assert "internal error" not in r.stderr and not any((tmp_path / "out").rglob("*"))

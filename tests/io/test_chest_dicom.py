@@ -219,6 +219,42 @@ def test_rtstruct_wrong_frame_or_missing_slice(rtstruct, tmp_path):
         assert all(w in msg for w in words), msg
 
 
+def _malformed_contour(ds, kind):
+    c = ds.ROIContourSequence[0].ContourSequence[0]
+    pts = [float(x) for x in c.ContourData]
+    if kind == "four_floats":
+        c.ContourData = [f"{x:.4f}" for x in pts[:4]]
+    elif kind == "nan":
+        c.ContourData = ["NaN"] + [f"{x:.4f}" for x in pts[1:]]
+    elif kind == "two_points":
+        c.ContourData = [f"{x:.4f}" for x in pts[:6]]
+        c.NumberOfContourPoints = 2
+    elif kind == "roi_number":
+        ds.ROIContourSequence[0].ReferencedROINumber = None
+    return {"four_floats": "holds 4 numbers", "nan": "NaN or Inf", "two_points": "of 2 points",
+            "roi_number": "ReferencedROINumber"}[kind]
+
+
+@pytest.mark.parametrize("kind", ["four_floats", "nan", "two_points", "roi_number"])
+def test_malformed_rtstruct_is_bad_input_not_an_internal_error(rtstruct, tmp_path, kind):
+    from pydicom import config
+    series, path, v, _ = rtstruct
+    ds = pydicom.dcmread(path)
+    expected = _malformed_contour(ds, kind)
+    bad = tmp_path / f"{kind}.dcm"
+    old = config.settings.writing_validation_mode
+    config.settings.writing_validation_mode = config.IGNORE   # write what a careless writer would
+    try:
+        ds.save_as(bad)
+    finally:
+        config.settings.writing_validation_mode = old
+    r = CliRunner().invoke(main, ["answer", "--volume", str(series), "--masks", str(bad),
+                                  "--question", "What is the volume of the liver in ml?"])
+    msg = r.output.strip()
+    assert r.exit_code == 2 and len(msg.splitlines()) == 1 and str(bad) in msg and expected in msg, msg
+    assert "internal error" not in msg
+
+
 # --- the chest family on the real lung tumour -----------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from volvqa import labels as L
 from volvqa.datasets.manifest import Case, Manifest, safe_join
-from volvqa.errors import VolvqaInputError
+from volvqa.errors import VolvqaInputError, shown
 
 KITS23_LABELS = {1: "kidney", 2: "kidney_tumor", 3: "kidney_cyst"}
 
@@ -68,8 +68,16 @@ def msd(m: Manifest) -> list[Case]:
     try:
         meta = json.loads(dj.read_text())
     except (OSError, ValueError) as e:
-        raise VolvqaInputError(dj, f"unreadable dataset.json ({e})") from None
-    ds_labels = {int(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+        raise VolvqaInputError(dj, f"unreadable dataset.json ({shown(str(e))})") from None
+    if not isinstance(meta, dict):
+        raise VolvqaInputError(dj, "dataset.json must be a JSON object")
+    raw_labels = meta.get("labels") or {}
+    if not isinstance(raw_labels, dict):
+        raise VolvqaInputError(dj, "'labels' must map label ids to names")
+    try:
+        ds_labels = {int(k): str(v) for k, v in raw_labels.items()}
+    except ValueError:
+        raise VolvqaInputError(dj, f"'labels' keys must be integer ids, got {shown(list(raw_labels))}") from None
     if isinstance(m.labels, dict):
         spec = {}
         for i, name in ds_labels.items():
@@ -81,9 +89,15 @@ def msd(m: Manifest) -> list[Case]:
     else:
         spec = {i: L.canonical_name(n) for i, n in ds_labels.items() if i != 0}
     out = []
-    for entry in meta.get("training") or []:
-        if not isinstance(entry, dict) or "image" not in entry:
-            raise VolvqaInputError(dj, f"training entry without 'image': {entry!r}")
+    training = meta.get("training") or []
+    if not isinstance(training, list):
+        raise VolvqaInputError(dj, "'training' must be a list of {image, label} entries")
+    for n, entry in enumerate(training):
+        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
+            raise VolvqaInputError(dj, f"training entry {n} needs an 'image' path (a string), got {shown(entry)}")
+        if entry.get("label") is not None and not isinstance(entry["label"], str):
+            raise VolvqaInputError(dj, f"training entry {n}: 'label' must be a path (a string), "
+                                   f"got {shown(entry['label'])}")
         ct = safe_join(m, entry["image"], what="image")
         masks = safe_join(m, entry["label"], what="label") if entry.get("label") else None
         cid = ct.name.split(".nii")[0]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from volvqa.errors import VolvqaInputError
+from volvqa.errors import VolvqaInputError, shown
 from volvqa.io.orientation import LPS_TO_RAS
 from volvqa.records import Volume
 
@@ -123,6 +123,33 @@ def read_seg(path: str | Path, reference: Volume) -> list[tuple[str, np.ndarray]
     return out
 
 
+def _roi_number(path: Path, ds, keyword: str) -> int:
+    try:
+        return int(ds.get(keyword))
+    except (TypeError, ValueError, OverflowError):
+        raise VolvqaInputError(path, f"RTSTRUCT {keyword} {shown(ds.get(keyword))} is not an integer") from None
+
+
+def _contour_points(path: Path, name: str, contour) -> np.ndarray:
+    """A closed planar contour's points (N x 3, LPS mm): finite, in triples, at least three."""
+    raw = contour.get("ContourData")
+    try:
+        values = np.asarray([float(v) for v in (raw if raw is not None else [])], float)
+    except (TypeError, ValueError) as e:
+        raise VolvqaInputError(path, f"ROI {shown(name)}: ContourData is not a list of numbers ({type(e).__name__})"
+                               ) from None
+    if values.size % 3:
+        raise VolvqaInputError(path, f"ROI {shown(name)}: ContourData holds {values.size} numbers, not x, y, z "
+                               "triples")
+    if not np.isfinite(values).all():
+        raise VolvqaInputError(path, f"ROI {shown(name)}: ContourData holds NaN or Inf")
+    pts = values.reshape(-1, 3)
+    if len(pts) < 3:
+        raise VolvqaInputError(path, f"ROI {shown(name)}: a closed contour of {len(pts)} points (it needs at "
+                               "least 3)")
+    return pts
+
+
 def read_rtstruct(path: str | Path, reference: Volume) -> list[tuple[str, np.ndarray]]:
     """(ROI name, boolean mask on ``reference``'s grid) per ROI of an RTSTRUCT."""
     import pydicom
@@ -133,18 +160,29 @@ def read_rtstruct(path: str | Path, reference: Volume) -> list[tuple[str, np.nda
         ds = pydicom.dcmread(path)
     except Exception as e:  # noqa: BLE001
         raise VolvqaInputError(path, f"not a readable RTSTRUCT ({' '.join(str(e).split())[:200]})") from None
+    try:
+        return _rtstruct_masks(path, ds, reference, polygon)
+    except VolvqaInputError:
+        raise
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError, OverflowError) as e:
+        # pydicom yields malformed elements lazily: whatever else is wrong is still bad input.
+        raise VolvqaInputError(path, f"malformed RTSTRUCT ({type(e).__name__}: {shown(str(e))})") from None
+
+
+def _rtstruct_masks(path: Path, ds, reference: Volume, polygon) -> list[tuple[str, np.ndarray]]:
     ct_for = reference.meta.get("frame_of_reference_uid")
     names, for_of = {}, {}
     for roi in ds.get("StructureSetROISequence", []) or []:
-        names[int(roi.ROINumber)] = str(roi.get("ROIName", "") or f"roi_{int(roi.ROINumber)}")
-        for_of[int(roi.ROINumber)] = str(roi.get("ReferencedFrameOfReferenceUID", "") or "") or None
+        number = _roi_number(path, roi, "ROINumber")
+        names[number] = str(roi.get("ROIName", "") or f"roi_{number}")
+        for_of[number] = str(roi.get("ReferencedFrameOfReferenceUID", "") or "") or None
     for ref in ds.get("ReferencedFrameOfReferenceSequence", []) or []:
         _check_uid(path, "its FrameOfReferenceUID", str(ref.get("FrameOfReferenceUID", "") or "") or None, ct_for)
     inv = np.linalg.inv(reference.affine)
     shape = reference.shape
     out = []
     for rc in ds.get("ROIContourSequence", []) or []:
-        number = int(rc.ReferencedROINumber)
+        number = _roi_number(path, rc, "ReferencedROINumber")
         name = names.get(number, f"roi_{number}")
         _check_uid(path, f"ROI {name!r} FrameOfReferenceUID", for_of.get(number), ct_for)
         mask = np.zeros(shape, bool)
@@ -152,7 +190,7 @@ def read_rtstruct(path: str | Path, reference: Volume) -> list[tuple[str, np.nda
             geom = str(c.get("ContourGeometricType", "CLOSED_PLANAR"))
             if geom != "CLOSED_PLANAR":
                 continue  # points and open lines carry no area
-            pts = np.asarray([float(v) for v in c.ContourData], float).reshape(-1, 3)
+            pts = _contour_points(path, name, c)
             ras = pts @ LPS_TO_RAS[:3, :3].T
             idx = ras @ inv[:3, :3].T + inv[:3, 3]
             axis = int(np.argmin(np.ptp(idx, axis=0)))
