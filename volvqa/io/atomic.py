@@ -68,11 +68,19 @@ def link_or_copy_atomic(src: str | os.PathLike, dest: str | os.PathLike) -> None
     """``dest`` becomes ``src``'s bytes at once: a hard link when the file system allows it (no
     second copy of a large CT), else a copy; either way through a temporary name and a rename."""
     import shutil
+    import uuid
     dest = Path(dest)
-    tmp = dest.parent / f".{dest.name}.tmp"
-    tmp.unlink(missing_ok=True)
+    # A name of its own (two exporters of one folder never share one), removed on any failure.
+    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+        # rename(2) does nothing when both names are links to one file (dest already was src).
+        tmp.unlink(missing_ok=True)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise

@@ -107,13 +107,18 @@ def write_mp4(path: str | os.PathLike, frames: list, fps: int = 8) -> None:
     ph, pw = h + h % 2, w + w % 2
     arrs = [np.pad(a, ((0, ph - h), (0, pw - w))) for a in arrs]
     with atomic_path(path) as tmp:
+        # ffmpeg picks the container from the suffix: a unique name ending in .mp4, removed on failure.
         tmp_mp4 = tmp.with_suffix(".mp4")
-        with imageio.get_writer(tmp_mp4, format="FFMPEG", mode="I", fps=fps, codec="libx264", macro_block_size=1,
-                                ffmpeg_params=["-threads", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
-                                               "-map_metadata", "-1"]) as wr:
-            for a in arrs:
-                wr.append_data(np.stack([a] * 3, axis=-1))
-        os.replace(tmp_mp4, tmp)
+        try:
+            with imageio.get_writer(tmp_mp4, format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                                    macro_block_size=1, ffmpeg_params=[
+                                        "-threads", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
+                                        "-map_metadata", "-1"]) as wr:
+                for a in arrs:
+                    wr.append_data(np.stack([a] * 3, axis=-1))
+            os.replace(tmp_mp4, tmp)
+        finally:
+            tmp_mp4.unlink(missing_ok=True)
 
 
 def m3d_array(volume: Volume, window: tuple[float, float] | None = None) -> np.ndarray:
