@@ -387,3 +387,42 @@ def test_serve_tools_over_streamable_http(bench):
     assert [t.name for t in listed.tools] == ["segment_organ", "measure", "lookup_knowledge", "render"]
     f = Findings.from_dict(json.loads((out / "cases" / case / "findings.json").read_text()))
     assert phase.structured_content["phase"] == f.phase
+
+
+def test_openai_agent_never_follows_a_redirect_with_the_key(monkeypatch):
+    from volvqa.agent.openai_agent import OpenAIChatAgent
+    seen = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append(dict(self.headers))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"choices": [{"message": {"content": "A"}}]}')
+
+        def log_message(self, *a):
+            pass
+    other = HTTPServer(("127.0.0.1", 0), Elsewhere)
+
+    class Redirecting(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{other.server_port}/steal")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+    srv = HTTPServer(("127.0.0.1", 0), Redirecting)
+    for s in (srv, other):
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    monkeypatch.setenv("VOLVQA_TEST_KEY", "sk-secret-123")
+    try:
+        agent = OpenAIChatAgent(f"http://127.0.0.1:{srv.server_port}/v1", "m", api_key_env="VOLVQA_TEST_KEY")
+        with pytest.raises(RuntimeError, match="307 redirect .* not followed") as e:
+            agent.act([{"role": "user", "content": "hi"}], [], {})
+        assert "sk-secret" not in str(e.value)
+        assert seen == []   # the other host got nothing, key or not
+    finally:
+        srv.shutdown()
+        other.shutdown()

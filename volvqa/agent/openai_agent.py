@@ -14,6 +14,17 @@ import urllib.error
 import urllib.request
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: urllib would send the Authorization header on to
+    wherever the server points (another host included)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None   # urlopen then raises HTTPError with the 3xx code
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 class OpenAIChatAgent:
     def __init__(self, base_url: str, model_name: str, api_key_env: str = "OPENAI_API_KEY",
                  temperature: float = 0.0, max_tokens: int = 1024, timeout_s: float = 120.0):
@@ -31,9 +42,13 @@ class OpenAIChatAgent:
                                      headers={"Content-Type": "application/json",
                                               **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
+            with _OPENER.open(req, timeout=self.timeout_s) as r:
                 data = json.loads(r.read())
         except urllib.error.HTTPError as e:
+            if 300 <= e.code < 400:
+                raise RuntimeError(f"{self.url}: HTTP {e.code} redirect to {e.headers.get('Location', '?')!r} "
+                                   "not followed (the API key is never sent on); give the final URL "
+                                   "as --base-url") from None
             raise RuntimeError(f"{self.url}: HTTP {e.code}: {e.read()[:200]!r}") from None
         msg = data["choices"][0]["message"]
         if msg.get("tool_calls"):
