@@ -353,9 +353,13 @@ def test_schemas_are_valid_openai_function_schemas():
 
 @pytest.mark.slow
 def test_serve_tools_over_streamable_http(bench):
+    """A real server process with a bearer token: the MCP client with the token works; without it,
+    with a wrong one, with a foreign Host (DNS rebinding) or Origin, the request is refused."""
+    import os
     import socket
     import time
 
+    import httpx2
     from mcp.client.session import ClientSession
     from mcp.client.streamable_http import streamable_http_client
     out = bench / "out"
@@ -363,7 +367,12 @@ def test_serve_tools_over_streamable_http(bench):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "volvqa.cli", "serve-tools", "--qa", str(out), "--transport", "http",
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "VOLVQA_TOOLS_TOKEN": "tok-123"})
+    url = f"http://127.0.0.1:{port}/mcp"
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+    accept = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     try:
         for _ in range(200):   # until it listens
             with socket.socket() as s:
@@ -374,19 +383,48 @@ def test_serve_tools_over_streamable_http(bench):
         case = sorted(p.name for p in (out / "cases").iterdir())[0]
 
         async def run():
-            async with streamable_http_client(f"http://127.0.0.1:{port}/mcp") as (read, write), \
+            async with httpx2.AsyncClient(headers={"Authorization": "Bearer tok-123"}) as http, \
+                    streamable_http_client(url, http_client=http) as (read, write), \
                     ClientSession(read, write) as session:
                 await session.initialize()
                 return (await session.list_tools(),
                         await session.call_tool("measure", {"case_id": case, "target": "scan", "quantity": "phase"}))
 
         listed, phase = anyio.run(run)
+        good = {**accept, "Authorization": "Bearer tok-123"}
+        codes = {name: httpx2.post(url, json=init, headers=h).status_code for name, h in {
+            "no token": accept, "wrong token": {**accept, "Authorization": "Bearer tok-124"},
+            "foreign host": {**good, "Host": "evil.example:8765"},
+            "foreign origin": {**good, "Origin": "http://evil.example"}, "good": good}.items()}
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+    assert codes == {"no token": 401, "wrong token": 401, "foreign host": 421, "foreign origin": 403, "good": 200}
     assert [t.name for t in listed.tools] == ["segment_organ", "measure", "lookup_knowledge", "render"]
     f = Findings.from_dict(json.loads((out / "cases" / case / "findings.json").read_text()))
     assert phase.structured_content["phase"] == f.phase
+
+
+@pytest.mark.parametrize("args, env, expected", [
+    (["--host", "0.0.0.0"], {}, "not a loopback address"),
+    (["--host", "10.1.2.3"], {"VOLVQA_TOOLS_TOKEN": "t"}, "not a loopback address"),
+    (["--host", "0.0.0.0", "--allow-remote"], {}, "needs a bearer token"),
+])
+def test_serve_tools_refuses_remote_hosts_without_opt_in_and_token(tmp_path, monkeypatch, args, env, expected):
+    monkeypatch.delenv("VOLVQA_TOOLS_TOKEN", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    r = CliRunner().invoke(main, ["serve-tools", "--qa", str(tmp_path / "nope"), "--transport", "http", *args])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and expected in lines[0] and "--host" in lines[0], r.output
+
+
+def test_remote_http_security_settings():
+    from volvqa.agent.mcp_server import http_security
+    hosts, origins = http_security("0.0.0.0", allow_remote=True, token="t", allowed_hosts=("gpu-node",))
+    assert hosts == ["gpu-node:*", "gpu-node"] and "https://gpu-node:*" in origins
+    hosts, _ = http_security("127.0.0.1")
+    assert "localhost:*" in hosts and "[::1]:*" in hosts
 
 
 def test_openai_agent_never_follows_a_redirect_with_the_key(monkeypatch):

@@ -55,11 +55,71 @@ def make_server(service: ToolService):
 
 
 
-def serve(service: ToolService, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765) -> None:
-    import anyio
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+#: The environment variable holding the bearer token of the HTTP transport.
+TOKEN_ENV = "VOLVQA_TOOLS_TOKEN"
+
+
+def http_security(host: str, *, allow_remote: bool = False, token: str = "",
+                  allowed_hosts: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """(allowed Host headers, allowed Origins) for serving on ``host``; refuses what is unsafe.
+
+    A loopback address is served as is (a token, if given, is still checked). Any other
+    address needs ``allow_remote`` and a token: the tools read patient data.
+    """
+    from volvqa.errors import VolvqaInputError
+    loopback = host in LOOPBACK_HOSTS or host.startswith("127.")
+    if not loopback and not allow_remote:
+        raise VolvqaInputError(None, f"{host} is not a loopback address: serving the tools beyond this machine "
+                               f"needs an explicit allow_remote and a bearer token (the token's variable, by default ${TOKEN_ENV})", param="host", value=host)
+    if not loopback and not token:
+        raise VolvqaInputError(None, f"serving on {host} needs a bearer token: set it in the token's variable (by default ${TOKEN_ENV})",
+                               param="host", value=host)
+    names = list(LOOPBACK_HOSTS) if loopback else []
+    if host not in ("0.0.0.0", "::") and host not in names:
+        names.append(host)
+    if host in ("0.0.0.0", "::") and not allowed_hosts:
+        import socket
+        names += sorted({socket.gethostname(), socket.getfqdn()})
+    names += list(allowed_hosts)
+    fmt = [f"[{n}]" if ":" in n else n for n in names]
+    return [f"{n}:*" for n in fmt] + fmt, [f"{scheme}://{n}:*" for n in fmt for scheme in ("http", "https")]
+
+
+def bearer_guard(app, token: str):
+    """ASGI middleware: every HTTP request must carry ``Authorization: Bearer <token>``."""
+    import hmac
+    want = f"Bearer {token}".encode()
+
+    async def guarded(scope, receive, send):
+        if scope["type"] == "http":
+            got = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(got, want):
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": b"missing or wrong bearer token"})
+                return
+        await app(scope, receive, send)
+    return guarded
+
+
+def http_app(service: ToolService, host: str = "127.0.0.1", *, allow_remote: bool = False, token: str = "",
+             allowed_hosts: tuple[str, ...] = ()):
+    """The streamable-HTTP ASGI app, with the transport's Host and Origin checks always on."""
+    from mcp.server.transport_security import TransportSecuritySettings
+    hosts, origins = http_security(host, allow_remote=allow_remote, token=token, allowed_hosts=allowed_hosts)
     server = make_server(service)
+    app = server.streamable_http_app(host=host, transport_security=TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins))
+    return bearer_guard(app, token) if token else app
+
+
+def serve(service: ToolService, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765, *,
+          allow_remote: bool = False, token: str = "", allowed_hosts: tuple[str, ...] = ()) -> None:
+    import anyio
     if transport == "stdio":
         from mcp.server.stdio import stdio_server
+        server = make_server(service)
 
         async def main():
             async with stdio_server() as (read, write):
@@ -67,6 +127,7 @@ def serve(service: ToolService, transport: str = "stdio", host: str = "127.0.0.1
         anyio.run(main)
     elif transport == "http":
         import uvicorn
-        uvicorn.run(server.streamable_http_app(host=host), host=host, port=port, log_level="warning")
+        app = http_app(service, host, allow_remote=allow_remote, token=token, allowed_hosts=allowed_hosts)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
     else:
         raise ValueError(f"unknown transport {transport!r}: stdio or http")
