@@ -71,10 +71,11 @@ def http_security(host: str, *, allow_remote: bool = False, token: str = "",
     loopback = host in LOOPBACK_HOSTS or host.startswith("127.")
     if not loopback and not allow_remote:
         raise VolvqaInputError(None, f"{host} is not a loopback address: serving the tools beyond this machine "
-                               f"needs an explicit allow_remote and a bearer token (the token's variable, by default ${TOKEN_ENV})", param="host", value=host)
+                               "needs an explicit allow_remote and a bearer token (the token's variable, "
+                               f"by default ${TOKEN_ENV})", param="host", value=host)
     if not loopback and not token:
-        raise VolvqaInputError(None, f"serving on {host} needs a bearer token: set it in the token's variable (by default ${TOKEN_ENV})",
-                               param="host", value=host)
+        raise VolvqaInputError(None, f"serving on {host} needs a bearer token: set it in the token's variable "
+                               f"(by default ${TOKEN_ENV})", param="host", value=host)
     names = list(LOOPBACK_HOSTS) if loopback else []
     if host not in ("0.0.0.0", "::") and host not in names:
         names.append(host)

@@ -11,13 +11,14 @@ serves a benchmark, and never raises for a bad call: the error is the result.
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
 from volvqa.bench.layout import load_findings
 from volvqa.errors import VolvqaInputError
 from volvqa.findings.records import Findings
-from volvqa.tools.api import MODES, CaseTools, ToolError, parse_arguments
+from volvqa.tools.api import MODES, CaseTools, ToolError, internal_error, parse_arguments
 from volvqa.tools.schemas import tool_schemas
 
 _KEEP_CASES = 4   # tools (and their CTs) kept in memory
@@ -45,6 +46,9 @@ class ToolService:
             _items, self.cases, info = load_qa(self.qa_dir)
             self.qc = (info.get("qc") or {}).get("mode", qc)
         self._tools: OrderedDict[str, CaseTools] = OrderedDict()
+        # Concurrent calls (the MCP server runs each in a thread) share one computation per case.
+        self._lock = threading.Lock()
+        self._case_locks: dict[str, threading.Lock] = {}
 
     @property
     def per_case(self) -> bool:
@@ -83,20 +87,27 @@ class ToolService:
         if self.per_case and case_id not in self.cases:
             raise ToolError(f"unknown case_id {case_id!r}", f"the benchmark has {len(self.cases)} cases, e.g. "
                             + ", ".join(sorted(self.cases)[:5]))
-        if case_id in self._tools:
-            self._tools.move_to_end(case_id)
-            return self._tools[case_id]
-        loaded = []   # the CT, read once: for the findings (predicted, one scan) and for render
+        with self._lock:
+            case_lock = self._case_locks.setdefault(case_id, threading.Lock())
+        with case_lock:
+            with self._lock:
+                if case_id in self._tools:
+                    self._tools.move_to_end(case_id)
+                    return self._tools[case_id]
+            loaded = []   # the CT, read once: for the findings (predicted, one scan) and for render
+            volume_lock = threading.Lock()
 
-        def volume_for():
-            if not loaded:
-                loaded.append(self._volume(case_id))
-            return loaded[0]
-        t = CaseTools(self._findings(case_id, volume_for), self.mode, volume_for=volume_for)
-        self._tools[case_id] = t
-        while len(self._tools) > _KEEP_CASES:
-            self._tools.popitem(last=False)
-        return t
+            def volume_for():
+                with volume_lock:
+                    if not loaded:
+                        loaded.append(self._volume(case_id))
+                    return loaded[0]
+            t = CaseTools(self._findings(case_id, volume_for), self.mode, volume_for=volume_for)
+            with self._lock:
+                self._tools[case_id] = t
+                while len(self._tools) > _KEEP_CASES:
+                    self._tools.popitem(last=False)
+            return t
 
     def call(self, name: str, args: dict | str | None) -> dict:
         try:
@@ -109,3 +120,5 @@ class ToolService:
             return self.tools(case_id).call(name, args)
         except ToolError as e:
             return e.to_dict()
+        except Exception as e:  # noqa: BLE001 - the model gets one line; the operator's log gets the rest
+            return internal_error(name, e)

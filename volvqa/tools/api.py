@@ -91,6 +91,22 @@ class ToolError(Exception):
         return {"error": self.message, **({"hint": self.hint} if self.hint else {})}
 
 
+def internal_error(tool: str, e: Exception) -> dict:
+    """A failure that is not the call's fault, as the model sees it: one line, no paths, no
+    traceback (those go to the server's log, where the operator reads them)."""
+    import logging
+
+    from volvqa.errors import VolvqaInputError
+    logging.getLogger("volvqa.tools").error("tool %s failed", tool, exc_info=e)
+    if isinstance(e, VolvqaInputError):
+        what = "the case's files could not be read"
+    elif isinstance(e, MemoryError):
+        what = "out of memory"
+    else:
+        what = f"internal error ({type(e).__name__})"
+    return {"error": f"{tool}: {what}", "hint": "not a problem with the call; the server's log has the details"}
+
+
 def parse_arguments(args: dict | str | None) -> dict:
     """A call's arguments as a dict, from a dict or the JSON text chat models send; ToolError otherwise."""
     if isinstance(args, str):
@@ -154,6 +170,8 @@ class CaseTools:
             return fn(**args)
         except ToolError as e:
             return e.to_dict()
+        except Exception as e:  # noqa: BLE001 - the model gets one line; the operator's log gets the rest
+            return internal_error(name, e)
 
     # --- names -------------------------------------------------------------------------------------
 
@@ -385,7 +403,8 @@ class CaseTools:
                 raise ToolError(f"{target} is {seg['status']}: nothing to render", "render target 'scan' instead")
             box = seg["bbox_voxel"]
         axis = {"sagittal": 0, "coronal": 1, "axial": 2}[view]
-        if slice is not None and (not isinstance(slice, int) or not 0 <= slice < shape[axis]):
+        if slice is not None and (isinstance(slice, bool) or not isinstance(slice, int)
+                                  or not 0 <= slice < shape[axis]):
             raise ToolError(f"slice must be an integer in 0..{shape[axis] - 1} for the {view} view")
         idx = slice if slice is not None else (box[axis] + box[axis + 3]) // 2
         margin = 8
