@@ -122,6 +122,10 @@ def test_ambiguous_question_lists_its_readings(cases):
     ("What fraction of the liver is tumor?", "meas.tumor_burden"),
     ("What proportion of the pancreas is occupied by tumor?", "meas.tumor_burden"),
     ("What is the liver-to-spleen attenuation ratio?", "meas.hu_ratio"),
+    ("What is the L/S ratio?", "meas.hu_ratio"),
+    # The type of a named lesion, not whether there is one.
+    ("Is the liver mass a cyst?", "med.lesion_type"),
+    ("Are the pancreatic lesions tumors?", "med.lesion_type"),
 ])
 def test_choice_and_fraction_questions_are_not_read_as_yes_no(question, template_id):
     from volvqa.qa.freetext import interpret
@@ -133,3 +137,23 @@ def test_left_or_right_kidney_question_gets_a_side(cases):
     volume, answerer = cases["abdomen"]
     pred = answerer.answer(volume, {"qid": "q", "case_id": "c", "question": "Is the left or the right kidney larger?"})
     assert pred.answer in ("left", "right", "left kidney", "right kidney"), pred.answer
+
+
+def test_lesion_kind_question_names_the_type(cases):
+    volume, answerer = cases["abdomen"]
+    pred = answerer.answer(volume, {"qid": "q", "case_id": "c", "question": "Is the liver mass a cyst?"})
+    assert pred.answer == _expected_answer(answerer, volume, "med.lesion_type", {"organ": "liver"}), pred.answer
+    assert pred.answer not in ("yes", "no")
+
+
+@pytest.mark.parametrize("question, named", [
+    ("What is the blorp of the spleen?", "did not understand 'blorp'"),
+    ("What is the weather today?", "did not understand 'weather', 'today'"),
+    ("Where is the spleen?", "it asks for a location, which is not computed for 'spleen'"),
+    ("Is the aorta calcified?", "did not understand 'calcified'"),
+])
+def test_cannot_answer_names_what_was_not_understood(cases, question, named):
+    volume, answerer = cases["abdomen"]
+    pred = answerer.answer(volume, {"qid": "q", "case_id": "c", "question": question})
+    assert pred.answer.startswith(f"cannot answer: {named};"), pred.answer
+    assert len(pred.answer.splitlines()) == 1

@@ -83,8 +83,9 @@ class GroundedAnswerer:
         t0 = time.perf_counter()
         readings = self.resolve(item)
         if not readings:
-            msg = ("cannot answer: the question matches no supported question kind; supported: "
-                   + "; ".join(supported_kinds()))
+            from volvqa.qa.freetext import explain_unread
+            msg = (f"cannot answer: {explain_unread(item['question'])}; the question matches no supported "
+                   "question kind; supported: " + "; ".join(supported_kinds()))
             return Prediction(item.get("qid", ""), msg, msg, self.name, time.perf_counter() - t0)
         f = self.findings(volume, item)
         ctx = CaseContext(item.get("case_id", ""), f, exhaustive=True)

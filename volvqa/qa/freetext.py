@@ -58,7 +58,10 @@ class Reading:
 
 
 def _tokens(question: str) -> list[str]:
-    q = question.lower().replace("cm³", " cm3 ").replace("cm^3", " cm3 ").replace("tumour", "tumor")
+    q = question.lower()
+    # L/S ratio (liver-to-spleen attenuation ratio, a steatosis measure): "l" alone would be litres.
+    q = re.sub(r"\bl\s*[/:]\s*s\b", " liver spleen ", q)
+    q = q.replace("cm³", " cm3 ").replace("cm^3", " cm3 ").replace("tumour", "tumor")
     q = q.replace("gall bladder", "gallbladder").replace("vena cava", "ivc").replace("lung-rads", "lungrads")
     q = q.replace("lung rads", "lungrads").replace("t-stage", "tstage").replace("t stage", "tstage")
     q = q.replace("t category", "tstage").replace("t-category", "tstage").replace("ground-glass", "groundglass")
@@ -173,6 +176,37 @@ _LESION_ORGANS = ("liver", "kidney", "pancreas")
 def interpret(question: str) -> list[Reading]:
     """Readings of a natural question, best first; [] when nothing fits. The rules are tried in order;
     the first that recognises the question's ask decides (its [] means: recognised, but nothing fits)."""
+    return _interpret(question)[0]
+
+
+#: Words that carry no ask of their own (never reported as not understood).
+FUNCTION_WORDS = {"a", "an", "the", "is", "are", "was", "of", "in", "on", "to", "and", "or", "for", "by", "at", "as",
+                  "it", "its", "be", "do", "can", "you", "me", "my", "i", "we", "how", "whats", "s", "any", "not",
+                  "no", "yes", "this", "ct", "if", "there", "between", "one", "two", "either", "within", "per",
+                  "ml", "mm", "cm", "cc", "l", "hu", "has", "have", "out", "up", "down", "versus", "vs"}
+
+
+def explain_unread(question: str) -> str:
+    """Why ``interpret`` found no reading: the words it did not understand, or the ask it
+    recognised and what the question named that the ask does not cover."""
+    readings, rule, q = _interpret(question)
+    unknown = [w for w in dict.fromkeys(q.t) if w not in VOCAB and w not in STOP and w not in FUNCTION_WORDS
+               and w not in ORGAN_WORDS and not w[0].isdigit() and w not in ROMAN]
+    named = q.s.get("lobe") or q.organ or ("a lesion" if q.lesion else None)
+    parts = []
+    if rule is not None:
+        parts.append(f"it asks for {_ASKS[rule.__name__]}, which is not computed for "
+                     + (f"'{named.replace('_', ' ')}'" if named else "nothing it names"))
+    if unknown:
+        parts.append("did not understand " + ", ".join(repr(w) for w in unknown[:6]))
+    if not parts:
+        parts.append("it names " + (f"'{named.replace('_', ' ')}'" if named else "no structure")
+                     + " but asks nothing that is computed")
+    return "; ".join(parts)
+
+
+def _interpret(question: str):
+    """(readings, the rule that decided or None, the parsed question)."""
     t = _tokens(question)
     s = _structures(t)
     organ = s.get("organ")
@@ -188,8 +222,8 @@ def interpret(question: str) -> list[Reading]:
     for rule in _RULES:
         got = rule(q)
         if got is not None:
-            return got
-    return []
+            return got, (rule if not got else None), q
+    return [], None, q
 
 
 def _localization(q: _Asked) -> list[Reading] | None:
@@ -249,8 +283,13 @@ def _comparison(q: _Asked) -> list[Reading] | None:
 
 
 def _lesion_type(q: _Asked) -> list[Reading] | None:
+    # "Is the liver mass a cyst?" asks the lesion's type (the answer names it), not whether one exists.
+    kind_of_one = q.t[:1] in (["is"], ["are"]) and not _phrase(q.t, "is there", "are there") \
+        and not q.s.get("side") \
+        and _phrase(q.t, "a cyst", "a tumor", "a simple cyst", "cysts", "tumors", "cystic", "a cancer")
     if q.lesion and (_phrase(q.t, "cyst or a tumor", "cyst or tumor", "tumor or cyst", "tumor or a cyst",
-                             "cystic or solid", "solid or cystic", "simple cyst or") or q.has("type", "kind")) \
+                             "cystic or solid", "solid or cystic", "simple cyst or") or q.has("type", "kind")
+                     or kind_of_one) \
             and not q.has("howmany"):
         if q.family == "kidney" and (q.has("solid", "simple", "cystic", "attenuation", "hu")):
             return [Reading("med.renal_mass_type")]
@@ -373,5 +412,9 @@ def _existence(q: _Asked) -> list[Reading] | None:
     return None
 
 
+_ASKS = {"_localization": "a bounding box", "_clinical": "a clinical category", "_comparison": "a comparison",
+         "_lesion_type": "a lesion's type", "_counting": "a lesion count", "_location": "a location",
+         "_relative_attenuation": "a relative attenuation", "_size": "a size", "_density": "an attenuation",
+         "_existence": "a presence"}
 _RULES = (_localization, _clinical, _comparison, _lesion_type, _counting, _location, _relative_attenuation, _size,
           _density, _existence)
