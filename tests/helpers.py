@@ -123,10 +123,14 @@ def gzip_bytes(raw: bytes) -> bytes:
     return gzip.compress(raw, mtime=0)
 
 
+# VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across exec, so a child of a large
+# pytest worker would report the worker's peak.
 _MEASURED_CLI = """
-import atexit, os, resource, sys
-atexit.register(lambda: open(os.environ["VOLVQA_TEST_PEAK"], "w").write(
-    str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))
+import atexit, os, sys
+def _peak():
+    hwm = next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:"))
+    open(os.environ["VOLVQA_TEST_PEAK"], "w").write(hwm.split()[1])
+atexit.register(_peak)
 sys.argv[0] = "volvqa"
 from volvqa.cli import main
 main()

@@ -17,8 +17,9 @@ MAX_NODES = 100_000
 
 def load_yaml(text: str, where) -> object:
     """The document in ``text`` (safe tags only); ``where`` names the file in errors."""
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)   # the reader refuses control characters here already
         node = loader.get_single_node()
         if node is None:
             return None
@@ -27,7 +28,8 @@ def load_yaml(text: str, where) -> object:
     except yaml.YAMLError as e:
         raise VolvqaInputError(where, f"not valid YAML ({str(e).splitlines()[0][:120]})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _children(node) -> list:

@@ -12,7 +12,7 @@ import yaml
 from tests.helpers import ct_phantom, files_under, run_cli_measured, write_nii
 
 SHAPE = (24, 20, 12)
-PEAK_MIB = 700   # the CLI with numpy, nibabel and pydicom loaded is about 200 MiB
+PEAK_MIB = 500   # the CLI with numpy, nibabel and pydicom loaded is about 100-200 MiB
 
 
 def _seg():

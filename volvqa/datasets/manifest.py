@@ -37,6 +37,12 @@ MANIFEST_KEYS = {
     "phase": "contrast phase of every case (non-contrast, arterial, portal venous, delayed, contrast, unknown)",
 }
 GENERATE_KEYS = ("n", "seed", "lesions", "kind")
+#: The YAML types each key may hold (a value of another type is an error, not a crash later).
+MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str, int), "layout": (str,), "root": (str,), "root_env": (str,), "labels": (str, dict),
+    "splits": (dict,), "seed": (int,), "license": (str,), "generate": (dict,), "segmenter": (str, dict),
+    "csv": (str,), "annotates": (list,), "qc": (str,), "require_agreement": (str,), "phase": (str,)}
+_TYPE_WORDS = {str: "a string", int: "an integer", dict: "a mapping", list: "a list"}
 
 
 def _unknown(where, what: str, key, known) -> VolvqaInputError:
@@ -85,9 +91,15 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
     for key in data:
         if key not in MANIFEST_KEYS:
             raise _unknown(path, "manifest key", key, MANIFEST_KEYS)
+    data = {k: v for k, v in data.items() if v is not None}   # "key:" with no value: as if absent
     for key in ("layout", "root"):
         if key not in data:
             raise VolvqaInputError(path, f"manifest lacks '{key}'")
+    for key, value in data.items():
+        want = MANIFEST_TYPES[key]
+        if not isinstance(value, want) or (isinstance(value, bool) and bool not in want):
+            raise VolvqaInputError(path, f"'{key}' must be " + " or ".join(_TYPE_WORDS[t] for t in want)
+                                   + f", got {type(value).__name__} {shown(value)}")
     gen = data.get("generate")
     if gen is not None:
         if not isinstance(gen, dict) or "n" not in gen:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
 
 from volvqa.errors import VolvqaInputError
 from volvqa.io.orientation import LPS_TO_RAS
@@ -89,7 +88,7 @@ def read_slices(path: Path) -> tuple[dict[str, list[_Slice]], int]:
     for name, src in _iter_files(path):
         try:
             ds = pydicom.dcmread(src, defer_size="1 KB")
-        except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError, KeyError):
+        except Exception:  # noqa: BLE001 - pydicom raises many types on junk (BytesLengthException, ...)
             skipped += 1  # not DICOM (README, DICOMDIR index, junk): ignore
             continue
         if "PixelData" not in ds:

@@ -76,7 +76,7 @@ def read_header(path: str | os.PathLike, *, use_isal: bool = True) -> nib.Nifti1
     try:
         with _open_stream(path, head, use_isal) as f:
             hdr_bytes = f.read(540)
-    except (OSError, EOFError, zlib.error) as e:
+    except (OSError, EOFError, zlib.error, *_isal_errors) as e:
         raise VolvqaInputError(path, f"corrupt gzip stream ({_reason(e)})") from None
     return _parse_header(path, hdr_bytes)
 
@@ -106,6 +106,17 @@ def _parse_header(path: Path, hdr_bytes: bytes):
         raise VolvqaInputError(path, f"not a NIfTI file (magic {magic!r})")
     if magic in (b"ni1", b"ni2"):
         raise VolvqaInputError(path, "two-file NIfTI (.hdr/.img) is not supported; convert to .nii.gz")
+    # nibabel decodes fields lazily and raises what it likes on junk: decode them all here, once.
+    try:
+        hdr.get_data_dtype()
+    except Exception:  # noqa: BLE001
+        raise VolvqaInputError(path, f"unknown NIfTI datatype code {int(hdr['datatype'])}") from None
+    try:
+        hdr.get_data_shape(), hdr.get_data_offset(), hdr.get_slope_inter()
+        with np.errstate(all="ignore"):
+            hdr.get_best_affine()
+    except Exception as e:  # noqa: BLE001
+        raise VolvqaInputError(path, f"invalid NIfTI header ({type(e).__name__}: {_reason(e)[:120]})") from None
     return hdr
 
 
@@ -137,6 +148,8 @@ def read_nifti(path: str | os.PathLike, *, max_voxels: int, use_isal: bool = Tru
     check_affine(path, affine)
 
     offset = int(hdr.get_data_offset())
+    if offset < 0:
+        raise VolvqaInputError(path, f"negative vox_offset {offset}")
     if offset > MAX_VOX_OFFSET:
         raise VolvqaInputError(path, f"vox_offset {offset} is implausibly large (extensions over "
                                f"{MAX_VOX_OFFSET // 2**20} MiB)")
@@ -156,7 +169,10 @@ def read_nifti(path: str | os.PathLike, *, max_voxels: int, use_isal: bool = Tru
     if slope is not None and (slope != 1 or (inter or 0) != 0):
         if slope == 0:
             raise VolvqaInputError(path, "scl_slope is 0: every voxel would be the same value")
-        if dtype.kind in "iu" and float(slope).is_integer() and float(inter or 0).is_integer():
+        if not (np.isfinite(slope) and np.isfinite(inter or 0)):
+            raise VolvqaInputError(path, f"scl_slope / scl_inter {slope} / {inter} are not finite")
+        if dtype.kind in "iu" and float(slope).is_integer() and float(inter or 0).is_integer() \
+                and abs(slope) < 2**31 and abs(inter or 0) < 2**31:
             data = data.astype(np.int64) * int(slope) + int(inter or 0)
         else:
             data = data.astype(np.float64) * slope + (inter or 0)
