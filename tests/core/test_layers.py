@@ -15,7 +15,7 @@ import volvqa
 ROOT = Path(volvqa.__file__).parent
 
 # Bottom first. "core" is the package's top-level modules (records, labels,
-# errors, knowledge, arrays, jsonable, phase, devices, progress).
+# errors, knowledge, arrays, jsonable, phase, devices, progress, plugins, safe_yaml).
 LAYERS = ["core", "io", "engines", "qc", "findings", "render", "synth", "datasets", "segment", "qa", "tools",
           "bench", "models", "agent", "eval", "cli"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
