@@ -38,7 +38,8 @@ class VolvqaInputError(ValueError):
         """The one-line message; ``flag_of(param)`` names the argument (the CLI passes its flags)."""
         where = []
         if self.path:
-            where.append(self.path)
+            # A file name may hold a newline or a control character: shown escaped, on one line.
+            where.append("".join(c if c.isprintable() else repr(c)[1:-1] for c in self.path))
         if self.param:
             name = flag_of(self.param) if flag_of else self.param
             where.append(name if self.value is None else (f"{name} {self.value}" if flag_of else f"{name}={self.value!r}"))

@@ -124,3 +124,13 @@ def test_malformed_msd_dataset_json_is_bad_input(tmp_path, meta, expected):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "dataset.json" in lines[0] and expected in lines[0], r.stderr
     assert "internal error" not in r.stderr and not any((tmp_path / "out").rglob("*"))
+
+
+def test_a_file_name_with_a_newline_stays_on_one_line(tmp_path):
+    root = tmp_path / "d"
+    root.mkdir()
+    m = tmp_path / "m.yaml"
+    m.write_text('layout: csv\nroot: d\ncsv: "d/cases\\nINJECTED: fake.csv"\n')
+    r, _ = run_cli_measured(["build-qa", m, "--out", tmp_path / "out"], tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "cases\\nINJECTED" in lines[0], r.stderr

@@ -433,3 +433,61 @@ def test_one_cycle_schedule_survives_short_runs(total):
         sched.step() if _ < total - 1 else None
         lrs.append(opt.param_groups[0]["lr"])
     assert all(0 < lr <= 0.01 + 1e-12 for lr in lrs)
+
+
+@pytest.mark.slow
+def test_prior_answers_in_words_in_free_mode(mini, tmp_path):
+    """The blind prior in free mode: the train majority answer, the train median with its unit, the
+    train median box; never an option letter or an all-zero box (which a free-form scorer gives 0)."""
+    from collections import Counter
+
+    from volvqa.bench.layout import load_qa
+    out = mini / "out"
+    items, _cases, _info = load_qa(out)
+    preds = tmp_path / "pf.jsonl"
+    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "predict", "--qa", str(out), "--model", "prior",
+                        "--split", "test", "--mode", "free", "--out", str(preds)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = {p["qid"]: p["answer"] for p in map(json.loads, preds.read_text().splitlines())}
+    train = [it for it in items if it["split"] == "train"]
+    by_key = {}
+    from volvqa.qa.audit import key_of
+    for it in train:
+        by_key.setdefault(key_of(it), []).append(it)
+    checked = Counter()
+    test = [it for it in items if it["split"] == "test"]
+    for it in test:
+        ans = got[it["qid"]]
+        same = by_key.get(key_of(it), [])
+        assert ans not in ("A", "B", "C", "D", "[0, 0, 0, 0, 0, 0]"), (it["qid"], ans)
+        if not same:
+            assert ans.startswith("cannot answer"), ans
+            continue
+        if it["answer_type"] in ("binary", "categorical"):
+            top = Counter(str(x["answer"]) for x in same).most_common()
+            assert ans in {a for a, n in top if n == top[0][1]}, (it["qid"], ans, top)
+        elif it["answer_type"] == "numeric":
+            assert float(ans.split()[0]) == pytest.approx(float(np.median([x["answer"] for x in same])), rel=0.01,
+                                                          abs=0.01), (ans, [x["answer"] for x in same])
+            assert it.get("unit") is None or ans.endswith(it["unit"]) or it["unit"] in ("", "count")
+        elif it["answer_type"] == "bbox":
+            want = np.median([x["answer"]["voxel"] for x in same], axis=0)
+            assert json.loads(ans) == [int(round(v)) for v in want]
+        checked[it["answer_type"]] += 1
+    assert checked["binary"] and checked["numeric"] and checked["bbox"], checked
+    r = subprocess.run([sys.executable, "-m", "volvqa.cli", "evaluate", "--qa", str(out), "--predictions", str(preds),
+                        "--json", str(tmp_path / "s.json")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    s = next(iter(json.loads((tmp_path / "s.json").read_text()).values()))
+    # Every answer parses but the "cannot answer"s (kinds train never asks), which count as wrong.
+    cannot = sum(got[it["qid"]].startswith("cannot answer") for it in test)
+    assert s["overall"]["parsed"] == pytest.approx(1 - cannot / len(test), abs=0.01), (s["overall"], cannot)
+    assert s["overall"]["score"] > 0.1, s["overall"]
+
+
+@pytest.mark.parametrize("answer_type, truth", [("binary", "no"), ("categorical", "cyst"), ("numeric", 3.0)])
+def test_an_abstention_is_never_parsed_as_an_answer(answer_type, truth):
+    from volvqa.eval.metrics import score_item
+    item = {"qid": "q", "answer_type": answer_type, "answer": truth}
+    s = score_item(item, "cannot answer: no train item asks this; not a cyst, 3 ml", "free")
+    assert s["parsed"] is False and s["score"] == 0.0, s

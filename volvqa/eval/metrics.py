@@ -89,10 +89,21 @@ def categorical_match(output: str, truth: str) -> tuple[bool, bool]:
     return exact, partial or exact
 
 
+ABSTAIN_PREFIX = "cannot answer"
+
+
+def is_abstention(output: str | None) -> bool:
+    """An answer that declines ("cannot answer: ..."): never parsed as an answer ("...: no train item"
+    is not a "no")."""
+    return (output or "").strip().lower().startswith(ABSTAIN_PREFIX)
+
+
 def score_item(item: dict, output: str, mode: str) -> dict:
-    """Per-item scores. ``mode``: 'mc' (options shown) or 'free'."""
+    """Per-item scores. ``mode``: 'mc' (options shown) or 'free'. An abstention scores 0, unparsed."""
     at = item["answer_type"]
     s: dict = {"qid": item["qid"], "answer_type": at, "mode": mode}
+    if is_abstention(output):
+        output = ""
     if at == "bbox":
         box = parse_bbox(output)
         truth = item["answer"]["voxel"] if isinstance(item["answer"], dict) else json.loads(item["answer"])["voxel"]
