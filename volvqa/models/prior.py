@@ -43,7 +43,7 @@ class PriorAnswerer:
         """The prior's answer in words for an item (its key set), from the train answers of its kind."""
         from volvqa.qa.readings import answer_text
         from volvqa.qa.templates import TEMPLATES
-        answers = self.prior._answers(item["key"], None)
+        answers = self.prior.answers(item["key"])
         if not answers:
             return "cannot answer: no train item asks this kind of question"
         kind = item.get("answer_type")

@@ -75,6 +75,10 @@ class QuestionOnlyPrior:
     def _answers(self, key: str, exclude_case: str | None) -> list:
         return [a for c, a in self.by_key.get(key, []) if c != exclude_case]
 
+    def answers(self, key: str) -> list:
+        """The train answers of a question kind (its key), in train order."""
+        return self._answers(key, None)
+
     def guess(self, item: dict, exclude_case: str | None = None) -> str | None:
         """The letter a question-only model picks (None for box items)."""
         opts = item.get("options") or {}
