@@ -25,10 +25,6 @@ CHUNKS = (128, 128, 64)
 ZSTD_LEVEL = 3
 
 
-def _check_case_id(case_id: str) -> None:
-    check_case_id(case_id, "cache")
-
-
 def _chunks(shape):
     return tuple(min(c, s) for c, s in zip(CHUNKS, shape, strict=False))
 
@@ -46,7 +42,7 @@ def has_case(store: str | os.PathLike, case_id: str) -> bool:
 def write_case(store: str | os.PathLike, case_id: str, volume: Volume,
                labelmap: LabelMap | None = None, *, overwrite: bool = False) -> Path:
     """Write one case; returns its folder. Existing cases are kept unless ``overwrite``."""
-    _check_case_id(case_id)
+    check_case_id(case_id, "cache")
     store = Path(store)
     final = store / case_id
     if has_case(store, case_id) and not overwrite:
@@ -86,7 +82,7 @@ def write_case(store: str | os.PathLike, case_id: str, volume: Volume,
 
 def read_case(store: str | os.PathLike, case_id: str) -> tuple[Volume, LabelMap | None]:
     """Read a case back: identical arrays, affine and label names."""
-    _check_case_id(case_id)
+    check_case_id(case_id, "cache")
     store = Path(store)
     if not has_case(store, case_id):
         raise VolvqaInputError(store, f"cache has no case {case_id!r}")
